@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each sets up .venv by itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU wheel of torch: an unpinned torch would pull gigabytes of CUDA packages.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-slow bench audit clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m medgen_monai demo --out out/demo
+	@echo "demo written: out/demo/gallery.png"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/phantoms.py
+
+# retrain the shipped audit networks (minutes on 2 cores); see docs/audit.md
+audit: $(STAMP)
+	$(PY) -m medgen_monai train-audit --kind all
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
