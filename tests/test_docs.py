@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 
 
-def test_phantom_docs_are_current():
-    run = subprocess.run([sys.executable, "docs/build_phantom_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+def test_generated_docs_are_current():
+    run = subprocess.run([sys.executable, "docs/build_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 
 

@@ -1,0 +1,148 @@
+"""Fill the generated parts of the docs from the code and the shipped results:
+
+* docs/phantoms.md: vocabulary tables, an example text per kind, a figure per kind
+  (docs/images/phantoms_<kind>.png) and the README gallery;
+* docs/audit.md: the held-out accuracy table of the shipped audit networks (read from
+  medgen_monai/metrics/weights/audit_<unit>.json, written by ``medgen-monai train-audit``) and
+  their bar plots (docs/images/audit_<unit>.png).
+
+    python docs/build_docs.py            # rewrite tables and figures
+    python docs/build_docs.py --check    # exit 1 if a table is stale (tests run this)
+
+Generated blocks sit between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from medgen_monai.phantoms import KINDS, get_phantom
+
+DOCS = Path(__file__).parent
+PAGE = DOCS / "phantoms.md"
+AUDIT_PAGE = DOCS / "audit.md"
+IMAGES = DOCS / "images"
+FIGURE_SEED = 0
+FIGURE_CASES = 8
+
+
+def block(kind: str) -> str:
+    phantom = get_phantom(kind)
+    vocab = phantom.vocabulary()
+    lines = [
+        f"Classes ({'multi-label' if vocab['multilabel'] else 'one per case'}): " + ", ".join(f"`{c}`" for c in vocab["classes"]),
+        "",
+        f"Views: {', '.join(vocab['views'])}; default size {'x'.join(map(str, phantom.default_size))}.",
+        "",
+        "| attribute | values | visible in | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, a in vocab["attributes"].items():
+        lines.append(f"| `{name}` | {', '.join(f'`{v}`' for v in a['values'])} | {', '.join(a['views'])} | {a['doc']} |")
+    sample = phantom.generate(0, seed=FIGURE_SEED)
+    text = sample.text.strip() or "(empty report)"
+    lines += [
+        "",
+        f"Example (`get_phantom('{kind}').generate(0, seed={FIGURE_SEED})`), label `{sample.label}`:",
+        "",
+        "> " + text.replace("\n", "\n> "),
+        "",
+        f"![{kind} phantoms](images/phantoms_{kind}.png)",
+    ]
+    return "\n".join(lines)
+
+
+def audit_reports() -> dict[str, dict]:
+    from medgen_monai.metrics.audit import WEIGHTS_DIR, audit_units
+
+    reports = {}
+    for unit in audit_units():
+        path = WEIGHTS_DIR / f"audit_{unit}.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: missing; train it with `medgen-monai train-audit --kind {unit.split('_')[0]}`")
+        reports[unit] = json.loads(path.read_text())
+    return reports
+
+
+def audit_block() -> str:
+    """Held-out accuracy per unit and head, with the data sizes, seconds and the command that trained it."""
+    lines = [
+        "| unit | head | accuracy | balanced accuracy | held-out cases |",
+        "|---|---|---|---|---|",
+    ]
+    reports = audit_reports()
+    for unit, report in reports.items():
+        for head, accuracy in report["accuracy"].items():
+            lines.append(
+                f"| `{unit}` | `{head}` | {accuracy:.3f} | {report['balanced_accuracy'][head]:.3f} | {report['n_val']} |"
+            )
+    lines += ["", "| unit | min attribute accuracy | parameters | weights | training cases x epochs | training time (s) | trained by |",
+              "|---|---|---|---|---|---|---|"]
+    for unit, report in reports.items():
+        args = report["arguments"]
+        lines.append(
+            f"| `{unit}` | {min(a for h, a in report['accuracy'].items() if not h.startswith('label')):.3f} | {report['architecture']['parameters']:,} | "
+            f"{report['weights_bytes'] / 1e6:.2f} MB | {report['n_train']} x {args['epochs']} | "
+            f"{report['training_seconds']:.0f} | `medgen-monai train-audit --kind {report['kind']}` |"
+        )
+    lines += [""] + [f"![audit {unit}](images/audit_{unit}.png)" for unit in reports]
+    return "\n".join(lines)
+
+
+def fill(page: str, name: str, content: str, path: Path) -> str:
+    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
+    if not pattern.search(page):
+        raise ValueError(f"{path}: no block '<!-- generated:{name} -->' ... '<!-- /generated:{name} -->'")
+    return pattern.sub(lambda m: m.group(1) + content + m.group(2), page)
+
+
+def render(page: str) -> str:
+    for kind in KINDS:
+        page = fill(page, kind, block(kind), PAGE)
+    return page
+
+
+def figures() -> None:
+    from medgen_monai.phantoms.gallery import save_gallery, save_kind_figure
+
+    IMAGES.mkdir(exist_ok=True)
+    samples = {}
+    for kind in KINDS:
+        samples[kind] = list(get_phantom(kind).generate_many(FIGURE_CASES, seed=FIGURE_SEED))
+        save_kind_figure(samples[kind], IMAGES / f"phantoms_{kind}.png", columns=4)
+    save_gallery({k: v[:6] for k, v in samples.items()}, IMAGES / "gallery.png")
+    from medgen_monai.metrics.audit import WEIGHTS_DIR
+
+    for unit in audit_reports():
+        shutil.copyfile(WEIGHTS_DIR / f"audit_{unit}.png", IMAGES / f"audit_{unit}.png")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="only check that the generated blocks are current")
+    args = parser.parse_args()
+    pages = {PAGE: render, AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE)}
+    stale = []
+    for path, update in pages.items():
+        page = path.read_text()
+        new = update(page)
+        if new != page:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    if args.check:
+        for path in stale:
+            print(f"{path} is stale: run python docs/build_docs.py", file=sys.stderr)
+        return 1 if stale else 0
+    figures()
+    print(f"wrote {', '.join(map(str, pages))} and the figures in {IMAGES}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
