@@ -129,3 +129,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    """mkstemp makes 0o600 files; outputs meant to be shared must get the usual umask-based mode."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "out.json", "{}")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

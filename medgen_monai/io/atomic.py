@@ -11,6 +11,13 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_text"]
 
 
+def _default_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask); mkstemp's 0o600 is private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -27,6 +34,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _default_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
