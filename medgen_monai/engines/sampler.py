@@ -1,0 +1,228 @@
+"""The one sampler of the project: MONAI schedulers, batched classifier-free guidance, per-sample seeds.
+
+Every bundle samples through :class:`DiffusionSampler`. It differs from MONAI's
+``LatentDiffusionInferer.sample`` in what the bundles need:
+
+* the conditional and unconditional halves of classifier-free guidance run in ONE U-Net forward
+  per step (batch ``2B``), with our null condition (a null class, an empty description's tokens)
+  rather than MONAI's ``-1``-filled tensor;
+* any U-Net keyword input is passed through: ``context`` tokens, ``class_labels`` (integer or soft),
+  ``extra_embedding`` (MONAI's inferers never pass class labels);
+* per-sample seeds: sample ``i`` with seed ``s`` draws its initial noise and every stochastic step's
+  noise from its own generator, so it is the same whether made alone or inside a batch;
+* DDPM, DDIM and rectified flow (MONAI ``DDPMScheduler``, ``DDIMScheduler``, ``RFlowScheduler``);
+* latent decoding through the autoencoder, with MONAI sliding windows for large 3D latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from monai.inferers import SlidingWindowInferer
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
+
+__all__ = ["Condition", "DiffusionSampler", "initial_noise"]
+
+#: U-Net keyword inputs, each ``(B, ...)``: ``context``, ``class_labels``, ``extra_embedding``.
+Condition = Mapping[str, torch.Tensor]
+
+
+def initial_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Gaussian noise ``(len(seeds), *shape)``, one CPU generator per sample (kept for later stochastic steps).
+
+    Noise is drawn on the CPU so that a seed gives the same sample on every device.
+    """
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
+    return noise.to(device), generators
+
+
+def _check_condition(name: str, condition: Condition, batch: int) -> dict[str, torch.Tensor]:
+    checked = {}
+    for key, value in condition.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name}[{key!r}] must be a tensor, got {type(value).__name__}")
+        if value.shape[0] not in (1, batch):
+            raise ValueError(f"{name}[{key!r}] has batch {value.shape[0]}; expected 1 or {batch} (one per seed)")
+        checked[key] = value.expand(batch, *value.shape[1:]) if value.shape[0] == 1 else value
+    return checked
+
+
+class DiffusionSampler:
+    """Reverse diffusion from noise to (decoded) samples.
+
+    Args:
+        scheduler: a MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler`` configured as in training.
+        num_inference_steps: reverse steps.
+        guidance_scale: classifier-free guidance weight ``w`` in ``uncond + w * (cond - uncond)``; 1 disables it.
+        autoencoder: decodes latents (MONAI ``AutoencoderKL``: ``decode_stage_2_outputs``); ``None``: return latents.
+        scale_factor: latent scale used in training (latents are divided by it before decoding).
+        decode_roi_size: latent window for sliding-window decoding (large 3D); ``None``: decode whole.
+        decode_overlap: sliding-window overlap.
+        eta: DDIM stochasticity (0 is deterministic DDIM).
+        progress: show a tqdm bar over steps.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        autoencoder: nn.Module | None = None,
+        scale_factor: float = 1.0,
+        decode_roi_size: Sequence[int] | None = None,
+        decode_overlap: float = 0.25,
+        eta: float = 0.0,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
+            raise ValueError(
+                f"scheduler must be a MONAI DDPMScheduler, DDIMScheduler or RFlowScheduler, got {type(scheduler).__name__}"
+            )
+        if not 1 <= int(num_inference_steps) <= scheduler.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be in [1, {scheduler.num_train_timesteps}] (the training steps), got {num_inference_steps}"
+            )
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if scale_factor <= 0:
+            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        if not 0 <= decode_overlap < 1:
+            raise ValueError(f"decode_overlap must be in [0, 1), got {decode_overlap}")
+        self.scheduler = scheduler
+        self.num_inference_steps = int(num_inference_steps)
+        self.guidance_scale = float(guidance_scale)
+        self.autoencoder = autoencoder
+        self.scale_factor = float(scale_factor)
+        self.decode_roi_size = tuple(decode_roi_size) if decode_roi_size is not None else None
+        self.decode_overlap = decode_overlap
+        self.eta = float(eta)
+        self.progress = progress
+
+    @property
+    def name(self) -> str:
+        """``ddpm``, ``ddim`` or ``rflow`` (recorded in output sidecars)."""
+        return {DDPMScheduler: "ddpm", DDIMScheduler: "ddim", RFlowScheduler: "rflow"}[type(self.scheduler)]
+
+    def settings(self) -> dict[str, float | int | str]:
+        """What a sidecar records about the sampling."""
+        return {"sampler": self.name, "steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
+                "eta": self.eta}
+
+    def _timesteps(self, latent_shape: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.scheduler, RFlowScheduler):
+            numel = 1
+            for s in latent_shape[1:]:
+                numel *= int(s)
+            self.scheduler.set_timesteps(self.num_inference_steps, device=device, input_img_size_numel=numel)
+        else:
+            self.scheduler.set_timesteps(self.num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        following = torch.cat([timesteps[1:], torch.zeros(1, dtype=timesteps.dtype, device=timesteps.device)])
+        return timesteps, following
+
+    def _step(self, output: torch.Tensor, t: torch.Tensor, following: torch.Tensor, x: torch.Tensor,
+              generators: Sequence[torch.Generator]) -> torch.Tensor:
+        scheduler = self.scheduler
+        if isinstance(scheduler, RFlowScheduler):
+            return scheduler.step(output, t, x, following)[0]
+        stochastic = isinstance(scheduler, DDPMScheduler) or self.eta > 0
+        if not stochastic:
+            return scheduler.step(output, int(t), x, eta=0.0)[0]
+        # one generator per sample: its noise does not depend on which other samples share the batch
+        parts = []
+        for i, generator in enumerate(generators):
+            if isinstance(scheduler, DDPMScheduler):
+                parts.append(scheduler.step(output[i : i + 1].cpu(), int(t), x[i : i + 1].cpu(), generator=generator)[0])
+            else:
+                parts.append(scheduler.step(output[i : i + 1].cpu(), int(t), x[i : i + 1].cpu(), eta=self.eta,
+                                            generator=generator)[0])
+        return torch.cat(parts).to(x.device)
+
+    def denoise(
+        self,
+        network: Callable[..., torch.Tensor],
+        latent_shape: Sequence[int],
+        seeds: Sequence[int],
+        condition: Condition | None = None,
+        null_condition: Condition | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """Run the reverse process and return latents ``(B, *latent_shape)``.
+
+        Args:
+            network: the U-Net, called as ``network(x, timesteps=t, **condition)``.
+            latent_shape: ``(C, *spatial)`` of one latent.
+            seeds: one seed per sample (``B = len(seeds)``).
+            condition: U-Net keyword inputs for the conditional half, each ``(B, ...)`` or ``(1, ...)``.
+            null_condition: the same keys for the unconditional half (the null condition); required when
+                ``guidance_scale != 1``.
+            device: where the network runs.
+        """
+        if len(seeds) == 0:
+            raise ValueError("seeds: give at least one seed (one per sample)")
+        batch = len(seeds)
+        device = torch.device(device)
+        condition = _check_condition("condition", condition or {}, batch)
+        guided = self.guidance_scale != 1.0
+        if guided:
+            if null_condition is None:
+                raise ValueError("guidance_scale != 1 needs null_condition (the unconditional inputs)")
+            null_condition = _check_condition("null_condition", null_condition, batch)
+            if set(null_condition) != set(condition):
+                raise ValueError(f"null_condition keys {sorted(null_condition)} must match condition keys {sorted(condition)}")
+            inputs = {k: torch.cat([condition[k], null_condition[k]]).to(device) for k in condition}
+        else:
+            inputs = {k: v.to(device) for k, v in condition.items()}
+        x, generators = initial_noise(seeds, latent_shape, device)
+        timesteps, following = self._timesteps(latent_shape, device)
+        from tqdm import tqdm
+
+        for t, t_next in tqdm(list(zip(timesteps, following)), desc=f"{self.name} sampling", disable=not self.progress,
+                              unit="step", leave=False):
+            model_input = torch.cat([x, x]) if guided else x
+            t_batch = t.to(device).expand(model_input.shape[0])
+            output = network(model_input, timesteps=t_batch, **inputs)
+            if guided:
+                conditional, unconditional = output.chunk(2)
+                output = unconditional + self.guidance_scale * (conditional - unconditional)
+            x = self._step(output, t, t_next, x, generators)
+        return x
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, C_z, *spatial_z)`` -> images ``(B, C, *spatial)`` through the autoencoder."""
+        if self.autoencoder is None:
+            return latents
+        z = latents / self.scale_factor
+        decode = self.autoencoder.decode_stage_2_outputs
+        if self.decode_roi_size is None:
+            return decode(z)
+        if len(self.decode_roi_size) != z.ndim - 2:
+            raise ValueError(f"decode_roi_size {self.decode_roi_size} must have {z.ndim - 2} entries for latents {tuple(z.shape)}")
+        inferer = SlidingWindowInferer(roi_size=self.decode_roi_size, sw_batch_size=1, overlap=self.decode_overlap,
+                                       mode="gaussian", progress=False)
+        return inferer(z, decode)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        network: Callable[..., torch.Tensor],
+        latent_shape: Sequence[int],
+        seeds: Sequence[int],
+        condition: Condition | None = None,
+        null_condition: Condition | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """Sample and decode: ``(B, C, *spatial)`` images (latents when there is no autoencoder).
+
+        See :meth:`denoise` for the arguments.
+        """
+        if isinstance(network, nn.Module):
+            network.eval()
+        if isinstance(self.autoencoder, nn.Module):
+            self.autoencoder.eval()
+        return self.decode(self.denoise(network, latent_shape, seeds, condition, null_condition, device))
