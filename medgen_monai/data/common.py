@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..errors import DatasetError
-from ..io.atomic import atomic_path, atomic_write_text
+from ..io.atomic import atomic_write_text
+from ..io.writers import save_image_2d  # re-exported: the layout writers use it
 
 __all__ = [
     "ATTRIBUTES_FILE",
@@ -89,21 +89,3 @@ def read_attributes(root: str | Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def save_image_2d(array: np.ndarray, path: str | Path, quality: int = 95) -> Path:
-    """Save a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG or JPEG (by suffix), atomically.
-
-    JPEG uses fixed quality and no optimisation passes, so output is byte-identical for
-    identical input (determinism is tested).
-    """
-    from PIL import Image
-
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-        raise ValueError(f"{path}: expected a uint8 (H, W) or (H, W, 3) array, got {array.dtype} {array.shape}")
-    path = Path(path)
-    image = Image.fromarray(array)
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            image.save(tmp, format="JPEG", quality=quality, subsampling=0)
-        else:
-            image.save(tmp, format="PNG")
-    return path

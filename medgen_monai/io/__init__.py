@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_write_text
+from .writers import FORMATS, OutputWriter, image_grid, save_image_2d, to_uint8
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["FORMATS", "OutputWriter", "atomic_path", "atomic_write_text", "image_grid", "save_image_2d", "to_uint8"]

@@ -1,0 +1,228 @@
+"""Output writers shared by every bundle: PNG (+ a grid), NIfTI with its affine, and a JSON sidecar
+per output. Every file is written to a temporary name and renamed, and a rerun into the same folder
+writes only what is missing (:meth:`OutputWriter.pending`).
+
+Sidecar (``<id>.json``, one per output): the bundle (name, version, sha256 of its weights), the
+seed, the sampler settings, the category, the description or report used, the predicted class, the
+files written, and whatever else the bundle put in the record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path, atomic_write_text
+
+__all__ = ["FORMATS", "save_image_2d", "to_uint8", "image_grid", "OutputWriter"]
+
+#: output formats the writer knows (``dicom`` comes with issue 5).
+FORMATS = ("png", "nifti")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def save_image_2d(array: np.ndarray, path: str | Path, quality: int = 95) -> Path:
+    """Save a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG or JPEG (by suffix), atomically.
+
+    JPEG uses fixed quality, no chroma subsampling and no optimisation passes, so output is
+    byte-identical for identical input.
+    """
+    from PIL import Image
+
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"{path}: expected a uint8 (H, W) or (H, W, 3) array, got {array.dtype} {array.shape}")
+    path = Path(path)
+    image = Image.fromarray(array)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            image.save(tmp, format="JPEG", quality=quality, subsampling=0)
+        else:
+            image.save(tmp, format="PNG")
+    return path
+
+
+def to_uint8(image: torch.Tensor | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A channel-first 2D image ``(C, H, W)`` with C in {1, 3} -> uint8 ``(H, W)`` or ``(H, W, 3)``.
+
+    Values are mapped linearly from ``value_range`` to 0..255 and clipped.
+    """
+    array = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+    if array.ndim != 3 or array.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (C, H, W) image with 1 or 3 channels, got shape {array.shape}")
+    low, high = value_range
+    scaled = np.clip((array - low) / (high - low), 0.0, 1.0)
+    out = np.round(scaled * 255.0).astype(np.uint8)
+    return out[0] if out.shape[0] == 1 else np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def image_grid(images: Sequence[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile uint8 ``(H, W)`` / ``(H, W, 3)`` images of one size into one uint8 image (grey goes RGB if mixed)."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    rgb = any(im.ndim == 3 for im in images)
+    tiles = [np.repeat(im[..., None], 3, axis=2) if rgb and im.ndim == 2 else im for im in images]
+    shapes = {t.shape for t in tiles}
+    if len(shapes) != 1:
+        raise ValueError(f"image_grid needs images of one shape, got {sorted(shapes)}")
+    height, width = tiles[0].shape[:2]
+    columns = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    grid = np.zeros((rows * (height + pad) + pad, columns * (width + pad) + pad, *tiles[0].shape[2:]), dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = pad + r * (height + pad), pad + c * (width + pad)
+        grid[y : y + height, x : x + width] = tile
+    return grid
+
+
+def _middle_axial(volume: np.ndarray) -> np.ndarray:
+    """The middle axial slice of an (X, Y, Z) RAS volume in radiological display (uint8)."""
+    return np.flipud(volume[:, :, volume.shape[2] // 2].T)
+
+
+class OutputWriter:
+    """Writes generated samples, one sidecar each, into ``output_dir``.
+
+    Args:
+        output_dir: folder (created).
+        formats: any of :data:`FORMATS`; PNG needs 2D images (3D volumes get a PNG of the middle axial slice only
+            in the grid), NIfTI takes 2D or 3D.
+        bundle: what every sidecar records about the model: ``{"name", "version", "weights_sha256", ...}``.
+        value_range: intensity range of the generated images (mapped to 0..255 for PNG).
+        affine: ``(4, 4)`` voxel-to-RAS affine for NIfTI (default identity, i.e. 1 mm voxels);
+            a record's ``"affine"`` overrides it.
+        grid: also write ``grid.png`` with every sample of the run (:meth:`write_grid`).
+
+    Each record is a dict with at least ``"id"`` (file stem; letters, digits, ``.``, ``_``, ``-``) and ``"seed"``.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        formats: Sequence[str] | str = ("png",),
+        bundle: Mapping[str, Any] | None = None,
+        value_range: Sequence[float] = (0.0, 1.0),
+        affine: Sequence[Sequence[float]] | np.ndarray | None = None,
+        grid: bool = True,
+    ) -> None:
+        formats = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
+        unknown = [f for f in formats if f not in FORMATS]
+        if not formats or unknown:
+            raise ValueError(f"formats: unknown {unknown or formats}; expected some of {list(FORMATS)}")
+        if len(value_range) != 2 or value_range[1] <= value_range[0]:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got shape {self.affine.shape}")
+        self.output_dir = Path(output_dir)
+        self.formats = formats
+        self.bundle = dict(bundle or {})
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.grid = grid
+        self._grid_tiles: list[np.ndarray] = []
+
+    # ---- paths -------------------------------------------------------------------------------
+    @staticmethod
+    def _id(record: Mapping[str, Any]) -> str:
+        if "id" not in record or "seed" not in record:
+            raise ValueError(f"an output record needs 'id' and 'seed', got keys {sorted(record)}")
+        identifier = str(record["id"])
+        if not _SAFE_ID.match(identifier):
+            raise ValueError(f"output id {identifier!r} may only use letters, digits, '.', '_' and '-'")
+        return identifier
+
+    def paths(self, record: Mapping[str, Any]) -> dict[str, Path]:
+        """Files of one record: each format plus ``"sidecar"``."""
+        stem = self.output_dir / self._id(record)
+        suffixes = {"png": ".png", "nifti": ".nii.gz"}
+        paths = {fmt: stem.with_name(stem.name + suffixes[fmt]) for fmt in self.formats}
+        paths["sidecar"] = stem.with_name(stem.name + ".json")
+        return paths
+
+    def is_done(self, record: Mapping[str, Any]) -> bool:
+        """All files of the record exist (the sidecar is written last, so its presence means complete)."""
+        return all(p.is_file() for p in self.paths(record).values())
+
+    def pending(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The records whose outputs are not all there yet (a rerun fills only these)."""
+        ids = [self._id(r) for r in records]
+        if len(set(ids)) != len(ids):
+            raise ValueError("output records must have unique ids")
+        return [r for r in records if not self.is_done(r)]
+
+    # ---- writing -----------------------------------------------------------------------------
+    def _write_nifti(self, array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+        import nibabel as nib
+
+        # channel-first (C, ...) -> nibabel's spatial-first layout; one channel is dropped
+        data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+        image = nib.Nifti1Image(data.astype(np.float32), affine)
+        image.header.set_xyzt_units("mm")
+        with atomic_path(path) as tmp:
+            nib.save(image, str(tmp))
+
+    def write(self, images: torch.Tensor | np.ndarray, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Path]]:
+        """Write a batch.
+
+        Args:
+            images: ``(B, C, H, W)`` or ``(B, C, X, Y, Z)`` in ``value_range``.
+            records: ``B`` records (see the class docstring); everything in them goes into the sidecar.
+
+        Returns:
+            the paths written per record.
+        """
+        array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+        if array.ndim not in (4, 5):
+            raise ValueError(f"images must be (B, C, H, W) or (B, C, X, Y, Z), got shape {array.shape}")
+        if len(records) != array.shape[0]:
+            raise ValueError(f"got {len(records)} records for {array.shape[0]} images")
+        if "png" in self.formats and array.ndim == 5:
+            raise ValueError("png output needs 2D images; write 3D volumes as nifti (or dicom)")
+        written = []
+        for image, record in zip(array, records):
+            paths = self.paths(record)
+            display = None
+            if array.ndim == 4:
+                display = to_uint8(image, self.value_range)
+            else:
+                low, high = self.value_range
+                display = _middle_axial(np.round(np.clip((image[0] - low) / (high - low), 0, 1) * 255).astype(np.uint8))
+            if "png" in self.formats:
+                save_image_2d(display, paths["png"])
+            if "nifti" in self.formats:
+                affine = np.asarray(record.get("affine", self.affine), dtype=np.float64)
+                self._write_nifti(image, affine, paths["nifti"])
+            sidecar = {
+                "bundle": self.bundle,
+                **{k: v for k, v in record.items() if k != "affine"},
+                "files": {fmt: p.name for fmt, p in paths.items() if fmt != "sidecar"},
+            }
+            if "nifti" in self.formats:
+                sidecar["affine"] = np.asarray(record.get("affine", self.affine)).tolist()
+            atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+            self._grid_tiles.append(display)
+            written.append(paths)
+        return written
+
+    def write_grid(self, columns: int = 8, name: str = "grid.png") -> Path | None:
+        """Tile every image written in this run into ``name`` (nothing when none was written or grid is off)."""
+        if not self.grid or not self._grid_tiles:
+            return None
+        return save_image_2d(image_grid(self._grid_tiles, columns), self.output_dir / name)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a JSON sidecar")
