@@ -47,8 +47,8 @@ DERM_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
         "shape",
         ("round", "oval", "irregular"),
-        "outline of the lesion: round (aspect about 1), oval (aspect 1.5-1.9, any orientation) or irregular "
-        "(lobulated outline with notches)",
+        "outline of the lesion: round (aspect about 1), oval (aspect 1.6-2.0, any orientation) or irregular "
+        "(lobulated outline with deep notches)",
     ),
     Attribute(
         "size",
@@ -285,7 +285,7 @@ class DermPhantom(Phantom):
         rho = np.sqrt(x * x + y * y) + 1e-6
         theta = np.arctan2(y, x)
         shape = attributes["shape"]
-        aspect = 1.0 + 0.06 * u[5] if shape == "round" else (1.5 + 0.4 * u[5] if shape == "oval" else 1.1 + 0.2 * u[5])
+        aspect = 1.0 + 0.06 * u[5] if shape == "round" else (1.6 + 0.4 * u[5] if shape == "oval" else 1.0 + 0.15 * u[5])
         tilt = np.pi * u[6]
         # ellipse radius at angle theta with semi-axes (a, b) = (R sqrt(aspect), R / sqrt(aspect)): same area as the circle
         phi = theta - tilt
@@ -293,7 +293,7 @@ class DermPhantom(Phantom):
         harmonics = np.zeros_like(theta)
         if shape == "irregular":
             for k, (a_index, p_index) in zip((2, 3, 5), ((7, 8), (9, 10), (11, 12))):
-                harmonics += (0.10 + 0.08 * u[a_index]) * np.cos(k * theta + 2 * np.pi * u[p_index])
+                harmonics += (0.15 + 0.07 * u[a_index]) * np.cos(k * theta + 2 * np.pi * u[p_index])
         else:
             harmonics += 0.03 * u[7] * np.cos(3 * theta + 2 * np.pi * u[8])
         outline = radius * ellipse * (1 + harmonics)
