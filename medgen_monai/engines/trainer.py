@@ -1,0 +1,610 @@
+"""The one trainer family: autoencoder and latent diffusion training on pytorch-ignite, with exact resume.
+
+Every bundle trains through :class:`AutoencoderTrainer` (MONAI ``AutoencoderKL``: L1 + KL, an optional
+patch adversarial loss and an optional perceptual loss) and :class:`LatentDiffusionTrainer` (any MONAI
+diffusion U-Net, including :class:`~medgen_monai.nets.ConditionedDiffusionUNet`, on autoencoder latents
+or on pixels). Both are ignite :class:`~ignite.engine.Engine` subclasses sharing
+:class:`GenerativeTrainer`, which owns what makes a run reproducible and resumable:
+
+* **Batches by iteration.** :class:`IndexedBatches` builds batch ``i`` from a permutation seeded by
+  ``(seed, epoch)``, so the data a run sees depends only on the iteration number, never on how often
+  the run was interrupted (an ignite ``DataLoader`` iterator cannot be rewound to the middle of an epoch).
+* **Randomness from one generator.** Noise, timesteps and condition dropout come from a
+  ``torch.Generator`` owned by the trainer and saved in every checkpoint.
+* **Checkpoints** hold the network, its EMA (``torch.optim.swa_utils.AveragedModel``), the optimizer,
+  the LR scheduler, the iteration, the generator state and the trainer's own state (the latent scale
+  factor), are written atomically (temp name + rename) and load with ``weights_only=True``. ``run()``
+  continues from ``<output_dir>/checkpoints/last.pt`` when it exists, and the result is bit-identical
+  to an uninterrupted run (``tests/test_trainer.py`` kills a run and compares).
+* **What people look at:** a tqdm bar, TensorBoard scalars (loss terms, learning rate) and sample grids
+  written to ``<output_dir>/samples/`` and TensorBoard every ``sample_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from monai.data import list_data_collate
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..io.atomic import atomic_path
+from ..io.writers import image_grid, save_image_2d, to_uint8
+from .sampler import DiffusionSampler
+
+__all__ = [
+    "IndexedBatches",
+    "GenerativeTrainer",
+    "AutoencoderTrainer",
+    "LatentDiffusionTrainer",
+    "CheckpointError",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+]
+
+#: stored in every checkpoint; a checkpoint without it (or from another trainer or bundle) is refused.
+CHECKPOINT_FORMAT = "medgen-monai-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, or was written by another trainer or bundle."""
+
+
+def load_checkpoint(path: str | Path, trainer: str | None = None, tag: str | None = None) -> dict[str, Any]:
+    """Load a trainer checkpoint with ``weights_only=True`` and check where it comes from.
+
+    Args:
+        path: the ``.pt`` file.
+        trainer: the expected trainer class name (``"LatentDiffusionTrainer"``); ``None``: any.
+        tag: the expected run tag (a bundle sets it to its name); ``None``: any.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, is not a medgen-monai checkpoint, or
+            belongs to another trainer or tag; the message names the file and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a medgen-monai trainer checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if trainer is not None and state.get("trainer") != trainer:
+        raise CheckpointError(f"{path}: written by {state.get('trainer')!r}, expected a {trainer!r} checkpoint")
+    if tag is not None and state.get("tag") != tag:
+        raise CheckpointError(f"{path}: belongs to run {state.get('tag')!r}, expected {tag!r} (a checkpoint from another bundle?)")
+    return state
+
+
+class IndexedBatches:
+    """Batch ``i`` of a run as a pure function of ``i``.
+
+    Epoch ``e`` visits the dataset in a permutation drawn from ``(seed, e)``; the last incomplete
+    batch of an epoch is dropped so that every batch has ``batch_size`` items.
+
+    Args:
+        dataset: any indexable dataset (a MONAI ``Dataset`` / ``CacheDataset`` of dict records).
+        batch_size: items per batch (<= ``len(dataset)``).
+        seed: permutation seed.
+        collate_fn: how items become a batch (MONAI's ``list_data_collate`` by default).
+    """
+
+    def __init__(self, dataset: Sequence[Any], batch_size: int, seed: int = 0,
+                 collate_fn: Callable[[list[Any]], Any] = list_data_collate) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(dataset) < batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} items, fewer than one batch of {batch_size}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.collate_fn = collate_fn
+        self._permutation: tuple[int, np.ndarray] | None = None
+
+    @property
+    def epoch_length(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def indices(self, iteration: int) -> list[int]:
+        """Dataset indices of batch ``iteration`` (0-based)."""
+        epoch, position = divmod(int(iteration), self.epoch_length)
+        if self._permutation is None or self._permutation[0] != epoch:
+            self._permutation = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)))
+        start = position * self.batch_size
+        return self._permutation[1][start : start + self.batch_size].tolist()
+
+    def __call__(self, iteration: int) -> Any:
+        return self.collate_fn([self.dataset[i] for i in self.indices(iteration)])
+
+
+class GenerativeTrainer(Engine):
+    """Shared machinery of the trainers (see the module docstring). Subclasses implement :meth:`train_step`.
+
+    Args:
+        network: the trained network.
+        optimizer: its optimizer.
+        batches: batch source (:class:`IndexedBatches`).
+        max_iterations: total iterations of the run.
+        output_dir: checkpoints (``checkpoints/``), sample grids (``samples/``), TensorBoard (``tensorboard/``).
+        lr_scheduler: optional ``torch.optim.lr_scheduler`` stepped every iteration.
+        ema_decay: EMA decay of the network weights; ``None`` disables EMA.
+        checkpoint_every: iterations between checkpoints (one is always written at the end).
+        sample_every: iterations between sample grids; 0 disables them.
+        grad_clip: max gradient norm; ``None`` disables clipping.
+        seed: seed of the trainer's generator (noise, timesteps, dropout).
+        tag: a run tag stored in checkpoints (bundles use their name) and checked on resume.
+        device: training device.
+        progress: show a tqdm bar.
+        tensorboard: write TensorBoard event files.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: IndexedBatches,
+        max_iterations: int,
+        output_dir: str | Path,
+        lr_scheduler: Any = None,
+        ema_decay: float | None = 0.999,
+        checkpoint_every: int = 500,
+        sample_every: int = 0,
+        grad_clip: float | None = 1.0,
+        seed: int = 0,
+        tag: str = "",
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        if max_iterations < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        if sample_every < 0:
+            raise ValueError(f"sample_every must be >= 0 (0 disables sample grids), got {sample_every}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+        super().__init__(self._iteration)
+        self.device = torch.device(device)
+        self.network = network.to(self.device)
+        self.optimizer = optimizer
+        self.batches = batches
+        self.max_iterations = int(max_iterations)
+        self.output_dir = Path(output_dir)
+        self.lr_scheduler = lr_scheduler
+        self.ema = None if ema_decay is None else AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.checkpoint_every = int(checkpoint_every)
+        self.sample_every = int(sample_every)
+        self.grad_clip = grad_clip
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.tag = str(tag)
+        self.progress = progress
+        self._tensorboard = tensorboard
+        self._summary: Any = None
+        self.add_event_handler(Events.ITERATION_COMPLETED, self._after_iteration)
+        self.add_event_handler(Events.COMPLETED, self._at_end)
+
+    # ---- to implement --------------------------------------------------------------------------
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch``; returns the loss terms (the ``"loss"`` key is the total)."""
+        raise NotImplementedError
+
+    def sample_images(self) -> torch.Tensor | None:
+        """``(N, C, *spatial)`` images in [0, 1] to show in a grid, or ``None``."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """Trainer-specific state saved in checkpoints (tensors, numbers, strings)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved."""
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output_dir / "checkpoints" / "last.pt"
+
+    @property
+    def model(self) -> nn.Module:
+        """The weights to use for inference: the EMA network when EMA is on."""
+        return self.network if self.ema is None else self.ema.module
+
+    # ---- one iteration -------------------------------------------------------------------------
+    def _iteration(self, engine: Engine, _: Any) -> dict[str, float]:
+        batch = self.batches(engine.state.iteration - 1)
+        self.network.train()
+        losses = self.train_step(batch)
+        if self.ema is not None:
+            self.ema.update_parameters(self.network)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def optimise(self, loss: torch.Tensor, network: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Backward, clip, step (``network`` / ``optimizer`` default to the trained ones)."""
+        optimizer = optimizer or self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_((network or self.network).parameters(), self.grad_clip)
+        optimizer.step()
+
+    # ---- logging, samples, checkpoints ------------------------------------------------------------
+    def _writer(self) -> Any:
+        if self._summary is None and self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._summary = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.state.iteration)
+        return self._summary
+
+    def _after_iteration(self, engine: Engine) -> None:
+        iteration = engine.state.iteration
+        writer = self._writer()
+        if writer is not None:
+            for key, value in engine.state.output.items():
+                writer.add_scalar(f"train/{key}", value, iteration)
+            writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], iteration)
+        if self.sample_every and iteration % self.sample_every == 0:
+            self.write_samples(iteration)
+        if iteration % self.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def _at_end(self, engine: Engine) -> None:
+        if engine.state.iteration % self.checkpoint_every:
+            self.save_checkpoint()
+        if self._summary is not None:
+            self._summary.flush()
+
+    def write_samples(self, iteration: int) -> Path | None:
+        """Write a sample grid PNG to ``samples/iteration_<n>.png`` (and TensorBoard)."""
+        images = self.sample_images()
+        if images is None:
+            return None
+        images = images.detach().float().cpu().clamp(0, 1)
+        if images.ndim == 5:  # 3D: the middle axial slice
+            images = images[..., images.shape[-1] // 2]
+        grid = image_grid([to_uint8(image) for image in images], columns=min(8, len(images)))
+        path = save_image_2d(grid, self.output_dir / "samples" / f"iteration_{iteration:07d}.png")
+        writer = self._writer()
+        if writer is not None:
+            writer.add_image("samples", grid if grid.ndim == 2 else np.moveaxis(grid, -1, 0),
+                             iteration, dataformats="HW" if grid.ndim == 2 else "CHW")
+        return path
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "trainer": type(self).__name__,
+            "tag": self.tag,
+            "iteration": int(self.state.iteration),
+            "network": self.network.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "extra": self.extra_state(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/last.pt`` atomically."""
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(self.state_for_checkpoint(), tmp)
+        return self.checkpoint_path
+
+    def load_state(self, state: Mapping[str, Any]) -> int:
+        """Restore a checkpoint's state; returns its iteration."""
+        self.network.load_state_dict(state["network"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.generator.set_state(state["generator"])
+        self.load_extra_state(state.get("extra") or {})
+        return int(state["iteration"])
+
+    def run_training(self, resume: bool = True) -> Engine:
+        """Train to ``max_iterations``, continuing from ``checkpoints/last.pt`` when it exists and ``resume``."""
+        start = 0
+        if resume and self.checkpoint_path.is_file():
+            start = self.load_state(load_checkpoint(self.checkpoint_path, type(self).__name__, self.tag))
+        if start >= self.max_iterations:
+            return self
+        epoch_length = self.batches.epoch_length
+        self.load_state_dict({"iteration": start, "epoch_length": epoch_length, "max_iters": self.max_iterations})
+        bar = None
+        if self.progress:
+            from ignite.handlers import ProgressBar
+
+            bar = ProgressBar(persist=True, desc=type(self).__name__)
+            bar.attach(self, output_transform=lambda output: {"loss": output["loss"]})
+        try:
+            self.run(data=None, max_iters=self.max_iterations, epoch_length=epoch_length)
+        finally:
+            if bar is not None:
+                bar.close(self)
+        return self
+
+
+class AutoencoderTrainer(GenerativeTrainer):
+    """``AutoencoderKL`` training: L1 reconstruction + ``kl_weight`` KL (+ perceptual, + patch adversarial).
+
+    Args:
+        autoencoder: a MONAI ``AutoencoderKL`` (2D or 3D).
+        optimizer: its optimizer.
+        batches: batches of dicts with ``image_key`` holding ``(B, C, *spatial)`` images.
+        image_key: the image key.
+        kl_weight: weight of the KL term.
+        perceptual_loss: an ``nn.Module`` ``(x_hat, x) -> scalar`` built from a local weights path
+            (e.g. MONAI ``PerceptualLoss``); ``None`` by default (nothing is downloaded).
+        perceptual_weight: its weight.
+        discriminator: a MONAI ``PatchDiscriminator`` for the adversarial loss; ``None`` disables it.
+        discriminator_optimizer: its optimizer (required with a discriminator).
+        adversarial_weight: generator adversarial weight.
+        adversarial_start: iteration from which the adversarial terms are used (warm-up without them).
+        **kwargs: :class:`GenerativeTrainer` arguments.
+    """
+
+    def __init__(
+        self,
+        autoencoder: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: IndexedBatches,
+        image_key: str = "image",
+        kl_weight: float = 1e-6,
+        perceptual_loss: nn.Module | None = None,
+        perceptual_weight: float = 0.3,
+        discriminator: nn.Module | None = None,
+        discriminator_optimizer: torch.optim.Optimizer | None = None,
+        adversarial_weight: float = 0.01,
+        adversarial_start: int = 0,
+        num_samples: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        if kl_weight < 0 or perceptual_weight < 0 or adversarial_weight < 0:
+            raise ValueError("loss weights must be >= 0")
+        if (discriminator is None) != (discriminator_optimizer is None):
+            raise ValueError("give both discriminator and discriminator_optimizer, or neither")
+        super().__init__(autoencoder, optimizer, batches, **kwargs)
+        self.image_key = image_key
+        self.kl_weight = float(kl_weight)
+        self.perceptual_loss = perceptual_loss
+        self.perceptual_weight = float(perceptual_weight)
+        self.discriminator = None if discriminator is None else discriminator.to(self.device)
+        self.discriminator_optimizer = discriminator_optimizer
+        self.adversarial_weight = float(adversarial_weight)
+        self.adversarial_start = int(adversarial_start)
+        self.num_samples = int(num_samples)
+        if self.discriminator is not None:
+            from monai.losses import PatchAdversarialLoss
+
+            self.adversarial_loss = PatchAdversarialLoss(criterion="least_squares")
+
+    def _images(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if self.image_key not in batch:
+            raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
+        return torch.as_tensor(batch[self.image_key]).float().to(self.device)
+
+    def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        images = self._images(batch)
+        # the encoder's reparameterisation draws from the global RNG: fork it from ours for exact resume
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+            reconstruction, z_mu, z_sigma = self.network(images)
+        reduce = list(range(1, z_mu.ndim))
+        kl = 0.5 * torch.sum(z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1, dim=reduce).mean()
+        l1 = F.l1_loss(reconstruction.float(), images)
+        losses = {"l1": l1, "kl": kl}
+        loss = l1 + self.kl_weight * kl
+        if self.perceptual_loss is not None:
+            losses["perceptual"] = self.perceptual_loss(reconstruction.float(), images)
+            loss = loss + self.perceptual_weight * losses["perceptual"]
+        adversarial = self.discriminator is not None and self.state.iteration > self.adversarial_start
+        if adversarial:
+            logits = self.discriminator(reconstruction.contiguous().float())[-1]
+            losses["generator_adversarial"] = self.adversarial_loss(logits, target_is_real=True, for_discriminator=False)
+            loss = loss + self.adversarial_weight * losses["generator_adversarial"]
+        self.optimise(loss)
+        if adversarial:
+            fake = self.discriminator(reconstruction.contiguous().detach())[-1]
+            real = self.discriminator(images.contiguous())[-1]
+            d_loss = 0.5 * (self.adversarial_loss(fake, target_is_real=False, for_discriminator=True)
+                            + self.adversarial_loss(real, target_is_real=True, for_discriminator=True))
+            self.optimise(d_loss, self.discriminator, self.discriminator_optimizer)
+            losses["discriminator"] = d_loss
+        losses["loss"] = loss
+        return losses
+
+    @torch.inference_mode()
+    def sample_images(self) -> torch.Tensor:
+        """Inputs (top row) and EMA reconstructions (bottom row) of the first batch of the run."""
+        batch = self.batches(0)
+        images = self._images(batch)[: self.num_samples]
+        model = self.model.eval()
+        reconstruction = model.reconstruct(images) if hasattr(model, "reconstruct") else model(images)[0]
+        return torch.cat([images, reconstruction.float()]).clamp(0, 1)
+
+    def extra_state(self) -> dict[str, Any]:
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "discriminator_optimizer": self.discriminator_optimizer.state_dict()}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        if self.discriminator is not None and "discriminator" in state:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+
+
+class LatentDiffusionTrainer(GenerativeTrainer):
+    """Diffusion U-Net training on (frozen) autoencoder latents, or on pixels without an autoencoder.
+
+    * **Latent scale factor**: ``1 / std`` of the first batch's latents (Rombach et al.), unless given;
+      saved in checkpoints and used by the sampler.
+    * **Targets**: ``epsilon`` / ``v_prediction`` / ``sample`` from a DDPM or DDIM scheduler's
+      ``prediction_type``; with an ``RFlowScheduler``, the flow velocity ``x0 - noise`` (MONAI's convention).
+    * **Conditions**: ``conditions`` maps batch keys to U-Net keyword inputs, e.g.
+      ``{"label": "class_labels"}`` or ``{"context": "context"}``. With probability
+      ``condition_dropout`` a sample's conditions are replaced by the null condition (the U-Net's null
+      class for ``class_labels``; ``null_conditions[name]`` otherwise) for classifier-free guidance.
+
+    Args:
+        network: the diffusion U-Net (``forward(x, timesteps, **conditions)``).
+        optimizer: its optimizer.
+        batches: batches of dicts with ``image_key`` and the condition keys.
+        scheduler: MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler``.
+        autoencoder: frozen MONAI ``AutoencoderKL`` (its ``encode`` mean is the latent); ``None``: pixel space.
+        scale_factor: latent scale factor; ``None``: from the first batch.
+        image_key: the image key.
+        conditions: batch key -> U-Net keyword.
+        null_conditions: U-Net keyword -> the null value ``(1, ...)`` for keys other than ``class_labels``.
+        condition_dropout: probability of dropping a sample's conditions.
+        sampler: the :class:`DiffusionSampler` used for the sample grids (``None``: no grids).
+        sample_conditions: U-Net keyword -> ``(N, ...)`` conditions of the grid (e.g. each class twice).
+        sample_seed: first seed of the grid samples.
+        **kwargs: :class:`GenerativeTrainer` arguments.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: IndexedBatches,
+        scheduler: Scheduler,
+        autoencoder: nn.Module | None = None,
+        scale_factor: float | None = None,
+        image_key: str = "image",
+        conditions: Mapping[str, str] | None = None,
+        null_conditions: Mapping[str, torch.Tensor] | None = None,
+        condition_dropout: float = 0.1,
+        sampler: DiffusionSampler | None = None,
+        sample_conditions: Mapping[str, torch.Tensor] | None = None,
+        sample_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
+            raise ValueError(f"scheduler must be a MONAI DDPMScheduler, DDIMScheduler or RFlowScheduler, got {type(scheduler).__name__}")
+        if not 0.0 <= condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {condition_dropout}")
+        if scale_factor is not None and not scale_factor > 0:
+            raise ValueError(f"scale_factor must be > 0, got {scale_factor}")
+        super().__init__(network, optimizer, batches, **kwargs)
+        self.scheduler = scheduler
+        self.autoencoder = None if autoencoder is None else autoencoder.to(self.device).eval().requires_grad_(False)
+        self.scale_factor = None if scale_factor is None else float(scale_factor)
+        self.image_key = image_key
+        self.conditions = dict(conditions or {})
+        self.null_conditions = {k: torch.as_tensor(v) for k, v in (null_conditions or {}).items()}
+        for key, name in self.conditions.items():
+            if name != "class_labels" and name not in self.null_conditions and condition_dropout > 0:
+                raise ValueError(f"condition {key!r} -> {name!r} needs null_conditions[{name!r}] for condition dropout")
+        self.condition_dropout = float(condition_dropout)
+        self.sampler = sampler
+        self.sample_conditions = dict(sample_conditions or {})
+        self.sample_seed = int(sample_seed)
+
+    # ---- data -> latents -----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, *spatial)`` -> scaled latents (the encoder mean times the scale factor)."""
+        if self.autoencoder is None:
+            return images
+        z_mu, _ = self.autoencoder.encode(images)
+        if self.scale_factor is None:
+            std = float(z_mu.flatten().std())
+            self.scale_factor = 1.0 / max(std, 1e-6)
+        return z_mu * self.scale_factor
+
+    def _null_class(self) -> int:
+        null = getattr(self.network, "null_class", None)
+        if null is None:
+            raise ValueError("class_labels dropout needs a U-Net with a null class (medgen_monai.nets.ConditionedDiffusionUNet)")
+        return int(null)
+
+    def _conditions(self, batch: Mapping[str, Any], size: int) -> dict[str, torch.Tensor]:
+        drop = torch.rand(size, generator=self.generator) < self.condition_dropout
+        out = {}
+        for key, name in self.conditions.items():
+            if key not in batch:
+                raise ValueError(f"batch has no condition {key!r} (keys: {sorted(batch)})")
+            value = torch.as_tensor(batch[key]).to(self.device)
+            if self.condition_dropout > 0:
+                if name == "class_labels" and not value.is_floating_point():
+                    value = torch.where(drop.to(self.device), torch.full_like(value, self._null_class()), value.long())
+                else:
+                    null = (self.null_conditions[name] if name in self.null_conditions
+                            else F.one_hot(torch.tensor([self._null_class()]), value.shape[-1]).float()).to(value)
+                    mask = drop.to(self.device).view(-1, *([1] * (value.ndim - 1)))
+                    value = torch.where(mask, null.expand_as(value), value)
+            out[name] = value
+        return out
+
+    def _timesteps(self, x0: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.scheduler, RFlowScheduler):
+            # MONAI draws these from the global RNG: seed it from ours so that resume stays exact
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+                return self.scheduler.sample_timesteps(x0)
+        return torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=self.generator).to(self.device)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the network learns to predict."""
+        if isinstance(self.scheduler, RFlowScheduler):
+            return x0 - noise
+        kind = self.scheduler.prediction_type
+        if kind == "epsilon":
+            return noise
+        if kind == "v_prediction":
+            return self.scheduler.get_velocity(x0, noise, timesteps)
+        return x0
+
+    def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        if self.image_key not in batch:
+            raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
+        x0 = self.encode(torch.as_tensor(batch[self.image_key]).float().to(self.device))
+        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+        timesteps = self._timesteps(x0)
+        noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
+        prediction = self.network(noisy, timesteps, **self._conditions(batch, x0.shape[0]))
+        loss = F.mse_loss(prediction.float(), self.target(x0, noise, timesteps).float())
+        self.optimise(loss)
+        return {"loss": loss}
+
+    # ---- samples -------------------------------------------------------------------------------
+    def latent_shape(self) -> tuple[int, ...]:
+        batch = self.batches(0)
+        return tuple(self.encode(torch.as_tensor(batch[self.image_key][:1]).float().to(self.device)).shape[1:])
+
+    def sample_images(self) -> torch.Tensor | None:
+        if self.sampler is None or not self.sample_conditions:
+            return None
+        count = len(next(iter(self.sample_conditions.values())))
+        self.sampler.autoencoder = self.autoencoder
+        self.sampler.scale_factor = self.scale_factor or 1.0
+        null = {}
+        for name, value in self.sample_conditions.items():
+            if name == "class_labels" and not value.is_floating_point():
+                null[name] = torch.full_like(value, self._null_class())
+            elif name in self.null_conditions:
+                null[name] = self.null_conditions[name].expand(count, *self.null_conditions[name].shape[1:])
+        images = self.sampler(self.model, self.latent_shape(), list(range(self.sample_seed, self.sample_seed + count)),
+                              condition=self.sample_conditions, null_condition=null or None, device=self.device)
+        self.network.train()
+        return images
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"scale_factor": math.nan if self.scale_factor is None else float(self.scale_factor)}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        value = state.get("scale_factor", math.nan)
+        self.scale_factor = None if value is None or math.isnan(value) else float(value)
