@@ -75,3 +75,14 @@ def test_writer_rejects_bad_records_and_shapes(tmp_path):
         writer.write(torch.rand(1, 1, 8, 8, 8), [{"id": "a", "seed": 0}])
     with pytest.raises(ValueError, match="one shape"):
         image_grid([np.zeros((4, 4), np.uint8), np.zeros((5, 4), np.uint8)])
+
+
+def test_radiological_axial_puts_the_patients_right_on_the_viewers_left():
+    from medgen_monai.io.writers import radiological_axial
+
+    volume = np.zeros((8, 6, 4), dtype=np.uint8)
+    volume[7, 0, 2] = 1  # the patient's far right (high X in RAS), posterior (low Y)
+    volume[0, 5, 1] = 2  # the patient's far left, anterior, another slice
+    assert radiological_axial(volume, 2)[5, 0] == 1  # bottom-left: posterior, viewer's left
+    assert radiological_axial(volume, 1)[0, 7] == 2  # top-right: anterior, viewer's right
+    assert radiological_axial(volume).shape == (6, 8)

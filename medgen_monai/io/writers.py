@@ -20,7 +20,7 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["FORMATS", "save_image_2d", "to_uint8", "image_grid", "OutputWriter"]
+__all__ = ["FORMATS", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
 
 #: output formats the writer knows (``dicom`` comes with issue 5).
 FORMATS = ("png", "nifti")
@@ -82,9 +82,17 @@ def image_grid(images: Sequence[np.ndarray], columns: int = 8, pad: int = 2) -> 
     return grid
 
 
-def _middle_axial(volume: np.ndarray) -> np.ndarray:
-    """The middle axial slice of an (X, Y, Z) RAS volume in radiological display (uint8)."""
-    return np.flipud(volume[:, :, volume.shape[2] // 2].T)
+def radiological_axial(volume: np.ndarray, z: int | None = None) -> np.ndarray:
+    """Axial slice ``z`` (default: the middle) of an ``(X, Y, Z)`` RAS volume in radiological display.
+
+    RAS voxel order puts the patient's right at high ``X`` and anterior at high ``Y``; the
+    radiological convention shows the patient's right on the viewer's LEFT and anterior at the top.
+
+    Returns:
+        ``(Y, X)`` array, same dtype: row 0 anterior, column 0 the patient's right.
+    """
+    z = volume.shape[2] // 2 if z is None else int(z)
+    return volume[::-1, ::-1, z].T
 
 
 class OutputWriter:
@@ -193,7 +201,7 @@ class OutputWriter:
                 display = to_uint8(image, self.value_range)
             else:
                 low, high = self.value_range
-                display = _middle_axial(np.round(np.clip((image[0] - low) / (high - low), 0, 1) * 255).astype(np.uint8))
+                display = radiological_axial(np.round(np.clip((image[0] - low) / (high - low), 0, 1) * 255).astype(np.uint8))
             if "png" in self.formats:
                 save_image_2d(display, paths["png"])
             if "nifti" in self.formats:

@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_path
+from ..io.writers import radiological_axial
 from .base import PhantomSample
 
 __all__ = ["display_panels", "save_gallery", "save_kind_figure"]
 
 
 def _axial(volume: np.ndarray, fraction: float) -> np.ndarray:
-    """An axial slice of an (X, Y, Z) RAS volume in radiological display: patient's right on the
-    viewer's left (columns follow +X, towards Left), anterior at the top."""
-    z = int(round(fraction * (volume.shape[2] - 1)))
-    return np.flipud(volume[:, :, z].T)
+    """The axial slice at ``fraction`` of the height, in radiological display (see :func:`radiological_axial`)."""
+    return radiological_axial(volume, int(round(fraction * (volume.shape[2] - 1))))
 
 
 def display_panels(sample: PhantomSample, slices: Sequence[float] = (0.35, 0.5, 0.65)) -> list[tuple[str, np.ndarray]]:
