@@ -7,6 +7,9 @@ Commands::
     medgen-monai gallery --out FILE.png [--n 4] [--seed 0]
     medgen-monai demo --out DIR
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
+    medgen-monai generate --bundle bundles/NAME [--category C] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
+    medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
+    medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "main"]
+__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "main"]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -97,6 +100,93 @@ def train_audit(kind: str = "all", out: str | None = None, quick: bool = False) 
     return str(train_audit_cli(kind=kind, out_dir=out, quick=quick))
 
 
+def _bundle_root(bundle: str) -> Path:
+    root = Path(bundle)
+    if not (root / "configs" / "inference.json").is_file():
+        raise ValueError(f"--bundle: {root} is not a bundle folder (no configs/inference.json)")
+    return root
+
+
+def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) -> None:
+    """Run bundle configs exactly as ``python -m monai.bundle run`` does."""
+    from monai.bundle import run as run_bundle
+
+    files = [str(root / "configs" / name) for name in config_files]
+    logging_file = root / "configs" / "logging.conf"
+    run_bundle(config_file=files, meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(root),
+               logging_file=str(logging_file) if logging_file.is_file() else None,
+               **{k: v for k, v in overrides.items() if v is not None})
+
+
+def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
+             guidance: float | None = None, format: str = "png", batch_size: int | None = None,
+             progress: bool = True) -> str:
+    """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
+
+    Args:
+        bundle: the bundle folder, e.g. bundles/ldm_label_derm.
+        out: output folder; a rerun into the same folder makes only what is missing.
+        n: samples per category.
+        category: one class or a comma-separated list; default every class.
+        seed: first seed (sample i of a category uses seed + i).
+        steps: sampling steps (default: the bundle's).
+        guidance: classifier-free guidance scale (default: the bundle's).
+        format: png and/or nifti, comma-separated.
+        batch_size: samples per sampler call.
+        progress: show a progress bar.
+    """
+    root = _bundle_root(bundle)
+    if int(n) < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
+                num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
+                progress=bool(progress))
+    return str(out)
+
+
+def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
+          train_dir: str | None = None, progress: bool = True) -> str:
+    """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``.
+
+    Interrupted runs continue from ``<train_dir>/checkpoints/last.pt``; the final weights replace
+    ``models/<stage>.pt`` (the diffusion stage uses the autoencoder in ``models/``).
+
+    Args:
+        bundle: the bundle folder.
+        stage: autoencoder or diffusion.
+        dataset_dir: the training data in the bundle's layout (default: the config's, data/<kind>).
+        max_iterations: training length (default: the config's).
+        train_dir: checkpoints, sample grids and TensorBoard logs (default: <bundle>/train/<stage>).
+        progress: show a progress bar.
+    """
+    root = _bundle_root(bundle)
+    if stage not in ("autoencoder", "diffusion"):
+        raise ValueError(f"--stage: expected autoencoder or diffusion, got {stage!r}")
+    _run_bundle(root, ["inference.json", "train_common.json", f"train_{stage}.json"], dataset_dir=dataset_dir,
+                max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
+                progress=bool(progress))
+    return str(root / "models" / f"{stage}.pt")
+
+
+def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,
+             progress: bool = True) -> str:
+    """Generate ``n`` images per class with a bundle and score them against the test split of ``dataset_dir``
+    (``configs/inference.json`` + ``configs/evaluate.json``); writes ``evaluation.json`` and ``evaluation.png`` in ``out``.
+
+    Args:
+        bundle: the bundle folder.
+        out: output folder for the generated images and the report.
+        dataset_dir: the reference data in the bundle's layout (default: the config's).
+        n: images per class (default: the config's).
+        steps: sampling steps (default: the bundle's).
+        progress: show progress bars.
+    """
+    root = _bundle_root(bundle)
+    _run_bundle(root, ["inference.json", "evaluate.json"], output_dir=str(out), dataset_dir=dataset_dir,
+                n=None if n is None else int(n), num_inference_steps=steps, progress=bool(progress))
+    return str(Path(out) / "evaluation.json")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
@@ -106,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "gallery": gallery,
         "demo": demo,
         "train-audit": train_audit,
+        "generate": generate,
+        "train": train,
+        "evaluate": evaluate,
     }
     try:
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name="medgen-monai")

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from .generation import ClassConditioner, Conditioner, GenerationRunner, class_requests
 from .sampler import DiffusionSampler, initial_noise
+from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
 
-__all__ = ["DiffusionSampler", "initial_noise"]
+__all__ = [
+    "AutoencoderTrainer",
+    "CheckpointError",
+    "ClassConditioner",
+    "Conditioner",
+    "DiffusionSampler",
+    "GenerationRunner",
+    "IndexedBatches",
+    "LatentDiffusionTrainer",
+    "class_requests",
+    "initial_noise",
+    "load_checkpoint",
+]

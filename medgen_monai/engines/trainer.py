@@ -333,7 +333,7 @@ class GenerativeTrainer(Engine):
             self.run(data=None, max_iters=self.max_iterations, epoch_length=epoch_length)
         finally:
             if bar is not None:
-                bar.close(self)
+                bar.close()
         return self
 
 
