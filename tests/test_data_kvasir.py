@@ -16,6 +16,8 @@ from medgen_monai.data.kvasir import KVASIR_CLASSES, OTHER_KVASIR_CLASSES, image
 from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
 
+from layout_helpers import files
+
 N = 8
 
 
@@ -35,10 +37,6 @@ def written(samples, tmp_path_factory) -> Path:
 def dataset(written, tmp_path) -> Path:
     """A private copy to damage."""
     return Path(shutil.copytree(written, tmp_path / "copy"))
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def ground_truth_lines(root: Path) -> list[dict]:

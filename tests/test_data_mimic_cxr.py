@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import shutil
 from pathlib import Path
@@ -29,6 +28,8 @@ from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.cxr import CXR_CLASSES
 
+from layout_helpers import files, rewrite, rows
+
 N = 5
 
 
@@ -46,22 +47,6 @@ def written(samples, tmp_path_factory) -> Path:
 def dataset(written, tmp_path) -> Path:
     """A private copy to damage."""
     return Path(shutil.copytree(written, tmp_path / "copy"))
-
-
-def rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def rewrite(path: Path, table: list[dict[str, str]], fieldnames: list[str] | None = None) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames or list(table[0]), lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ---- round trip --------------------------------------------------------------------------------

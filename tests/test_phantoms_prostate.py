@@ -61,7 +61,7 @@ def test_volume_masks_meta(prostate):
                                 "prostate_volume", "mri_date", "case_ISUP", "extraprostatic_extension"}
     assert len(sample.meta["patient_id"]) == 5 and len(sample.meta["study_id"]) == 7
     sx, sy, sz = sample.meta["spacing"]
-    assert 1.45 <= sx <= 1.65 and sx == sy and 3.0 <= sz <= 4.0
+    assert 1.05 <= sx <= 1.20 and sx == sy and 2.2 <= sz <= 2.8
     # the gland's physical size does not depend on the grid: its extent in mm is the same at 128x128x64
     fine = prostate.generate(0, seed=0, size=(128, 128, 64))
     assert fine.meta["spacing"] == pytest.approx((sx / 2, sy / 2, sz / 2), abs=1e-4)

@@ -22,6 +22,7 @@ __all__ = [
     "require_file",
     "read_attributes",
     "write_attributes",
+    "attribute_record",
     "save_image_2d",
 ]
 
@@ -62,6 +63,17 @@ def write_csv(path: str | Path, fieldnames: Sequence[str], rows: Iterable[Mappin
     for row in rows:
         writer.writerow(row)
     return atomic_write_text(path, buffer.getvalue())
+
+
+def attribute_record(sample: Any, record_id: str, with_text: bool = True) -> dict[str, Any]:
+    """The ground-truth line of one phantom sample: id, kind, seed, index, label, attributes (and text, for
+    layouts whose real files have no place for it)."""
+    label = sample.label if isinstance(sample.label, str) else list(sample.label)
+    record = {"id": record_id, "kind": sample.kind, "seed": sample.seed, "index": sample.index, "label": label,
+              "attributes": dict(sample.attributes)}
+    if with_text:
+        record["text"] = sample.text
+    return record
 
 
 def write_attributes(root: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:

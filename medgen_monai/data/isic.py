@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import DatasetError
 from ..phantoms.base import PhantomSample
 from ..phantoms.derm import DERM_CLASSES, image_identifiers
-from .common import read_attributes, read_csv, require_file, save_image_2d, write_attributes, write_csv
+from .common import attribute_record, read_attributes, read_csv, require_file, save_image_2d, write_attributes, write_csv
 from .splits import split_of
 
 __all__ = [
@@ -91,15 +91,7 @@ def write(samples: Iterable[PhantomSample], root: str | Path) -> Path:
             "lesion_id": ids.get("lesion_id", ""),
             "sex": ids.get("sex", ""),
         })
-        attribute_rows.append({
-            "id": image_id,
-            "kind": sample.kind,
-            "seed": sample.seed,
-            "index": sample.index,
-            "label": sample.label,
-            "text": sample.text,
-            "attributes": dict(sample.attributes),
-        })
+        attribute_rows.append(attribute_record(sample, image_id))
     write_csv(root / GROUND_TRUTH_FILE, GROUND_TRUTH_COLUMNS, truth_rows)
     write_csv(root / METADATA_FILE, METADATA_COLUMNS, metadata_rows)
     write_attributes(root, attribute_rows)

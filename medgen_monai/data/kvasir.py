@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import DatasetError
 from ..phantoms.base import PhantomSample
 from ..phantoms.colon import COLON_CLASSES, image_identifier
-from .common import ATTRIBUTES_FILE, read_attributes, save_image_2d, write_attributes
+from .common import ATTRIBUTES_FILE, attribute_record, read_attributes, save_image_2d, write_attributes
 from .splits import split_of
 
 __all__ = ["KVASIR_CLASSES", "OTHER_KVASIR_CLASSES", "IMAGE_SUFFIXES", "image_path", "write", "read"]
@@ -85,15 +85,7 @@ def write(samples: Iterable[PhantomSample], root: str | Path) -> Path:
             )
         seen.add(image_id)
         save_image_2d(sample.images["image"], image_path(root, sample.label, image_id))
-        rows.append({
-            "id": image_id,
-            "kind": sample.kind,
-            "seed": sample.seed,
-            "index": sample.index,
-            "label": sample.label,
-            "text": sample.text,
-            "attributes": dict(sample.attributes),
-        })
+        rows.append(attribute_record(sample, image_id))
     write_attributes(root, rows)
     return root
 

@@ -39,7 +39,7 @@ from ..errors import DatasetError
 from ..io.atomic import atomic_write_text
 from ..phantoms.base import PhantomSample
 from ..phantoms.cxr import CXR_CLASSES, study_identifiers
-from .common import read_attributes, read_csv, save_image_2d, write_attributes, write_csv
+from .common import attribute_record, read_attributes, read_csv, save_image_2d, write_attributes, write_csv
 from .splits import split_of
 
 __all__ = [
@@ -204,14 +204,7 @@ def write(samples: Iterable[PhantomSample], root: str | Path) -> Path:
             "study_id": study_id,
             **{c: ("1.0" if c in positive else "0.0") if c in CXR_CLASSES else "" for c in CHEXPERT_COLUMNS},
         })
-        attribute_rows.append({
-            "id": study_id,
-            "kind": sample.kind,
-            "seed": sample.seed,
-            "index": sample.index,
-            "label": list(sample.label),
-            "attributes": dict(sample.attributes),
-        })
+        attribute_rows.append(attribute_record(sample, study_id, with_text=False))
     write_csv(root / METADATA_FILE, METADATA_COLUMNS, metadata_rows)
     write_csv(root / CHEXPERT_FILE, ("subject_id", "study_id", *CHEXPERT_COLUMNS), chexpert_rows)
     write_csv(root / SPLIT_FILE, _SPLIT_FILE_COLUMNS, split_rows)

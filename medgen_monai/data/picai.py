@@ -38,7 +38,7 @@ from ..errors import DatasetError
 from ..io.atomic import atomic_path, atomic_write_text
 from ..phantoms.base import PhantomSample
 from ..phantoms.prostate import PROSTATE_CLASSES, study_identifiers
-from .common import read_attributes, read_csv, write_attributes, write_csv
+from .common import attribute_record, read_attributes, read_csv, write_attributes, write_csv
 from .splits import split_of
 
 __all__ = [
@@ -173,15 +173,7 @@ def write(samples: Iterable[PhantomSample], root: str | Path) -> Path:
             "case_csPCa": "YES" if sample.label == "csPCa" else "NO",
             "center": meta.get("center", ""),
         })
-        attribute_rows.append({
-            "id": identifier,
-            "kind": sample.kind,
-            "seed": sample.seed,
-            "index": sample.index,
-            "label": sample.label,
-            "text": sample.text,
-            "attributes": dict(sample.attributes),
-        })
+        attribute_rows.append(attribute_record(sample, identifier))
     write_csv(root / MARKSHEET_FILE, MARKSHEET_COLUMNS, marksheet)
     write_attributes(root, attribute_rows)
     return root

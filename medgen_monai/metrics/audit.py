@@ -457,7 +457,7 @@ DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
     "cxr_frontal": {"n_train": 4000, "n_val": 600, "epochs": 24},
     "cxr_lateral": {"n_train": 4000, "n_val": 600, "epochs": 24},
     # small lesions (about 20 voxels) need more optimisation steps than 2D attributes: smaller batches, more epochs
-    "prostate_t2w": {"n_train": 1600, "n_val": 300, "epochs": 30, "batch_size": 32},
+    "prostate_t2w": {"n_train": 2000, "n_val": 300, "epochs": 24, "batch_size": 16, "lr": 1e-3},
 }
 #: a smoke-test budget (accuracy is not meaningful).
 QUICK_BUDGET: dict[str, int] = {"n_train": 48, "n_val": 24, "epochs": 1}
@@ -557,7 +557,7 @@ def train_audit(
     out_dir: str | Path | None = None,
     val_seed: int | None = None,
     batch_size: int | None = None,
-    lr: float = 3e-3,
+    lr: float | None = None,
     weight_decay: float = 1e-4,
     balance: float = 0.5,
     channels: Sequence[int] | None = None,
@@ -582,7 +582,7 @@ def train_audit(
         out_dir: output folder (default :data:`WEIGHTS_DIR`, the shipped weights).
         val_seed: held-out dataset seed (default ``seed + 10_000``).
         batch_size: cases per step (default :data:`DEFAULT_BUDGETS`, else 64).
-        lr: AdamW peak learning rate (one-cycle schedule).
+        lr: AdamW peak learning rate of the one-cycle schedule (default :data:`DEFAULT_BUDGETS`, else 3e-3).
         weight_decay: AdamW weight decay.
         balance: fraction of training cases with one attribute forced to a uniformly drawn value.
         channels: override the network's stem + stage channels.
@@ -601,6 +601,8 @@ def train_audit(
     epochs = budget["epochs"] if epochs is None else int(epochs)
     if batch_size is None:
         batch_size = min(DEFAULT_BUDGETS.get(u, {}).get("batch_size", 64) for u in units)
+    if lr is None:
+        lr = min(DEFAULT_BUDGETS.get(u, {}).get("lr", 3e-3) for u in units)
     val_seed = seed + 10_000 if val_seed is None else int(val_seed)
     if n_train < 2 or n_val < 1 or epochs < 1 or batch_size < 2:
         raise ValueError(f"need n_train >= 2, n_val >= 1, epochs >= 1, batch_size >= 2; got {n_train}, {n_val}, {epochs}, {batch_size}")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Attribute", "PhantomSample", "Phantom", "sample_rng"]
+__all__ = ["Attribute", "PhantomSample", "Phantom", "sample_rng", "choice", "pick"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,22 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index), int(stream)])
 
 
+def choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> str:
+    """The value whose cumulative-probability bin holds ``u`` in [0, 1).
+
+    Drawing every attribute from its own pre-drawn uniform keeps the draws aligned when some
+    attributes are forced: forcing one never shifts the others.
+    """
+    p = np.asarray(probabilities, dtype=float)
+    cumulative = np.cumsum(p / p.sum())
+    return values[min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)]
+
+
+def pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    """One of several phrasings of a fact, uniformly."""
+    return options[int(rng.integers(len(options)))]
+
+
 class Phantom(abc.ABC):
     """Base class of the phantom kinds. Subclasses set the class variables and implement
     :meth:`draw`, :meth:`render` and :meth:`describe`; the base class does seeding,
@@ -134,6 +150,11 @@ class Phantom(abc.ABC):
     @abc.abstractmethod
     def describe(self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], meta: Mapping[str, Any]) -> str:
         """Write the reference text, choosing among several phrasings per fact."""
+
+    def identifiers(self, seed: int, index: int) -> dict[str, Any]:
+        """The real dataset's ids of case ``index`` of dataset ``seed`` (patient, image or study ids),
+        unique within a seed; :meth:`generate` puts them first in ``meta``. The base class has none."""
+        return {}
 
     # ---- shared ---------------------------------------------------------------------------
     @classmethod
@@ -200,6 +221,7 @@ class Phantom(abc.ABC):
         self.check_attributes(attrs, complete=True)
         images, masks, meta = self.render(sample_rng(seed, index, 1), label, attrs, size)
         text = self.describe(sample_rng(seed, index, 2), label, attrs, meta)
+        meta = {**self.identifiers(seed, index), **meta}
         return PhantomSample(self.name, index, seed, images, label, attrs, text, meta, masks)
 
     def generate_many(self, n: int, seed: int = 0, size: Sequence[int] | int | None = None, start: int = 0) -> Iterator[PhantomSample]:

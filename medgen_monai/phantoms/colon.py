@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, PhantomSample
+from .base import Attribute, Phantom, choice, pick
 
 __all__ = [
     "ColonPhantom",
@@ -203,12 +203,6 @@ def label_from_attributes(attributes: Mapping[str, str]) -> str:
     return label
 
 
-def _choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> str:
-    """The value whose cumulative-probability bin holds ``u`` in [0, 1) (draws stay aligned across overrides)."""
-    cumulative = np.cumsum(np.asarray(probabilities, dtype=float) / float(np.sum(probabilities)))
-    return values[min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)]
-
-
 @functools.lru_cache(maxsize=32)
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     """Linear interpolation from ``n_in`` cell centres to ``n_out`` cell centres: float32 ``(n_out, n_in)``."""
@@ -305,13 +299,13 @@ class ColonPhantom(Phantom):
                     f"(finding 'none' needs every attribute 'none'; an ulcer has morphology 'none', surface "
                     f"'ulcerated' and colour pale or red; a polyp needs every attribute set)"
                 )
-            label = _choice(u[0], candidates, [_CLASS_PRIOR[c] for c in candidates])
+            label = choice(u[0], candidates, [_CLASS_PRIOR[c] for c in candidates])
         support = CLASS_SUPPORT[label]
         attrs: dict[str, str] = {}
 
         def value(name: str, probabilities: Sequence[float], ui: float) -> str:
             options = support[name]
-            attrs[name] = fixed[name] if name in fixed else _choice(ui, options, probabilities)
+            attrs[name] = fixed[name] if name in fixed else choice(ui, options, probabilities)
             return attrs[name]
 
         if label == "normal-cecum":
@@ -548,20 +542,10 @@ class ColonPhantom(Phantom):
         return _description(rng, attributes)
 
     # ---- identifiers ---------------------------------------------------------------------------
-    def generate(
-        self,
-        index: int,
-        seed: int = 0,
-        size: Sequence[int] | int | None = None,
-        label: str | Sequence[str] | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> PhantomSample:
-        """:meth:`Phantom.generate`, plus ``meta["image_id"]`` (:func:`image_identifier`) and
-        ``meta["patient_id"]`` (the same id: Kvasir images have no patient ids)."""
-        sample = super().generate(index, seed=seed, size=size, label=label, attributes=attributes)
+    def identifiers(self, seed: int, index: int) -> dict[str, Any]:
+        """``image_id`` (:func:`image_identifier`) and ``patient_id``, the same id: Kvasir images have no patient ids."""
         image_id = image_identifier(seed, index)
-        sample.meta = {"image_id": image_id, "patient_id": image_id, **sample.meta}
-        return sample
+        return {"image_id": image_id, "patient_id": image_id}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,42 +583,38 @@ _ULCER_BASE = {"pale": ("white fibrin-covered", "pale, fibrinous", "whitish fibr
                "red": ("red, haemorrhagic", "dark red, bleeding", "haemorrhagic red")}
 
 
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
 def _description(rng: np.random.Generator, a: Mapping[str, str]) -> str:
     if a["finding"] == "none":
-        return _pick(rng, _NORMAL_SENTENCES)
-    size, where = _pick(rng, _SIZE_WORDS[a["size"]]), _pick(rng, _LOCATION_WORDS[a["location"]])
+        return pick(rng, _NORMAL_SENTENCES)
+    size, where = pick(rng, _SIZE_WORDS[a["size"]]), pick(rng, _LOCATION_WORDS[a["location"]])
     if a["finding"] == "ulcer":
-        colitis = _pick(rng, _COLITIS_SENTENCES)
-        base = _pick(rng, _ULCER_BASE[a["colour"]])
-        ulcer = _pick(rng, (
+        colitis = pick(rng, _COLITIS_SENTENCES)
+        base = pick(rng, _ULCER_BASE[a["colour"]])
+        ulcer = pick(rng, (
             f"{_article(size).capitalize()} {size} ulcer with a {base} base is seen {where}.",
             f"There is {_article(size)} {size} ulcer {where}; its base is {base}.",
             f"{where[0].upper()}{where[1:]}, {_article(size)} {size} ulcer with a {base} base.",
         ))
         return f"{colitis} {ulcer}" if rng.random() < 0.5 else f"{ulcer} {colitis}"
-    morphology = _pick(rng, _MORPHOLOGY_WORDS[a["morphology"]])
-    surface, colour = _pick(rng, _SURFACE_WORDS[a["surface"]]), _pick(rng, _COLOUR_WORDS[a["colour"]])
-    first = _pick(rng, (
+    morphology = pick(rng, _MORPHOLOGY_WORDS[a["morphology"]])
+    surface, colour = pick(rng, _SURFACE_WORDS[a["surface"]]), pick(rng, _COLOUR_WORDS[a["colour"]])
+    first = pick(rng, (
         f"{_article(size).capitalize()} {size} {morphology} polyp is seen {where}.",
         f"There is {_article(size)} {size} {morphology} polyp {where}.",
         f"{where[0].upper()}{where[1:]}, {_article(size)} {size} {morphology} polyp.",
     ))
-    second = _pick(rng, (
+    second = pick(rng, (
         f"It is {colour} with {_article(surface)} {surface} surface.",
         f"The lesion looks {colour} and its surface is {surface}.",
         f"Its surface is {surface}; its colour is {colour}.",
     ))
     sentences = [first, second]
     if a["colour"] == "blue_dyed":
-        sentences.append(_pick(rng, (
+        sentences.append(pick(rng, (
             "It is lifted on a bluish cushion after submucosal injection of indigo carmine.",
             "The polyp sits on a blue submucosal cushion of injected dye, ready for resection.",
             "A dyed submucosal lift surrounds the base.",

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, PhantomSample
+from .base import Attribute, Phantom, choice, pick
 
 __all__ = ["CXRPhantom", "CXR_CLASSES", "CXR_ATTRIBUTES", "study_identifiers", "label_from_attributes"]
 
@@ -156,12 +156,6 @@ def study_identifiers(seed: int, index: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # attribute drawing
-
-
-def _choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> str:
-    """The value whose cumulative-probability bin holds ``u`` in [0, 1) (draws stay aligned across overrides)."""
-    cumulative = np.cumsum(np.asarray(probabilities, dtype=float) / float(np.sum(probabilities)))
-    return values[min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)]
 
 
 def _finding_presence(name: str, fixed: Mapping[str, str], forced_label: tuple[str, ...] | None) -> bool | None:
@@ -804,10 +798,6 @@ _LOBE_NAMES = {("upper", "right"): "right upper lobe", ("upper", "left"): "left 
                ("lower", "right"): "right lower lobe", ("lower", "left"): "left lower lobe"}
 
 
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 def _capitalised(text: str) -> str:
     return text[0].upper() + text[1:]
 
@@ -836,79 +826,79 @@ def _report(rng: np.random.Generator, attributes: Mapping[str, str]) -> str:
     impression: list[str] = []
 
     if a["device"] == "pacemaker":
-        findings.append(_pick(rng, (
+        findings.append(pick(rng, (
             "A left chest wall pacemaker is present with its lead terminating in the right ventricle.",
             "Left-sided pacemaker with a single lead in the right ventricle.",
             "There is a left pectoral pacing device; the lead tip projects over the right ventricular apex.",
         )))
-        impression.append(_pick(rng, ("Pacemaker in standard position.", "Left-sided pacemaker in place.")))
+        impression.append(pick(rng, ("Pacemaker in standard position.", "Left-sided pacemaker in place.")))
     elif a["device"] == "central_line":
-        findings.append(_pick(rng, (
+        findings.append(pick(rng, (
             "A right internal jugular central venous catheter terminates in the superior vena cava.",
             "Right IJ line with its tip in the SVC.",
             "There is a right internal jugular catheter whose tip projects over the superior vena cava.",
         )))
-        impression.append(_pick(rng, ("Right internal jugular line terminates in the SVC.",
+        impression.append(pick(rng, ("Right internal jugular line terminates in the SVC.",
                                       "Central venous catheter in appropriate position.")))
 
     if a["opacity_lobe"] == "none":
-        findings.append(_pick(rng, ("The lungs are clear.", "No focal consolidation.",
+        findings.append(pick(rng, ("The lungs are clear.", "No focal consolidation.",
                                     "There is no focal airspace opacity.",
                                     "The lungs are clear without focal consolidation.")))
     else:
         where = _LOBE_NAMES[(a["opacity_lobe"], a["opacity_side"])]
-        findings.append(_pick(rng, (
+        findings.append(pick(rng, (
             f"There is a focal airspace opacity in the {where}.",
             f"Consolidation is seen in the {where}.",
             f"Patchy opacity in the {where}.",
             f"Opacity in the {where}, seen on both views.",
         )))
-        impression.append(_pick(rng, (f"{_capitalised(where)} opacity.", f"Focal opacity in the {where}.",
+        impression.append(pick(rng, (f"{_capitalised(where)} opacity.", f"Focal opacity in the {where}.",
                                       f"{_capitalised(where)} consolidation.")))
 
     effusion, pneumothorax = a["effusion_size"] != "none", a["pneumothorax"] != "none"
     if not effusion and not pneumothorax and rng.random() < 0.5:
-        findings.append(_pick(rng, ("No pleural effusion or pneumothorax.",
+        findings.append(pick(rng, ("No pleural effusion or pneumothorax.",
                                     "There is no pleural effusion or pneumothorax.",
                                     "No effusion or pneumothorax is seen.")))
     else:
         if effusion:
             effusion_findings, effusion_impression = _effusion_sentences(a["effusion_side"], a["effusion_size"])
-            findings.append(_pick(rng, effusion_findings))
-            impression.append(_pick(rng, effusion_impression))
+            findings.append(pick(rng, effusion_findings))
+            impression.append(pick(rng, effusion_impression))
         else:
-            findings.append(_pick(rng, ("No pleural effusion.", "No effusion is seen.",
+            findings.append(pick(rng, ("No pleural effusion.", "No effusion is seen.",
                                         "The costophrenic angles are sharp.", "There is no pleural effusion.")))
         if pneumothorax:
             side = a["pneumothorax"]
-            findings.append(_pick(rng, (
+            findings.append(pick(rng, (
                 f"There is a {side} pneumothorax.",
                 f"A {side} apical pneumothorax is present; the visceral pleural line is visible.",
                 f"{side.capitalize()}-sided pneumothorax with partial collapse of the {side} lung.",
             )))
-            impression.append(_pick(rng, (f"{side.capitalize()} pneumothorax.",
+            impression.append(pick(rng, (f"{side.capitalize()} pneumothorax.",
                                           f"{side.capitalize()}-sided pneumothorax.")))
         else:
-            findings.append(_pick(rng, ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen.")))
+            findings.append(pick(rng, ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen.")))
 
     if a["heart_size"] == "enlarged":
-        findings.append(_pick(rng, ("The heart is enlarged.", "The cardiac silhouette is enlarged.",
+        findings.append(pick(rng, ("The heart is enlarged.", "The cardiac silhouette is enlarged.",
                                     "Cardiomegaly is present.", "The heart size is enlarged.")))
         after_device = 0 if a["device"] == "none" else 1
-        impression.insert(after_device, _pick(rng, ("Cardiomegaly.", "Enlarged cardiac silhouette.")))
+        impression.insert(after_device, pick(rng, ("Cardiomegaly.", "Enlarged cardiac silhouette.")))
     else:
-        findings.append(_pick(rng, ("The heart size is normal.", "The cardiac silhouette is within normal limits.",
+        findings.append(pick(rng, ("The heart size is normal.", "The cardiac silhouette is within normal limits.",
                                     "Normal heart size.", "Heart size is normal.")))
     if rng.random() < 0.6:
-        findings.append(_pick(rng, ("The mediastinal and hilar contours are normal.",
+        findings.append(pick(rng, ("The mediastinal and hilar contours are normal.",
                                     "Mediastinal contours are unremarkable.",
                                     "The hilar and mediastinal contours are within normal limits.")))
     if rng.random() < 0.3:
-        findings.append(_pick(rng, ("No acute osseous abnormality.", "The osseous structures are unremarkable.")))
+        findings.append(pick(rng, ("No acute osseous abnormality.", "The osseous structures are unremarkable.")))
 
     if label_from_attributes(a) in (("No Finding",), ("Support Devices",)):  # nothing acute to report
         # "Normal chest radiograph" does not fit a study with a device in it
-        impression.append(_pick(rng, _NORMAL_IMPRESSION[:3] if a["device"] != "none" else _NORMAL_IMPRESSION))
+        impression.append(pick(rng, _NORMAL_IMPRESSION[:3] if a["device"] != "none" else _NORMAL_IMPRESSION))
     if len(impression) > 1 and rng.random() < 0.5:
         impression_text = "\n".join(f"{i}. {line}" for i, line in enumerate(impression, 1))
     else:
@@ -970,7 +960,7 @@ class CXRPhantom(Phantom):
         attrs: dict[str, str] = {}
 
         def value(name: str, options: Sequence[str], probabilities: Sequence[float], ui: float) -> str:
-            attrs[name] = fixed[name] if name in fixed else _choice(ui, options, probabilities)
+            attrs[name] = fixed[name] if name in fixed else choice(ui, options, probabilities)
             return attrs[name]
 
         # device first: it raises the chance of cardiomegaly (pacemaker) and pneumothorax (central line)
@@ -1084,16 +1074,6 @@ class CXRPhantom(Phantom):
         return _report(rng, attributes)
 
     # ---- identifiers ---------------------------------------------------------------------------
-    def generate(
-        self,
-        index: int,
-        seed: int = 0,
-        size: Sequence[int] | int | None = None,
-        label: str | Sequence[str] | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> PhantomSample:
-        """:meth:`Phantom.generate`, plus MIMIC-style ids in ``meta`` (``patient_id`` = subject_id,
-        ``study_id``, ``dicom_ids`` per view) that are unique within a seed (:func:`study_identifiers`)."""
-        sample = super().generate(index, seed=seed, size=size, label=label, attributes=attributes)
-        sample.meta = {**study_identifiers(seed, index), **sample.meta}
-        return sample
+    def identifiers(self, seed: int, index: int) -> dict[str, Any]:
+        """MIMIC-style ids: ``patient_id`` (subject_id), ``study_id`` and ``dicom_ids`` per view (:func:`study_identifiers`)."""
+        return study_identifiers(seed, index)

@@ -22,12 +22,12 @@ Everything is vectorised numpy on ``(H, W)`` grids: about 1-2 ms per 64x64 image
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, PhantomSample
+from .base import Attribute, Phantom, choice, pick
 
 __all__ = ["DermPhantom", "DERM_CLASSES", "DERM_CLASS_NAMES", "DERM_ATTRIBUTES", "image_identifiers"]
 
@@ -159,12 +159,6 @@ def image_identifiers(seed: int, index: int) -> dict[str, str]:
     return {"image_id": f"ISIC_{image:07d}", "lesion_id": f"BCN_{lesion:07d}", "patient_id": f"BCN_{lesion:07d}"}
 
 
-def _choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> str:
-    """The value whose cumulative-probability bin holds ``u`` in [0, 1) (draws stay aligned across overrides)."""
-    cumulative = np.cumsum(np.asarray(probabilities, dtype=float) / float(np.sum(probabilities)))
-    return values[min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)]
-
-
 def _posterior(fixed: Mapping[str, str]) -> tuple[float, ...]:
     """P(class | forced attributes) in :data:`DERM_CLASSES` order (Bayes over the tables above)."""
     weights = []
@@ -242,9 +236,9 @@ class DermPhantom(Phantom):
         """
         u = rng.random(1 + len(self.attributes))  # a fixed number of draws, whatever is forced
         if label is None:
-            label = _choice(u[0], DERM_CLASSES, _posterior(fixed))
+            label = choice(u[0], DERM_CLASSES, _posterior(fixed))
         attrs = {
-            a.name: fixed[a.name] if a.name in fixed else _choice(u[1 + i], a.values, _CONDITIONALS[a.name][label])
+            a.name: fixed[a.name] if a.name in fixed else choice(u[1 + i], a.values, _CONDITIONALS[a.name][label])
             for i, a in enumerate(self.attributes)
         }
         return label, attrs
@@ -376,18 +370,9 @@ class DermPhantom(Phantom):
         return _description(rng, attributes)
 
     # ---- identifiers ---------------------------------------------------------------------------
-    def generate(
-        self,
-        index: int,
-        seed: int = 0,
-        size: Sequence[int] | int | None = None,
-        label: str | Sequence[str] | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> PhantomSample:
-        """:meth:`Phantom.generate`, plus ISIC-style ids in ``meta`` (:func:`image_identifiers`)."""
-        sample = super().generate(index, seed=seed, size=size, label=label, attributes=attributes)
-        sample.meta = {**image_identifiers(seed, index), **sample.meta}
-        return sample
+    def identifiers(self, seed: int, index: int) -> dict[str, Any]:
+        """ISIC-style ``image_id``, ``lesion_id`` and ``patient_id`` (the lesion id) (:func:`image_identifiers`)."""
+        return dict(image_identifiers(seed, index))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,16 +404,12 @@ _POSITION_WORDS = {"centre": ("in the centre of the image", "at the centre of th
                    "lower_right": ("in the lower right of the image", "in the lower-right quadrant", "towards the bottom right")}
 
 
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 def _description(rng: np.random.Generator, a: Mapping[str, str]) -> str:
-    size, shape, colour = _pick(rng, _SIZE_WORDS[a["size"]]), _pick(rng, _SHAPE_WORDS[a["shape"]]), _pick(rng, _COLOUR_WORDS[a["colour"]])
-    border, where = _pick(rng, _BORDER_PHRASES[a["border"]]), _pick(rng, _POSITION_WORDS[a["position"]])
-    pattern = _pick(rng, _PATTERN_PHRASES[a["pattern"]])
+    size, shape, colour = pick(rng, _SIZE_WORDS[a["size"]]), pick(rng, _SHAPE_WORDS[a["shape"]]), pick(rng, _COLOUR_WORDS[a["colour"]])
+    border, where = pick(rng, _BORDER_PHRASES[a["border"]]), pick(rng, _POSITION_WORDS[a["position"]])
+    pattern = pick(rng, _PATTERN_PHRASES[a["pattern"]])
     article = "An" if size[0] in "aeiou" else "A"
-    first = _pick(rng, (
+    first = pick(rng, (
         f"{article} {size}, {shape}, {colour} lesion {border} lies {where}.",
         f"Dermoscopy image of {article.lower()} {size} {shape} {colour} skin lesion {where}, {border}.",
         f"{where[0].upper() + where[1:]} there is {article.lower()} {size}, {colour} lesion of {shape} shape, {border}.",

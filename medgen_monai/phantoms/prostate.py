@@ -10,10 +10,11 @@ Coordinates
     ``((i - (X - 1) / 2) * sx, (j - (Y - 1) / 2) * sy, (k - (Z - 1) / 2) * sz)`` mm.
 
 Spacing
-    The field of view is fixed in millimetres (about 93-106 mm in-plane, 96-128 mm along z) and
-    the grid by ``size``: at the default 64x64x32 the in-plane spacing is drawn in
-    [1.45, 1.65] mm and the slice spacing in [3.0, 4.0] mm (PI-CAI's 0.5-0.8 mm / 3-4 mm,
-    downsampled); other sizes scale the spacing by ``64 / X``, ``64 / Y`` and ``32 / Z``, so a
+    The field of view is fixed in millimetres (about 67-77 mm in-plane, 70-90 mm along z: a crop
+    around the gland, as prostate pipelines crop PI-CAI volumes) and the grid by ``size``: at the
+    default 64x64x32 the in-plane spacing is drawn in [1.05, 1.20] mm and the slice spacing in
+    [2.2, 2.8] mm (PI-CAI's 0.5-0.8 mm / 3-4 mm, resampled so that a 6 mm lesion spans several voxels);
+    other sizes scale the spacing by ``64 / X``, ``64 / Y`` and ``32 / Z``, so a
     structure has the same physical size at every grid size. The spacing is kept in
     ``meta["spacing"]`` ``(sx, sy, sz)`` and written to the ``.mha`` header by
     :mod:`medgen_monai.data.picai`.
@@ -42,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, PhantomSample
+from .base import Attribute, Phantom, choice, pick
 
 __all__ = [
     "ProstatePhantom",
@@ -152,16 +153,6 @@ def study_identifiers(seed: int, index: int) -> dict[str, str]:
     return {"patient_id": str(patient), "study_id": str(study)}
 
 
-def _choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> str:
-    """The value whose cumulative-probability bin holds ``u`` in [0, 1) (draws stay aligned across overrides)."""
-    p = np.asarray(probabilities, dtype=float)
-    cumulative = np.cumsum(p / p.sum())
-    index = min(int(np.searchsorted(cumulative, u, side="right")), len(values) - 1)
-    while p[index] == 0:  # a zero-probability value is never chosen, even at a rounding edge
-        index -= 1
-    return values[index]
-
-
 # ---------------------------------------------------------------------------------------------
 # rendering
 
@@ -208,8 +199,8 @@ def _draw_case(rng: np.random.Generator) -> _Case:
     age = int(np.clip(66 + 7 * 1.7 * (u[20] + u[21] + u[22] - 1.5), 45, 88))  # roughly normal(66, 7)
     bph = 0.85 + 0.25 * float(np.clip((age - 50) / 35, 0, 1)) + 0.05 * (u[23] - 0.5)
     return _Case(
-        spacing_xy=between(0, 1.45, 1.65),
-        spacing_z=between(1, 3.0, 4.0),
+        spacing_xy=between(0, 1.05, 1.20),
+        spacing_z=between(1, 2.2, 2.8),
         gland_centre=(between(2, -2.0, 2.0), between(3, 1.0, 7.0), between(4, -17.0, -11.0)),
         gland_radii=(between(5, 20.0, 25.0) * (0.95 + 0.1 * bph), between(6, 14.0, 18.0), between(7, 16.0, 20.0)),
         bph=bph,
@@ -232,7 +223,7 @@ def _draw_case(rng: np.random.Generator) -> _Case:
         isup_u=float(u[34]),
         histopath_u=float(u[35]),
         date=f"{2012 + int(u[36] * 10)}-{1 + int(u[37] * 12):02d}-{1 + int(u[38] * 28):02d}",
-        center=_choice(float(u[39]), ("RUMC", "PCNN", "ZGT"), (0.6, 0.25, 0.15)),
+        center=choice(float(u[39]), ("RUMC", "PCNN", "ZGT"), (0.6, 0.25, 0.15)),
     )
 
 
@@ -375,19 +366,19 @@ class ProstatePhantom(Phantom):
         weights = [weight_of(s) for s in states]
         if sum(weights) == 0:  # defensive: the checks above name the usual contradictions
             raise ValueError(f"prostate: label {label!r} and attributes {dict(fixed)} contradict each other")
-        pirads = _choice(u[0], states, weights)
+        pirads = choice(u[0], states, weights)
         if pirads == "none":
             attrs = {"lesion": "absent", **{a: "none" for a in _LESION_ATTRIBUTES}}
         else:
             attrs = {"lesion": "present", "pirads": pirads}
             sizes = _SIZE_GIVEN_PIRADS[pirads]
-            attrs["size"] = fixed.get("size") or _choice(u[1], tuple(sizes), tuple(sizes.values()))
+            attrs["size"] = fixed.get("size") or choice(u[1], tuple(sizes), tuple(sizes.values()))
             zones = dict(_ZONE_GIVEN_PIRADS[pirads])
             if "level" in fixed:  # a forced level makes the zone that favours it more likely
                 zones = {z: p * _LEVEL_GIVEN_ZONE[z][fixed["level"]] for z, p in zones.items()}
-            attrs["zone"] = fixed.get("zone") or _choice(u[2], tuple(zones), tuple(zones.values()))
+            attrs["zone"] = fixed.get("zone") or choice(u[2], tuple(zones), tuple(zones.values()))
             levels = _LEVEL_GIVEN_ZONE[attrs["zone"]]
-            attrs["level"] = fixed.get("level") or _choice(u[3], tuple(levels), tuple(levels.values()))
+            attrs["level"] = fixed.get("level") or choice(u[3], tuple(levels), tuple(levels.values()))
             attrs["side"] = fixed.get("side") or ("left" if u[4] < 0.5 else "right")
         ordered = {a.name: attrs[a.name] for a in self.attributes}
         return label_from_attributes(ordered), ordered
@@ -517,19 +508,9 @@ class ProstatePhantom(Phantom):
         return _report(rng, attributes, meta)
 
     # ---- identifiers ---------------------------------------------------------------------------
-    def generate(
-        self,
-        index: int,
-        seed: int = 0,
-        size: Sequence[int] | int | None = None,
-        label: str | Sequence[str] | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> PhantomSample:
-        """:meth:`Phantom.generate`, plus PI-CAI-style ``patient_id`` and ``study_id`` in ``meta``
-        (:func:`study_identifiers`)."""
-        sample = super().generate(index, seed=seed, size=size, label=label, attributes=attributes)
-        sample.meta = {**study_identifiers(seed, index), **sample.meta}
-        return sample
+    def identifiers(self, seed: int, index: int) -> dict[str, Any]:
+        """PI-CAI-style ``patient_id`` and ``study_id`` (:func:`study_identifiers`)."""
+        return study_identifiers(seed, index)
 
 
 def _clinical(case: _Case, label: str, attributes: Mapping[str, str], volume_ml: float) -> dict[str, Any]:
@@ -539,13 +520,13 @@ def _clinical(case: _Case, label: str, attributes: Mapping[str, str], volume_ml:
     psa = round(float(0.08 * volume_ml * (0.6 + 1.2 * case.psa_u) + (4.0 + 10.0 * case.psa_u ** 2) * cancer + 1.0), 1)
     if cancer:
         isup = 2 + min(int(case.isup_u * 4), 3)  # ISUP 2-5
-        histopath = _choice(case.histopath_u, ("MRBx", "SysBx+MRBx", "RP"), (0.5, 0.3, 0.2))
+        histopath = choice(case.histopath_u, ("MRBx", "SysBx+MRBx", "RP"), (0.5, 0.3, 0.2))
     elif attributes["lesion"] == "present":  # a PI-RADS 2 finding: biopsied benign or ISUP 1, or followed up
         isup = 1 if case.isup_u < 0.3 else 0
-        histopath = _choice(case.histopath_u, ("", "SysBx", "MRBx"), (0.5, 0.3, 0.2))
+        histopath = choice(case.histopath_u, ("", "SysBx", "MRBx"), (0.5, 0.3, 0.2))
     else:
         isup = 0
-        histopath = _choice(case.histopath_u, ("", "SysBx"), (0.7, 0.3))
+        histopath = choice(case.histopath_u, ("", "SysBx"), (0.7, 0.3))
     gleason = {0: "0+0", 1: "3+3", 2: "3+4", 3: "4+3", 4: "4+4", 5: "4+5"}[isup]
     biopsied = histopath != ""
     return {
@@ -563,10 +544,6 @@ def _clinical(case: _Case, label: str, attributes: Mapping[str, str], volume_ml:
 
 # ---------------------------------------------------------------------------------------------
 # reports
-
-
-def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
-    return options[int(rng.integers(len(options)))]
 
 
 _ZONE_NAMES = {"peripheral": ("peripheral zone", "PZ"), "transition": ("transition zone", "TZ")}
@@ -606,19 +583,19 @@ def _report(rng: np.random.Generator, attributes: Mapping[str, str], meta: Mappi
         if dims is not None:
             options.append(f"The prostate measures {dims[0] / 10:.1f} x {dims[1] / 10:.1f} x {dims[2] / 10:.1f} cm "
                            f"(volume {volume:.0f} mL).")
-        findings.append(_pick(rng, options))
+        findings.append(pick(rng, options))
     if meta.get("psad") is not None and rng.random() < 0.5:
-        findings.append(_pick(rng, (f"PSA density {meta['psad']:.2f} ng/mL/cc.", f"The PSA density is {meta['psad']:.2f}.")))
+        findings.append(pick(rng, (f"PSA density {meta['psad']:.2f} ng/mL/cc.", f"The PSA density is {meta['psad']:.2f}.")))
 
     if a["lesion"] == "absent":
-        findings.append(_pick(rng, (
+        findings.append(pick(rng, (
             "No focal lesion is seen in the peripheral or transition zone.",
             "The peripheral zone is homogeneously T2-hyperintense without a focal lesion.",
             "There is no suspicious focal abnormality.",
             "No focal T2-hypointense lesion in either zone.",
         )))
         if rng.random() < 0.6:
-            findings.append(_pick(rng, ("The transition zone shows organised benign hyperplastic change.",
+            findings.append(pick(rng, ("The transition zone shows organised benign hyperplastic change.",
                                         "Benign-appearing transition zone.")))
         score = "1"
     else:
@@ -626,34 +603,34 @@ def _report(rng: np.random.Generator, attributes: Mapping[str, str], meta: Mappi
         level_noun, level_adjective = _LEVEL_NAMES[a["level"]]
         side = a["side"]
         diameter = meta.get("diameter_mm")
-        measure = "" if diameter is None else _pick(rng, (f", measuring {diameter:.0f} mm",
+        measure = "" if diameter is None else pick(rng, (f", measuring {diameter:.0f} mm",
                                                           f" of {diameter:.0f} mm", f" ({diameter:.0f} mm)"))
-        look = _pick(rng, _T2_LOOK[a["pirads"]])
-        where = _pick(rng, (
+        look = pick(rng, _T2_LOOK[a["pirads"]])
+        where = pick(rng, (
             f"in the {side} {zone_long} at the {level_noun}",
             f"in the {side} {level_adjective} {zone_long}",
             f"in the {level_adjective} {side} {zone_short}",
         ))
-        findings.append(_pick(rng, (
+        findings.append(pick(rng, (
             f"There is {look} {where}{measure}.",
             f"{where[0].upper()}{where[1:]} there is {look}{measure}.",
             f"{look[0].upper()}{look[1:]}{measure} is seen {where}.",
         )))
         if meta.get("extraprostatic_extension"):
-            findings.append(_pick(rng, ("It bulges through the capsule with definite extraprostatic extension.",
+            findings.append(pick(rng, ("It bulges through the capsule with definite extraprostatic extension.",
                                         "There is extraprostatic extension with a capsular bulge.",
                                         "Definite extraprostatic extension is present.")))
         elif rng.random() < 0.6:
-            findings.append(_pick(rng, ("No extraprostatic extension.", "The capsule is intact.",
+            findings.append(pick(rng, ("No extraprostatic extension.", "The capsule is intact.",
                                         "There is no evidence of extraprostatic extension.")))
         score = a["pirads"]
         location = f"{side} {zone_short} {level_noun}"
     if rng.random() < 0.5:
-        findings.append(_pick(rng, ("The seminal vesicles are unremarkable.", "Normal seminal vesicles.")))
+        findings.append(pick(rng, ("The seminal vesicles are unremarkable.", "Normal seminal vesicles.")))
     if rng.random() < 0.4:
-        findings.append(_pick(rng, ("No pelvic lymphadenopathy.", "No enlarged pelvic lymph nodes.")))
+        findings.append(pick(rng, ("No pelvic lymphadenopathy.", "No enlarged pelvic lymph nodes.")))
 
-    impression = _pick(rng, _IMPRESSION[score])
+    impression = pick(rng, _IMPRESSION[score])
     if a["lesion"] == "present" and impression.startswith("PI-RADS v2.1 category"):
         impression = f"{impression} in the {location}."
     elif a["lesion"] == "present" and rng.random() < 0.5:
