@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m medgen_monai demo --out out/demo
-	@echo "demo written: out/demo/gallery.png"
+	@echo "demo written: out/demo/gallery.png and out/demo/ldm_label_derm/grid.png"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2
@@ -32,6 +32,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/phantoms.py
+	test -d data/derm || $(PY) -m medgen_monai phantoms --kind derm --n 5000 --out data/derm --seed 0
+	$(PY) benchmarks/sampling.py --dataset_dir data/derm
 
 # retrain the shipped audit networks (minutes on 2 cores); see docs/audit.md
 audit: $(STAMP)

@@ -5,7 +5,7 @@ Commands::
     medgen-monai phantoms --kind {derm,colon,cxr,prostate} --n N --out DIR [--seed S] [--size ...]
     medgen-monai vocabulary --kind K
     medgen-monai gallery --out FILE.png [--n 4] [--seed 0]
-    medgen-monai demo --out DIR
+    medgen-monai demo --out DIR      (phantom gallery + the baseline bundle's grid)
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
     medgen-monai generate --bundle bundles/NAME [--category C] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
@@ -81,10 +81,16 @@ def gallery(out: str, n: int = 4, seed: int = 0, kinds: str | Sequence[str] = "d
     return str(save_gallery(samples, out))
 
 
-def demo(out: str = "out/demo") -> str:
-    """What ``make demo`` runs: for now a gallery of every phantom kind (bundles come with later issues)."""
+def demo(out: str = "out/demo", steps: int = 50) -> str:
+    """What ``make demo`` runs: a gallery of every phantom kind, and the baseline bundle
+    (``bundles/ldm_label_derm``, shipped weights) generating two images per class into ``<out>/ldm_label_derm/grid.png``."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    return gallery(str(Path(out) / "gallery.png"))
+    gallery(str(Path(out) / "gallery.png"))
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "ldm_label_derm"
+    if not (bundle / "configs" / "inference.json").is_file():
+        raise ValueError(f"{bundle}: the baseline bundle is missing (run the demo from a clone of the repository)")
+    generate(str(bundle), str(Path(out) / "ldm_label_derm"), n=2, steps=steps)
+    return str(Path(out) / "ldm_label_derm" / "grid.png")
 
 
 def train_audit(kind: str = "all", out: str | None = None, quick: bool = False) -> str:

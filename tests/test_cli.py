@@ -42,6 +42,8 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert run.stderr.strip() == "medgen-monai: error: unknown phantom kind 'xray'; expected one of ['derm', 'colon', 'cxr', 'prostate']"
 
 
-def test_demo_writes_the_gallery(tmp_path):
-    main(["demo", "--out", str(tmp_path)])
+def test_demo_writes_the_gallery_and_the_bundle_grid(tmp_path):
+    main(["demo", "--out", str(tmp_path), "--steps", "3"])
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    assert (tmp_path / "ldm_label_derm" / "grid.png").stat().st_size > 5_000
+    assert len(list((tmp_path / "ldm_label_derm").glob("*.json"))) == 14

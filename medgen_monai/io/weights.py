@@ -29,11 +29,20 @@ class WeightsError(ValueError):
 
 
 def save_weights(path: str | Path, network: nn.Module | Mapping[str, torch.Tensor], bundle: str, role: str,
-                 extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``network``'s weights (or a state dict) atomically with their bundle name and role."""
+                 extra: Mapping[str, Any] | None = None, half: bool = False) -> Path:
+    """Write ``network``'s weights (or a state dict) atomically with their bundle name and role.
+
+    ``half`` stores floating-point tensors as float16 (half the file size; loading casts them back
+    to the network's dtype), for demo weights kept in the repository.
+    """
     state = network.state_dict() if isinstance(network, nn.Module) else dict(network)
+
+    def stored(value: torch.Tensor) -> torch.Tensor:
+        value = value.detach().cpu().contiguous()
+        return value.half() if half and value.is_floating_point() else value
+
     payload = {"format": WEIGHTS_FORMAT, "bundle": str(bundle), "role": str(role),
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}, "extra": dict(extra or {})}
+               "state_dict": {k: stored(v) for k, v in state.items()}, "extra": dict(extra or {})}
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

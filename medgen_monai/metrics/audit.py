@@ -457,7 +457,7 @@ DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
     "cxr_frontal": {"n_train": 4000, "n_val": 600, "epochs": 24},
     "cxr_lateral": {"n_train": 4000, "n_val": 600, "epochs": 24},
     # small lesions (about 20 voxels) need more optimisation steps than 2D attributes: smaller batches, more epochs
-    "prostate_t2w": {"n_train": 2000, "n_val": 300, "epochs": 24, "batch_size": 16, "lr": 1e-3},
+    "prostate_t2w": {"n_train": 2000, "n_val": 300, "epochs": 40, "batch_size": 16, "lr": 1e-3},
 }
 #: a smoke-test budget (accuracy is not meaningful).
 QUICK_BUDGET: dict[str, int] = {"n_train": 48, "n_val": 24, "epochs": 1}

@@ -45,7 +45,7 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
             from PIL import Image
 
             with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
+                images.append(np.array(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
         else:
             from monai.transforms import LoadImage
 

@@ -30,9 +30,10 @@ def display_panels(sample: PhantomSample, slices: Sequence[float] = (0.35, 0.5, 
     for view, image in sample.images.items():
         if image.ndim == 3 and image.shape[-1] != 3:  # a volume
             lesion = sample.masks.get("lesion")
-            if lesion is not None and lesion.any():  # show the slice through the lesion first
+            if lesion is not None and lesion.any():  # centre the slices on the lesion, same panel count
                 z = np.nonzero(lesion.any(axis=(0, 1)))[0]
-                slices = (float(z.mean()) / max(image.shape[2] - 1, 1),)
+                centre = float(z.mean()) / max(image.shape[2] - 1, 1)
+                slices = (max(0.0, centre - 0.15), centre, min(1.0, centre + 0.15))
             panels += [(f"{view} z={f:.2f}", _axial(image, f)) for f in slices]
         else:
             panels.append((view, image))
