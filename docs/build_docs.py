@@ -4,7 +4,9 @@
   (docs/images/phantoms_<kind>.png) and the README gallery;
 * docs/audit.md: the held-out accuracy table of the shipped audit networks (read from
   medgen_monai/metrics/weights/audit_<unit>.json, written by ``medgen-monai train-audit``) and
-  their bar plots (docs/images/audit_<unit>.png).
+  their bar plots (docs/images/audit_<unit>.png);
+* docs/engine.md: the benchmark tables, read from benchmarks/results/{sampling,phantoms}.json
+  (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``).
 
     python docs/build_docs.py            # rewrite tables and figures
     python docs/build_docs.py --check    # exit 1 if a table is stale (tests run this)
@@ -26,6 +28,8 @@ from medgen_monai.phantoms import KINDS, get_phantom
 DOCS = Path(__file__).parent
 PAGE = DOCS / "phantoms.md"
 AUDIT_PAGE = DOCS / "audit.md"
+ENGINE_PAGE = DOCS / "engine.md"
+RESULTS = DOCS.parent / "benchmarks" / "results"
 IMAGES = DOCS / "images"
 FIGURE_SEED = 0
 FIGURE_CASES = 8
@@ -94,6 +98,58 @@ def audit_block() -> str:
     return "\n".join(lines)
 
 
+def _result(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; run python benchmarks/{name}.py")
+    return json.loads(path.read_text())
+
+
+def sampling_block() -> str:
+    """The sampling benchmark: speed and quality per setting, the headline ratios, 3D memory."""
+    r = _result("sampling")
+    m = r["machine"]
+    lines = [
+        f"Measured by `python benchmarks/sampling.py` on {m['cpu_count']} CPU cores, {m['torch_threads']} torch threads, "
+        f"torch {m['torch']} (`benchmarks/results/sampling.json`); {r['settings'][0]['n']} images per setting, "
+        f"reference: {r['reference']['n']} real test-split phantoms.",
+        "",
+        "| setting | implementation | seconds / image | class accuracy | attribute distance | FID (audit features) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["settings"]:
+        lines.append(f"| {row['sampler']} {row['steps']} steps | {row['implementation']} | {row['seconds_per_image']:.3f} | "
+                     f"{row['class_accuracy']:.3f} | {row['attribute_distance']:.3f} | {row['fid']:.2f} |")
+    ref = r["reference"]
+    lines.append(f"| real phantoms (ceiling) | - | - | {ref['class_accuracy']:.3f} | {ref['attribute_distance']:.3f} | - |")
+    speed, over, train = r["speedup_vs_ddpm1000"], r["overhead"], r["training"]
+    lines += [
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| `speedup_vs_ddpm1000` ({speed['setting']} vs MONAI `LatentDiffusionInferer.sample`, DDPM 1000) | "
+        f"{speed['ratio']:.1f}x | >= 20 |",
+        f"| `overhead_ratio` (sampler wall time / {over['steps']} U-Net forwards at batch 2x{over['batch']}) | {over['overhead_ratio']:.3f} | <= 1.10 |",
+        f"| `training_throughput_ratio` (LatentDiffusionTrainer / plain PyTorch loop, batch {train['batch']}) | "
+        f"{train['training_throughput_ratio']:.3f} | ~1 |",
+    ]
+    for row in r["memory_3d"]:
+        size = "x".join(map(str, row["size"]))
+        lines.append(f"| peak resident memory, 3D sampling at {size} (decode: {row['decode_roi_latent']}) | "
+                     f"{row['peak_rss_mib']:.0f} MiB | recorded |")
+    lines += ["", "![sampling benchmark](../benchmarks/results/sampling.png)"]
+    return "\n".join(lines)
+
+
+def phantoms_block() -> str:
+    r = _result("phantoms")
+    lines = ["Measured by `python benchmarks/phantoms.py` (`benchmarks/results/phantoms.json`).", "",
+             "| kind | size | generated / s | target |", "|---|---|---|---|"]
+    for kind, row in r["kinds"].items():
+        lines.append(f"| {kind} | {'x'.join(map(str, row['size']))} | {row['generate_per_s']:.0f} | {row['target_generate_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def fill(page: str, name: str, content: str, path: Path) -> str:
     pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
     if not pattern.search(page):
@@ -126,7 +182,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the generated blocks are current")
     args = parser.parse_args()
-    pages = {PAGE: render, AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE)}
+    pages = {
+        PAGE: render,
+        AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE),
+        ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
+    }
     stale = []
     for path, update in pages.items():
         page = path.read_text()

@@ -105,3 +105,10 @@ def test_training_configs_run_end_to_end(tmp_path):
                      autoencoder_weights=models / "autoencoder.pt", diffusion_weights=models / "diffusion.pt")
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "out" / "NV_000000.png").is_file()
+    run = bundle_run("inference.json", "evaluate.json", output_dir=tmp_path / "eval", n=2, num_inference_steps=2, progress=False,
+                     dataset_dir=tmp_path / "data", split="train", autoencoder_weights=models / "autoencoder.pt",
+                     diffusion_weights=models / "diffusion.pt")
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["generated"]["n"] == 14 and 0 <= report["generated"]["class_accuracy"] <= 1
+    assert {"fid", "diversity", "attribute_distance"} <= set(report["generated"]) and (tmp_path / "eval" / "evaluation.png").is_file()

@@ -61,7 +61,7 @@ PROSTATE_CLASSES: tuple[str, ...] = ("negative", "csPCa")
 #: them (whole millimetres 6-8, 11-13 and 17-22) so that neighbouring bins stay apart in voxel units
 #: although the voxel spacing varies from case to case.
 SIZE_BINS_MM: dict[str, tuple[float, float]] = {"small": (6.0, 9.0), "medium": (10.0, 14.0), "large": (15.0, 22.0)}
-_DRAWN_DIAMETER = {"small": (6, 8), "medium": (11, 13), "large": (17, 22)}
+_DRAWN_DIAMETER = {"small": (7, 9), "medium": (11, 13), "large": (17, 22)}
 
 PROSTATE_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
@@ -89,21 +89,21 @@ PROSTATE_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
         "size",
         ("none", "small", "medium", "large"),
-        "largest lesion diameter: small 6-9 mm (drawn 6-8), medium 10-14 mm (drawn 11-13), large 15-22 mm "
+        "largest lesion diameter: small 6-9 mm (drawn 7-9), medium 10-14 mm (drawn 11-13), large 15-22 mm "
         "(drawn 17-22); the drawn value is meta['diameter_mm']",
     ),
     Attribute(
         "pirads",
         ("none", "2", "3", "4", "5"),
-        "PI-RADS v2.1 score shown by the lesion's T2 signal: 2 faint and ill-defined (80 % of its zone's signal, "
-        "wide edge), 3 mildly hypointense (60 %), 4 markedly hypointense and circumscribed (38 %, < 15 mm), "
+        "PI-RADS v2.1 score shown by the lesion's T2 signal: 2 faint and ill-defined (84 % of its zone's signal, "
+        "wide edge), 3 mildly hypointense (64 %), 4 markedly hypointense and circumscribed (36 %, < 15 mm), "
         "5 as 4 but darker (20 %) and >= 15 mm or bulging through the capsule",
     ),
 )
 
 _PIRADS = ("2", "3", "4", "5")
 #: lesion signal as a fraction of its zone's signal, and its edge half-width in mm
-_CONTRAST = {"2": 0.80, "3": 0.60, "4": 0.38, "5": 0.20}
+_CONTRAST = {"2": 0.84, "3": 0.64, "4": 0.36, "5": 0.20}
 _EDGE_MM = {"2": 2.6, "3": 1.3, "4": 0.7, "5": 0.7}
 
 #: joint prior of the lesion state: absent, then PI-RADS 2..5 (about 37 % csPCa)
