@@ -57,6 +57,7 @@ __all__ = [
     "load_audit",
     "evaluate_audit",
     "DEFAULT_BUDGETS",
+    "BELOW_TARGET",
     "QUICK_BUDGET",
 ]
 
@@ -458,6 +459,15 @@ DEFAULT_BUDGETS: dict[str, dict[str, int]] = {
     "cxr_lateral": {"n_train": 4000, "n_val": 600, "epochs": 24},
     # small lesions (about 20 voxels) need more optimisation steps than 2D attributes: smaller batches, more epochs
     "prostate_t2w": {"n_train": 2000, "n_val": 300, "epochs": 40, "batch_size": 16, "lr": 1e-3},
+}
+#: attributes whose shipped audit network stays below the 0.9 target, with the floor its recorded held-out
+#: accuracy must keep (tests check it) and why; docs/audit.md explains them. Generators are judged
+#: against these lower ceilings.
+BELOW_TARGET: dict[str, dict[str, float]] = {
+    # small (7-9 mm) vs medium (11-13 mm) lesions are 6-8 vs 10-12 voxels across and lose contrast to
+    # partial volume at 2.2-2.8 mm slices; PI-RADS 3 vs 4 (64 % vs 36 % of the zone signal) overlap
+    # when a small lesion's centre is blurred by the same partial volume.
+    "prostate_t2w": {"size": 0.80, "pirads": 0.80},
 }
 #: a smoke-test budget (accuracy is not meaningful).
 QUICK_BUDGET: dict[str, int] = {"n_train": 48, "n_val": 24, "epochs": 1}
