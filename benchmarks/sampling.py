@@ -6,7 +6,8 @@ Writes benchmarks/results/sampling.json and benchmarks/results/sampling.png.
 
 Measured, all in this process, on the bundle's shipped weights:
 
-- per sampler setting (our DiffusionSampler with DDIM at several step counts, DDPM 1000 steps, and the
+- per sampler setting (our DiffusionSampler with DDIM at several step counts, deterministic (eta 0) and
+  stochastic (eta 1), DDPM 1000 steps, and the
   MONAI baseline ``LatentDiffusionInferer.sample`` with DDPM 1000 steps, the schedule CCELLA samples
   with): seconds per image, class accuracy (the audit network reads back the requested class: the
   label-only bundle's "attribute accuracy"), attribute distance to the real data (per-class attribute
@@ -118,7 +119,8 @@ def run_setting(name: str, sample, categories: list[str], reference: dict, batch
     return result
 
 
-def sampling_table(bundle: dict, reference: dict, per_class: int, steps: list[int], batch: int, ddpm: bool) -> list[dict]:
+def sampling_table(bundle: dict, reference: dict, per_class: int, steps: list[int], eta_steps: list[int], batch: int,
+                   ddpm: bool) -> list[dict]:
     from monai.inferers import LatentDiffusionInferer
 
     from medgen_monai.engines import DiffusionSampler
@@ -129,14 +131,16 @@ def sampling_table(bundle: dict, reference: dict, per_class: int, steps: list[in
     null = network.null_class
     rows = []
 
-    def ours(kind: str, n_steps: int):
+    def ours(kind: str, n_steps: int, eta: float = 0.0):
         sampler = DiffusionSampler(scheduler(kind, bundle["scheduler_config"]), n_steps, guidance, autoencoder,
-                                   bundle["scale_factor"], progress=False)
+                                   bundle["scale_factor"], eta=eta, progress=False)
         return lambda seeds, labels: sampler(network, bundle["latent_shape"], seeds, {"class_labels": labels},
                                              {"class_labels": torch.full_like(labels, null)})
 
     for n_steps in steps:
         rows.append(run_setting(f"ours_ddim_{n_steps}", ours("ddim", n_steps), categories, reference, batch) | {"sampler": "ddim", "steps": n_steps, "implementation": "medgen_monai"})
+    for n_steps in eta_steps:  # stochastic DDIM (eta = 1): DDPM-like noise at each step, on a short schedule
+        rows.append(run_setting(f"ours_ddim_eta1_{n_steps}", ours("ddim", n_steps, eta=1.0), categories, reference, batch) | {"sampler": "ddim_eta1", "steps": n_steps, "implementation": "medgen_monai"})
     if ddpm:
         rows.append(run_setting("ours_ddpm_1000", ours("ddpm", 1000), categories, reference, batch) | {"sampler": "ddpm", "steps": 1000, "implementation": "medgen_monai"})
         monai_scheduler = scheduler("ddpm", bundle["scheduler_config"])
@@ -262,10 +266,12 @@ unet = ConditionedDiffusionUNet(num_classes=2, spatial_dims=3, in_channels=4, ou
 latent = (4,) + tuple(s // 4 for s in size)
 roi = None if size[0] <= 64 else tuple(s // 2 for s in latent[1:])
 sampler = DiffusionSampler(DDIMScheduler(num_train_timesteps=1000), 5, 2.0, ae, 1.0, decode_roi_size=roi, progress=False)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def kib(field):  # VmHWM / VmRSS of this process image (ru_maxrss would include the parent's pages at fork)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+base = kib("VmHWM")
 out = sampler(unet, latent, [0], {"class_labels": torch.tensor([1])}, {"class_labels": torch.tensor([2])})
 assert tuple(out.shape[2:]) == size, out.shape
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "whole" if roi is None else "x".join(map(str, roi)))
+print(base, kib("VmHWM"), "whole" if roi is None else "x".join(map(str, roi)))
 """
 
 
@@ -276,7 +282,7 @@ def memory_3d() -> list[dict]:
         if run.returncode:
             raise RuntimeError(run.stderr)
         before, peak, roi = run.stdout.split()[-3:]
-        rows.append({"size": [int(s) for s in size.split(",")], "peak_rss_mib": int(peak) / 1024, "rss_before_sampling_mib": int(before) / 1024,
+        rows.append({"size": [int(s) for s in size.split(",")], "peak_rss_mib": int(peak) / 1024, "peak_rss_before_sampling_mib": int(before) / 1024,
                      "decode_roi_latent": roi, "model": "AutoencoderKL (16,32,64) + ConditionedDiffusionUNet (32,64,64), 5 DDIM steps, batch 1"})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -314,12 +320,21 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=10)
     parser.add_argument("--dataset_dir", default=str(ROOT / "data" / "derm"))
     parser.add_argument("--steps", default="5,10,20,50")
+    parser.add_argument("--eta_steps", default="25,50,100", help="stochastic DDIM (eta 1) step counts")
     parser.add_argument("--batch", type=int, default=35)
     parser.add_argument("--bundle", default=str(BUNDLE), help="the bundle folder (default: the shipped ldm_label_derm)")
+    parser.add_argument("--only_memory", action="store_true", help="re-measure only the 3D memory rows of sampling.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 image per class, no DDPM-1000, no 3D memory")
     args = parser.parse_args()
     BUNDLE = Path(args.bundle).resolve()
 
+    if args.only_memory:
+        path = RESULTS / "sampling.json"
+        results = json.loads(path.read_text())
+        results["memory_3d"] = memory_3d()
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"updated memory_3d in {path}")
+        return
     from medgen_monai.data import read_dataset, split_datalist
     from medgen_monai.metrics import feature_extractor, load_audit
     from medgen_monai.metrics.evaluation import load_images
@@ -336,7 +351,9 @@ def main() -> None:
 
     per_class = 1 if args.quick else args.per_class
     steps = [int(s) for s in args.steps.split(",")]
-    rows = sampling_table(bundle, reference, per_class, steps[:2] if args.quick else steps, args.batch, ddpm=not args.quick)
+    eta_steps = [int(s) for s in args.eta_steps.split(",") if s]
+    rows = sampling_table(bundle, reference, per_class, steps[:2] if args.quick else steps, eta_steps[:1] if args.quick else eta_steps,
+                          args.batch, ddpm=not args.quick)
     results: dict = {
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": sys.version.split()[0]},

@@ -151,10 +151,10 @@ def phantoms_block() -> str:
 
 
 def fill(page: str, name: str, content: str, path: Path) -> str:
-    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(\n<!-- /generated:{name} -->)", re.S)
+    pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)  # the block may be empty
     if not pattern.search(page):
         raise ValueError(f"{path}: no block '<!-- generated:{name} -->' ... '<!-- /generated:{name} -->'")
-    return pattern.sub(lambda m: m.group(1) + content + m.group(2), page)
+    return pattern.sub(lambda m: m.group(1) + content + "\n" + m.group(2), page)
 
 
 def render(page: str) -> str:
