@@ -119,9 +119,19 @@ def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) ->
 
     files = [str(root / "configs" / name) for name in config_files]
     logging_file = root / "configs" / "logging.conf"
-    run_bundle(config_file=files, meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(root),
-               logging_file=str(logging_file) if logging_file.is_file() else None,
-               **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        run_bundle(config_file=files, meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(root),
+                   logging_file=str(logging_file) if logging_file.is_file() else None,
+                   **{k: v for k, v in overrides.items() if v is not None})
+    except RuntimeError as e:
+        # MONAI wraps an error raised while evaluating a config item ("Failed to evaluate ..."); hand the
+        # user the bad-input error underneath (an unknown category, a weights file of another bundle)
+        cause: BaseException | None = e
+        while cause is not None and not isinstance(cause, ValueError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,

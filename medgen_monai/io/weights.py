@@ -81,14 +81,17 @@ def load_weights(path: str | Path, network: nn.Module | None = None, bundle: str
     if role is not None and payload["role"] != role:
         raise WeightsError(f"{path}: {payload['role']!r} weights, expected {role!r} weights")
     if network is not None:
-        result = network.load_state_dict(payload["state_dict"], strict=False)
-        shapes = [k for k, v in payload["state_dict"].items()
-                  if k in network.state_dict() and network.state_dict()[k].shape != v.shape]
-        if result.missing_keys or result.unexpected_keys or shapes:
+        # checked before loading: load_state_dict raises a bare RuntimeError on a shape mismatch
+        own, given = network.state_dict(), payload["state_dict"]
+        missing = [k for k in own if k not in given]
+        unexpected = [k for k in given if k not in own]
+        shapes = [k for k, v in given.items() if k in own and own[k].shape != v.shape]
+        if missing or unexpected or shapes:
             raise WeightsError(
-                f"{path}: weights do not fit {type(network).__name__} (missing {result.missing_keys[:3]}, "
-                f"unexpected {result.unexpected_keys[:3]}, wrong shape {shapes[:3]}); was the network configured as in training?"
+                f"{path}: weights do not fit {type(network).__name__} (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}, wrong shape {shapes[:3]}); was the network configured as in training?"
             )
+        network.load_state_dict(given)
     return dict(payload.get("extra") or {})
 
 
