@@ -18,7 +18,7 @@ and writes ``evaluation.json`` plus ``evaluation.png`` (a bar plot) atomically.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -173,10 +173,7 @@ def evaluate_generation(
     if half >= 2:
         report["reference"]["fid_split_half"] = fid(reference_images[:half], reference_images[half:],
                                                     extractor=feature_extractor(None, unit=unit))
-    per_class = defaultdict(list)
-    for c in generated_classes:
-        per_class[c].append(1)
-    report["generated"]["per_class_count"] = {c: len(v) for c, v in per_class.items()}
+    report["generated"]["per_class_count"] = dict(Counter(generated_classes))
     atomic_write_text(output_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
     _bar_plot(report, output_dir / "evaluation.png")
     return report
