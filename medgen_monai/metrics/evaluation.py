@@ -138,6 +138,7 @@ def evaluate_generation(
     reference_images = load_images([r["image"] for r in reference])
     reference_classes = [classes[int(r["label"])] for r in reference]
     audit = load_audit(unit)
+    extractor = feature_extractor(audit)  # loaded once: scores, FID and the split-half FID share it
     spatial_dims, channels = audit.spec.spatial_dims, audit.spec.in_channels
 
     def read_back(images: list[np.ndarray], labels: list[str]) -> tuple[dict[str, list[str]], float]:
@@ -156,7 +157,7 @@ def evaluate_generation(
             "attribute_distance": attribute_distance({a: generated_pred[a] for a in attributes},
                                                      {a: reference_pred[a] for a in attributes},
                                                      generated_classes, reference_classes)["mean"],
-            "fid": fid(reference_images, generated, extractor=feature_extractor(None, unit=unit)),
+            "fid": fid(reference_images, generated, extractor=extractor),
             "diversity": diversity(generated, generated_classes, spatial_dims, channels)["diversity"],
         },
         "reference": {
@@ -171,8 +172,7 @@ def evaluate_generation(
     # the split-half FID of the reference set is the floor a perfect generator would reach at this n
     half = len(reference_images) // 2
     if half >= 2:
-        report["reference"]["fid_split_half"] = fid(reference_images[:half], reference_images[half:],
-                                                    extractor=feature_extractor(None, unit=unit))
+        report["reference"]["fid_split_half"] = fid(reference_images[:half], reference_images[half:], extractor=extractor)
     report["generated"]["per_class_count"] = dict(Counter(generated_classes))
     atomic_write_text(output_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
     _bar_plot(report, output_dir / "evaluation.png")

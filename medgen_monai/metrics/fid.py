@@ -156,7 +156,7 @@ def feature_extractor(
     """Build the FID feature extractor.
 
     Args:
-        extractor: ``None``: the audit network of ``unit``; a :class:`FeatureExtractor` (returned as is);
+        extractor: ``None``: the audit network of ``unit``; a loaded ``AuditNet``; a :class:`FeatureExtractor` (returned as is);
             an ``nn.Module``; a path to a TorchScript file or a ResNet-50 ``state_dict``.
         unit: audit unit (``"derm_image"``, ``"cxr_frontal"``, ...); required when ``extractor`` is ``None``.
         spatial_dims: 2 or 3 for a module / path (default: 2).
@@ -166,6 +166,8 @@ def feature_extractor(
     """
     if isinstance(extractor, FeatureExtractor):
         return extractor
+    if isinstance(extractor, AuditNet):  # an already loaded audit network: its penultimate features
+        return _audit_extractor(extractor, batch_size=int(kwargs.get("batch_size", 64)))
     if extractor is None:
         if unit is None:
             raise ValueError("fid: give either an audit unit (e.g. unit='derm_image') or a feature extractor")

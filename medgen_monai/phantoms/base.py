@@ -10,13 +10,14 @@ the same whether it is generated alone, in a batch, or in a different process.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Attribute", "PhantomSample", "Phantom", "sample_rng", "choice", "pick"]
+__all__ = ["Attribute", "PhantomSample", "Phantom", "sample_rng", "choice", "pick", "interp_matrix"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,26 @@ def choice(u: float, values: Sequence[str], probabilities: Sequence[float]) -> s
 def pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     """One of several phrasings of a fact, uniformly."""
     return options[int(rng.integers(len(options)))]
+
+
+@functools.lru_cache(maxsize=32)
+def interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """Linear interpolation from ``n_in`` cell centres to ``n_out`` cell centres on the same interval
+    (cached: phantoms upsample coarse grids and projections with it every case).
+
+    Returns:
+        ``(n_out, n_in)`` float32 matrix ``M`` so that ``M @ signal`` resamples a signal.
+    """
+    position = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    position = np.clip(position, 0, n_in - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n_in - 1)
+    weight = position - low
+    matrix = np.zeros((n_out, n_in), dtype=np.float32)
+    rows = np.arange(n_out)
+    np.add.at(matrix, (rows, low), 1 - weight)
+    np.add.at(matrix, (rows, high), weight)
+    return matrix
 
 
 class Phantom(abc.ABC):

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, choice, pick
+from .base import Attribute, Phantom, choice, interp_matrix, pick
 
 __all__ = [
     "ColonPhantom",
@@ -203,18 +203,6 @@ def label_from_attributes(attributes: Mapping[str, str]) -> str:
     return label
 
 
-@functools.lru_cache(maxsize=32)
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """Linear interpolation from ``n_in`` cell centres to ``n_out`` cell centres: float32 ``(n_out, n_in)``."""
-    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    low = np.minimum(np.floor(position).astype(int), n_in - 2)
-    frac = position - low
-    matrix = np.zeros((n_out, n_in), dtype=np.float32)
-    matrix[np.arange(n_out), low] = 1 - frac
-    matrix[np.arange(n_out), low + 1] = frac
-    return matrix
-
-
 @functools.lru_cache(maxsize=16)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel-centre coordinates ``(X, Y)`` in units of the shorter side, and the normalised vignette radius.
@@ -234,7 +222,7 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _smooth_field(noise: np.ndarray, height: int, width: int) -> np.ndarray:
     """A coarse noise grid upsampled to ``(H, W)`` and scaled to unit standard deviation (float32)."""
-    field = _interp_matrix(height, noise.shape[0]) @ noise @ _interp_matrix(width, noise.shape[1]).T
+    field = interp_matrix(height, noise.shape[0]) @ noise @ interp_matrix(width, noise.shape[1]).T
     return field / (field.std() + 1e-6)
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, choice, pick
+from .base import Attribute, Phantom, choice, interp_matrix, pick
 
 __all__ = ["CXRPhantom", "CXR_CLASSES", "CXR_ATTRIBUTES", "study_identifiers", "label_from_attributes"]
 
@@ -180,25 +180,6 @@ def _finding_presence(name: str, fixed: Mapping[str, str], forced_label: tuple[s
 # rendering helpers
 
 
-@functools.lru_cache(maxsize=32)
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """Linear interpolation from ``n_in`` cell centres to ``n_out`` cell centres on the same interval.
-
-    Returns:
-        ``(n_out, n_in)`` float32 matrix ``M`` so that ``M @ signal`` resamples a signal.
-    """
-    position = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
-    position = np.clip(position, 0, n_in - 1)
-    low = np.floor(position).astype(int)
-    high = np.minimum(low + 1, n_in - 1)
-    weight = position - low
-    matrix = np.zeros((n_out, n_in), dtype=np.float32)
-    rows = np.arange(n_out)
-    np.add.at(matrix, (rows, low), 1 - weight)
-    np.add.at(matrix, (rows, high), weight)
-    return matrix
-
-
 @dataclass(frozen=True)
 class _Grid:
     """Sampling of the scene for one output size ``(H, W)``.
@@ -247,9 +228,9 @@ def _grid(height: int, width: int) -> _Grid:
         pz=_centres(height, 1.0),
         px=_centres(width, 1.0),
         py=_centres(width, _Y_HALF_WIDTH),
-        up_z=_interp_matrix(height, nz),
-        up_x=_interp_matrix(width, nx),
-        up_y=_interp_matrix(width, ny),
+        up_z=interp_matrix(height, nz),
+        up_x=interp_matrix(width, nx),
+        up_y=interp_matrix(width, ny),
         nearest_z=_nearest_index(height, nz),
         nearest_x=_nearest_index(width, nx),
         nearest_y=_nearest_index(width, ny),
@@ -1034,7 +1015,7 @@ class CXRPhantom(Phantom):
             line_integral, tissue = grid.up_z @ projections[k][:2] @ columns.T  # (2, H, W)
             # lung markings: a smooth random texture weighted by the lung parenchyma on the ray, so a
             # pneumothorax rim (no parenchyma) shows none
-            texture = _interp_matrix(height, mh) @ markings[k] @ _interp_matrix(width, mw).T
+            texture = interp_matrix(height, mh) @ markings[k] @ interp_matrix(width, mw).T
             line_integral += 0.6 * case.lung_density * tissue * texture
             line_integral += ribs[k]
             line_integral += tubes[k]
