@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .generation import ClassConditioner, Conditioner, GenerationRunner, class_requests
+from .generation import ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, class_requests
 from .sampler import DiffusionSampler, initial_noise
 from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
 
@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "ClassConditioner",
     "Conditioner",
+    "DescriptionConditioner",
     "DiffusionSampler",
     "GenerationRunner",
     "IndexedBatches",

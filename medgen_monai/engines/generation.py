@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..io.writers import OutputWriter
 from .sampler import DiffusionSampler
 
-__all__ = ["Conditioner", "ClassConditioner", "class_requests", "GenerationRunner"]
+__all__ = ["Conditioner", "ClassConditioner", "DescriptionConditioner", "class_requests", "GenerationRunner"]
 
 
 class Conditioner(Protocol):
@@ -53,7 +53,45 @@ class ClassConditioner:
         return {"class_labels": labels}, {"class_labels": torch.full_like(labels, self.null_class)}
 
 
-def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Sequence[str] | str | None = None) -> list[dict[str, Any]]:
+class DescriptionConditioner(ClassConditioner):
+    """``request["category"]`` and ``request["description"]`` -> ``class_labels`` and description tokens ``context``.
+
+    The unconditional half of guidance gets the null class and the tokens of the empty description,
+    the same null condition the trainer drops to.
+
+    Args:
+        classes: class names in the network's label order.
+        encoder: a :class:`~medgen_monai.text.TextEncoder` (``encode(texts)`` -> ``.tokens (B, L, D)``,
+            ``.pooled (B, D)``); it caches, so each distinct description is encoded once.
+        projection: optional :class:`~medgen_monai.nets.NearestNeighbourProjection` applied to the tokens.
+        null_class: the U-Net's null class index (default ``len(classes)``).
+    """
+
+    def __init__(self, classes: Sequence[str], encoder: Any, projection: Any = None, null_class: int | None = None) -> None:
+        super().__init__(classes, null_class)
+        self.encoder = encoder
+        self.projection = projection
+
+    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        condition, null_condition = super().__call__(requests)
+        descriptions = []
+        for r in requests:
+            text = r.get("description")
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"request {r.get('id')!r} has no description: retrieve one from the bank "
+                                 "(medgen_monai.transforms.RetrieveDescriptiond) or give one explicitly")
+            descriptions.append(text)
+        embedding = self.encoder.encode(descriptions)
+        tokens = embedding.tokens
+        if self.projection is not None:
+            tokens = self.projection(tokens, embedding.pooled, condition["class_labels"])
+        condition["context"] = tokens
+        null_condition["context"] = self.encoder.encode([""]).tokens.expand_as(tokens)
+        return condition, null_condition
+
+
+def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Sequence[str] | str | None = None,
+                   description: str | None = None) -> list[dict[str, Any]]:
     """``n`` requests per category, seeds ``seed, seed + 1, ...`` per category.
 
     Args:
@@ -61,9 +99,11 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
         n: samples per category (>= 1).
         seed: first seed.
         categories: the categories to make (a name, a comma-separated string or a list); ``None``: all.
+        description: an explicit description for every request (description-conditioned bundles; it
+            overrides retrieval from the bank).
 
     Returns:
-        requests ``{"id": "<category>_<seed>", "seed", "category"}`` in category order.
+        requests ``{"id": "<category>_<seed>", "seed", "category"}`` (and ``"description"``) in category order.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 (samples per category), got {n}")
@@ -76,7 +116,13 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     unknown = [c for c in chosen if c not in classes]
     if unknown or not chosen:
         raise ValueError(f"unknown category {unknown or chosen}; expected some of {list(classes)}")
-    return [{"id": f"{c}_{seed + i:06d}", "seed": seed + i, "category": c} for c in chosen for i in range(n)]
+    requests = [{"id": f"{c}_{seed + i:06d}", "seed": seed + i, "category": c} for c in chosen for i in range(n)]
+    if description is not None:
+        if not str(description).strip():
+            raise ValueError("description is empty: give a description, or leave it out to draw one from the bank")
+        for r in requests:
+            r["description"] = str(description)
+    return requests
 
 
 class GenerationRunner:

@@ -472,6 +472,8 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         sampler: the :class:`DiffusionSampler` used for the sample grids (``None``: no grids).
         sample_conditions: U-Net keyword -> ``(N, ...)`` conditions of the grid (e.g. each class twice).
         sample_seed: first seed of the grid samples.
+        auxiliary_weights: weight of each training-only loss the network publishes in its
+            ``auxiliary_losses`` dict after a forward (e.g. ``{"prototype": 1.0}``); unnamed terms weigh 1.
         **kwargs: :class:`GenerativeTrainer` arguments.
     """
 
@@ -490,6 +492,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         sampler: DiffusionSampler | None = None,
         sample_conditions: Mapping[str, torch.Tensor] | None = None,
         sample_seed: int = 0,
+        auxiliary_weights: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
@@ -512,6 +515,9 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         self.sampler = sampler
         self.sample_conditions = dict(sample_conditions or {})
         self.sample_seed = int(sample_seed)
+        self.auxiliary_weights = {str(k): float(v) for k, v in (auxiliary_weights or {}).items()}
+        if any(w < 0 for w in self.auxiliary_weights.values()):
+            raise ValueError(f"auxiliary_weights must be >= 0, got {self.auxiliary_weights}")
 
     # ---- data -> latents -----------------------------------------------------------------------
     @torch.no_grad()
@@ -576,9 +582,20 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         timesteps = self._timesteps(x0)
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
         prediction = self.network(noisy, timesteps, **self._conditions(batch, x0.shape[0]))
-        loss = F.mse_loss(prediction.float(), self.target(x0, noise, timesteps).float())
+        diffusion = F.mse_loss(prediction.float(), self.target(x0, noise, timesteps).float())
+        losses = {"diffusion": diffusion}
+        loss = diffusion
+        # networks with training-only terms (VAP-Diffusion's L_proto) publish them after each forward; taking them
+        # clears them, so no autograd graph outlives the step (and the network stays deep-copyable for EMA)
+        auxiliary = getattr(self.network, "auxiliary_losses", None) or {}
+        if auxiliary:
+            self.network.auxiliary_losses = {}
+        for name, value in auxiliary.items():
+            losses[name] = value
+            loss = loss + self.auxiliary_weights.get(name, 1.0) * value
         self.optimise(loss)
-        return {"loss": loss}
+        losses["loss"] = loss
+        return losses
 
     # ---- samples -------------------------------------------------------------------------------
     def latent_shape(self) -> tuple[int, ...]:

@@ -3,5 +3,14 @@
 from __future__ import annotations
 
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
+from .projection import NearestNeighbourProjection
+from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
 
-__all__ = ["ConditionedDiffusionUNet", "SoftClassEmbedding"]
+__all__ = [
+    "ConditionedDiffusionUNet",
+    "SoftClassEmbedding",
+    "NearestNeighbourProjection",
+    "PrototypeConditioning",
+    "MiddleBlockWithPrototypes",
+    "VAPDiffusionUNet",
+]
