@@ -7,7 +7,7 @@ Commands::
     medgen-monai gallery --out FILE.png [--n 4] [--seed 0]
     medgen-monai demo --out DIR      (phantom gallery + the baseline bundle's grid)
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
-    medgen-monai generate --bundle bundles/NAME [--category C] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
+    medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
 """
@@ -136,7 +136,7 @@ def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) ->
 
 def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
              guidance: float | None = None, format: str = "png", batch_size: int | None = None,
-             progress: bool = True) -> str:
+             description: str | None = None, projection: float | None = None, progress: bool = True) -> str:
     """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
 
     Args:
@@ -149,14 +149,21 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
         guidance: classifier-free guidance scale (default: the bundle's).
         format: png and/or nifti, comma-separated.
         batch_size: samples per sampler call.
+        description: description-conditioned bundles (vap_diffusion_*): use this description for every
+            sample instead of drawing one from the bundle's description bank.
+        projection: description-conditioned bundles: pull each description toward its nearest training
+            descriptions with this weight in [0, 1] (0: off).
         progress: show a progress bar.
     """
     root = _bundle_root(bundle)
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
+    if (description is not None or projection is not None) and not (root / "bank").is_dir():
+        raise ValueError(f"--description / --projection need a description-conditioned bundle with a bank/ folder; "
+                         f"{root} has none")
     _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
                 num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
-                progress=bool(progress))
+                description=description, projection_alpha=projection, progress=bool(progress))
     return str(out)
 
 

@@ -187,9 +187,11 @@ def test_description_conditioner_encodes_descriptions_and_the_empty_null():
     assert condition["context"].shape == null["context"].shape == (2, 4, 3)
     torch.testing.assert_close(condition["context"][:, 0, 0], torch.tensor([18.0, 18.0]))
     torch.testing.assert_close(null["context"][:, 0, 0], torch.tensor([0.0, 0.0]))  # the empty description
-    assert encoder.calls[-1] == [""]
+    assert encoder.calls[0] == [""]  # the null description, encoded once per batch
     with pytest.raises(ValueError, match="has no description"):
         conditioner(class_requests(["A", "B"], 1))
+    label_only, _ = DescriptionConditioner(["A", "B"], encoder, use_descriptions=False)(requests)
+    torch.testing.assert_close(label_only["context"], null["context"])  # the description is ignored
     with pytest.raises(ValueError, match="description is empty"):
         class_requests(["A"], 1, description="  ")
 

@@ -65,15 +65,23 @@ class DescriptionConditioner(ClassConditioner):
             ``.pooled (B, D)``); it caches, so each distinct description is encoded once.
         projection: optional :class:`~medgen_monai.nets.NearestNeighbourProjection` applied to the tokens.
         null_class: the U-Net's null class index (default ``len(classes)``).
+        use_descriptions: ``False`` conditions on the class only, with the empty description in both halves
+            (the label-only arm of the ablation: the same network, trained with every description emptied).
     """
 
-    def __init__(self, classes: Sequence[str], encoder: Any, projection: Any = None, null_class: int | None = None) -> None:
+    def __init__(self, classes: Sequence[str], encoder: Any, projection: Any = None, null_class: int | None = None,
+                 use_descriptions: bool = True) -> None:
         super().__init__(classes, null_class)
         self.encoder = encoder
         self.projection = projection
+        self.use_descriptions = bool(use_descriptions)
 
     def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         condition, null_condition = super().__call__(requests)
+        null_tokens = self.encoder.encode([""]).tokens
+        if not self.use_descriptions:
+            condition["context"] = null_condition["context"] = null_tokens.expand(len(requests), *null_tokens.shape[1:])
+            return condition, null_condition
         descriptions = []
         for r in requests:
             text = r.get("description")
@@ -86,7 +94,7 @@ class DescriptionConditioner(ClassConditioner):
         if self.projection is not None:
             tokens = self.projection(tokens, embedding.pooled, condition["class_labels"])
         condition["context"] = tokens
-        null_condition["context"] = self.encoder.encode([""]).tokens.expand_as(tokens)
+        null_condition["context"] = null_tokens.expand_as(tokens)
         return condition, null_condition
 
 
