@@ -10,6 +10,9 @@ Commands::
     medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
+    medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
+                          [--layout {isic,kvasir,mimic_cxr}] [--model PATH_OR_NAME] [--url URL] [--batch_size B] [--limit N] [--seed S]
+    medgen-monai bank-stats --bank BANK_DIR [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "main"]
+__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "main"]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -210,6 +213,75 @@ def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | Non
     return str(Path(out) / "evaluation.json")
 
 
+def describe(images: str, task: str, out: str, backend: str = "oracle", layout: str | None = None,
+             model: str | None = None, url: str | None = None, batch_size: int = 8, limit: int | None = None,
+             seed: int = 0, api_key: str | None = None, max_new_tokens: int = 512, timeout: float = 60.0,
+             concurrency: int = 4, device: str | None = None, dtype: str | None = None, reveal_class: bool = False,
+             progress: bool = True) -> str:
+    """Describe a dataset's images into a description bank (resumable: a rerun skips described images).
+
+    Args:
+        images: a dataset root in a known layout (read with medgen_monai.data.read_dataset) or a JSON datalist.
+        task: derm, colon or cxr (frontal view).
+        out: the bank folder (per-category JSONL, rejected.jsonl, bank.json).
+        backend: oracle (from known attributes), transformers (a local Hugging Face VLM folder) or openai
+            (an OpenAI-compatible server: vLLM, Ollama, llama.cpp).
+        layout: isic, kvasir or mimic_cxr (default: the task's).
+        model: transformers: the local model folder; openai: the served model name.
+        url: openai: the API root, e.g. http://127.0.0.1:8000/v1.
+        batch_size: images per backend call and per flush to disk.
+        limit: describe at most this many new images.
+        seed: oracle phrasing seed.
+        api_key: openai: bearer token (default: $OPENAI_API_KEY, if set).
+        max_new_tokens: answer length limit (transformers: new tokens; openai: max_tokens).
+        timeout: openai: seconds per request.
+        concurrency: openai: requests in flight.
+        device: transformers: cuda or cpu (default: cuda when available).
+        dtype: transformers: float32, bfloat16, float16 or auto.
+        reveal_class: tell the model the image's class (off: the class checks the answer).
+        progress: show a progress bar.
+    """
+    from .describe import TASKS, describe_dataset, get_describer, get_task, load_datalist
+
+    describe_task = get_task(task)
+    datalist = load_datalist(images, layout or TASKS[describe_task.name])
+    options: dict[str, object] = {}
+    if backend == "transformers":
+        options = {"batch_size": int(batch_size), "max_new_tokens": int(max_new_tokens), "device": device, "dtype": dtype,
+                   "reveal_class": bool(reveal_class)}
+    elif backend == "openai":
+        options = {"api_key": api_key or os.environ.get("OPENAI_API_KEY"), "timeout": float(timeout),
+                   "concurrency": int(concurrency), "max_tokens": int(max_new_tokens), "reveal_class": bool(reveal_class)}
+    describer = get_describer(backend, describe_task, model=model, url=url, seed=int(seed), **options)
+    summary = describe_dataset(datalist, describe_task, describer, out, batch_size=int(batch_size), progress=bool(progress),
+                               limit=None if limit is None else int(limit))
+    lines = [f"bank {summary['bank']}: task {summary['task']}, backend {summary['backend']}, model {summary['model']}",
+             f"this run: {summary['described']} described, {summary['accepted_now']} accepted, "
+             f"{summary['rejected_now']} rejected, {summary['skipped']} skipped (already in the bank)",
+             f"bank: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+             f"rejection rate {summary['rejection_rate']:.3f}"]
+    lines += [f"  {category}: {n}" for category, n in summary["counts"].items()]
+    if summary["reasons"]:
+        lines.append("rejection reasons this run: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items())))
+    return "\n".join(lines)
+
+
+def bank_stats(bank: str, plot: str | None = None) -> str:
+    """Statistics of a description bank as JSON: descriptions per category, attribute coverage, rejections.
+
+    Args:
+        bank: the bank folder (per-category JSONL files, rejected.jsonl, bank.json).
+        plot: also write a PNG bar chart of the counts here.
+    """
+    from .describe import DescriptionBank
+
+    description_bank = DescriptionBank(bank)
+    stats = description_bank.stats()
+    if plot is not None:
+        stats["plot"] = str(description_bank.write_stats_plot(plot))
+    return json.dumps(stats, indent=2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
@@ -222,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "generate": generate,
         "train": train,
         "evaluate": evaluate,
+        "describe": describe,
+        "bank-stats": bank_stats,
     }
     try:
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name="medgen-monai")
