@@ -10,6 +10,8 @@ description, ...) goes into the output sidecar.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -111,7 +113,8 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
             overrides retrieval from the bank).
 
     Returns:
-        requests ``{"id": "<category>_<seed>", "seed", "category"}`` (and ``"description"``) in category order.
+        requests ``{"id": "<category>_<seed>", "seed", "category"}`` (characters other than letters, digits,
+        ``.``, ``_``, ``-`` in the id become ``_``) (and ``"description"``) in category order.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 (samples per category), got {n}")
@@ -124,7 +127,9 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     unknown = [c for c in chosen if c not in classes]
     if unknown or not chosen:
         raise ValueError(f"unknown category {unknown or chosen}; expected some of {list(classes)}")
-    requests = [{"id": f"{c}_{seed + i:06d}", "seed": seed + i, "category": c} for c in chosen for i in range(n)]
+    # output ids are file stems: a category such as "Pleural Effusion" becomes "Pleural_Effusion"
+    requests = [{"id": f"{re.sub(r'[^A-Za-z0-9._-]', '_', c)}_{seed + i:06d}", "seed": seed + i, "category": c}
+                for c in chosen for i in range(n)]
     if description is not None:
         if not str(description).strip():
             raise ValueError("description is empty: give a description, or leave it out to draw one from the bank")

@@ -117,8 +117,10 @@ def evaluate_generation(
 
     Args:
         output_dir: the run's output folder (``<id>.<format>`` per request).
-        requests: the run's requests (``id``, ``category``, optional ``attributes``).
-        reference: datalist records of real images (``image``, ``label`` index, optional ``attributes``).
+        requests: the run's requests (``id``, ``category``, optional ``attributes``; optional ``labels``, the
+            positive classes of a multi-label request, scored instead of ``category``).
+        reference: datalist records of real images (``image``, ``label`` index, optional ``attributes`` and
+            ``labels`` as for requests).
         unit: the audit unit judging the images (``"derm_image"``).
         classes: class names in label-index order.
         image_format: ``png`` or ``nifti`` outputs.
@@ -141,12 +143,16 @@ def evaluate_generation(
     extractor = feature_extractor(audit)  # loaded once: scores, FID and the split-half FID share it
     spatial_dims, channels = audit.spec.spatial_dims, audit.spec.in_channels
 
-    def read_back(images: list[np.ndarray], labels: list[str]) -> tuple[dict[str, list[str]], float]:
+    def read_back(images: list[np.ndarray], labels: list[Any]) -> tuple[dict[str, list[str]], float]:
         scored = attribute_accuracy(images, [{} for _ in images], labels=labels, audit=audit)
-        return audit.predict(images), scored["per_attribute"]["label"]
+        # single-label units have one "label" head, multi-label units one "label:<class>" head per class
+        heads = [v for k, v in scored["per_attribute"].items() if k == "label" or k.startswith("label:")]
+        return audit.predict(images), float(np.mean(heads))
 
-    generated_pred, class_accuracy = read_back(generated, generated_classes)
-    reference_pred, reference_accuracy = read_back(reference_images, reference_classes)
+    # a record's "labels" (the positive classes of a multi-label study) is scored instead of its category
+    generated_pred, class_accuracy = read_back(generated, [r.get("labels") or c for r, c in zip(requests, generated_classes)])
+    reference_pred, reference_accuracy = read_back(
+        reference_images, [r.get("labels") or c for r, c in zip(reference, reference_classes)])
     attributes = [h for h in audit.spec.head_names if h != "label" and not h.startswith("label:")]
     report: dict[str, Any] = {
         "unit": unit,
