@@ -1,0 +1,366 @@
+"""VAP-Diffusion ablation: label vs description vs description + prototype (+ kNN projection), per modality.
+
+Writes benchmarks/results/vap_ablation.json, shaped
+``{modality: {condition: {split: {metric: {"mean": x, "sd": y}}}}}`` (modality ``derm``, ``colon``, ``cxr``;
+condition ``label``, ``description``, ``description_prototype``, ``description_prototype_projection``; split
+``seen``, ``heldout``; metric ``attribute_accuracy``, ``fid``, ``diversity``), plus
+benchmarks/results/vap_ablation_runs.json (every run's numbers, the reference values, the settings) and
+benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSON into the table in docs/results.md.
+
+    python benchmarks/vap_ablation.py [--modalities derm,colon,cxr] [--seeds 0,1,2] [--iterations 600]
+                                      [--per_class 8] [--steps 25] [--work_dir runs/vap_ablation] [--quick]
+
+What is compared. Every arm trains the same bundle configs (bundles/vap_diffusion_<modality>) with the same
+budget, autoencoder, data order and seeds, and differs only in the switches the configs expose:
+
+- ``label``: ``use_descriptions=false``: the same U-Net, every description replaced by the empty text, so
+  the class (timestep embedding) is the only condition;
+- ``description``: the description tokens by cross-attention plus the class, ``prototype=false``;
+- ``description_prototype``: plus the Prototype Condition Mechanism and its loss;
+- ``description_prototype_projection``: the ``description_prototype`` weights, sampled with the kNN
+  projection (``projection_alpha``, ``projection_k``); it needs no training of its own.
+
+The splits. Held-out attribute combinations (:data:`HELDOUT`) are removed from the training bank, so a
+model never sees them together:
+
+- ``seen``: per class, ``per_class`` descriptions drawn from the training bank (without the held-out
+  combinations); the reference images are test phantoms (a seed disjoint from training and from the audit
+  networks' training data) without the held-out combinations;
+- ``heldout``: descriptions of test phantoms that show a held-out combination; their images are the
+  reference.
+
+The metrics, all from the audit network of the modality (medgen_monai.metrics): ``attribute_accuracy``, the
+share of the requested attribute values (those of the description's source image) read back from the
+generated image; ``fid`` in audit features against the split's reference images; ``diversity``,
+1 - mean pairwise MS-SSIM within a class. The label arm is scored against the same requests, so its
+attribute accuracy is what a generator that cannot be told the attributes reaches by matching the class's
+attribute mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+
+#: modality -> (phantom kind, dataset layout, audit unit, describe task)
+MODALITIES: dict[str, tuple[str, str, str]] = {
+    "derm": ("derm", "isic", "derm_image"),
+    "colon": ("colon", "kvasir", "colon_image"),
+    "cxr": ("cxr", "mimic_cxr", "cxr_frontal"),
+}
+
+#: attribute combinations removed from the training bank (each value is seen in training, never together)
+HELDOUT: dict[str, list[dict[str, str]]] = {
+    "derm": [{"colour": "blue_grey", "pattern": "network"}, {"shape": "round", "size": "large"}],
+    "colon": [{"morphology": "pedunculated", "size": "large"}, {"colour": "red", "location": "upper_right"}],
+    "cxr": [{"effusion_side": "left", "device": "pacemaker"}, {"heart_size": "enlarged", "opacity_lobe": "upper"}],
+}
+
+CONDITIONS = ("label", "description", "description_prototype", "description_prototype_projection")
+TRAINED = {"label": {"use_descriptions": False, "prototype": False},
+           "description": {"use_descriptions": True, "prototype": False},
+           "description_prototype": {"use_descriptions": True, "prototype": True}}
+SPLITS = ("seen", "heldout")
+METRICS = ("attribute_accuracy", "fid", "diversity")
+
+TRAIN_SEED, TEST_SEED = 0, 30000  # the audit networks train on seed 0 and test on 20000: 30000 is disjoint
+
+
+def matches(attributes: Mapping[str, str], combinations: Sequence[Mapping[str, str]]) -> bool:
+    return any(all(attributes.get(k) == v for k, v in c.items()) for c in combinations)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+# ---- data and banks ------------------------------------------------------------------------------
+def ensure_dataset(kind: str, layout: str, root: Path, n: int, seed: int) -> Path:
+    """Phantoms in the real layout: written once (the same seed gives the same files), or the dataset already there."""
+    from medgen_monai.data import read_dataset, write_dataset
+    from medgen_monai.phantoms import get_phantom
+
+    marker = root / ".complete"
+    if marker.is_file() or (root.is_dir() and any(root.iterdir())):
+        found = len(read_dataset(layout, root))
+        if found < n:
+            raise ValueError(f"{root}: holds {found} {kind} cases, the benchmark needs {n}; remove it or pass another folder")
+        return root
+    write_dataset(layout, get_phantom(kind).generate_many(n, seed=seed), root)
+    marker.write_text(f"{kind} n={n} seed={seed}\n")
+    return root
+
+
+def ensure_bank(modality: str, layout: str, dataset_dir: Path, bank_dir: Path) -> Any:
+    """Describe a dataset with the attribute oracle (resumable: a rerun adds nothing) and open the bank."""
+    from medgen_monai.data import read_dataset
+    from medgen_monai.describe import DescriptionBank, OracleDescriber, describe_dataset, get_task
+
+    task = get_task(modality)
+    describe_dataset(read_dataset(layout, dataset_dir), task, OracleDescriber(task, seed=0), bank_dir, progress=False)
+    return DescriptionBank(bank_dir)
+
+
+def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: Any, per_class: int,
+                 heldout_cap: int) -> dict[str, list[dict[str, Any]]]:
+    """The generation requests of both splits; the same for every arm and seed (paired comparison)."""
+    heldout = HELDOUT[modality]
+    seen = []
+    for index, category in enumerate(classes):
+        if category not in bank.categories:
+            continue
+        pool = [r for r in bank.records(category) if not matches(r["attributes"], heldout)]
+        if not pool:
+            continue
+        rng = np.random.default_rng([TEST_SEED, index])
+        for i, j in enumerate(rng.choice(len(pool), size=per_class, replace=len(pool) < per_class)):
+            r = pool[int(j)]
+            seen.append({"id": f"seen_{slug(category)}_{i:03d}", "seed": 1000 * index + i, "category": category,
+                         "description": r["description"], "attributes": r["attributes"], "source": r["id"]})
+    held = []
+    for category in classes:
+        if category in test_bank.categories:
+            held.extend(r for r in test_bank.records(category) if matches(r["attributes"], heldout))
+    held = held[:heldout_cap]
+    held_requests = [{"id": f"heldout_{i:03d}", "seed": 500_000 + i, "category": r["category"],
+                      "description": r["description"], "attributes": r["attributes"], "source": r["id"]}
+                     for i, r in enumerate(held)]
+    if not seen or not held_requests:
+        raise ValueError(f"{modality}: no {'seen' if not seen else 'held-out'} requests; is the bank complete?")
+    return {"seen": seen, "heldout": held_requests}
+
+
+# ---- train and generate through the bundle's own configs --------------------------------------------
+def bundle_dir(modality: str) -> Path:
+    return ROOT / "bundles" / f"vap_diffusion_{modality}"
+
+
+def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_dir: Path, bank_dir: Path,
+              iterations: int) -> Path:
+    from monai.bundle import run
+
+    weights = run_dir / "diffusion.pt"
+    if weights.is_file():
+        return weights
+    bundle = bundle_dir(modality)
+    configs = [str(bundle / "configs" / f) for f in ("inference.json", "train_common.json", "train_diffusion.json")]
+    run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
+        logging_file=str(bundle / "configs" / "logging.conf"), dataset_dir=str(dataset_dir), bank_dir=str(bank_dir),
+        train_dir=str(run_dir / "train"), diffusion_weights=str(weights), max_iterations=int(iterations),
+        training_seed=int(seed), excluded_combinations=HELDOUT[modality], sample_every=0,
+        checkpoint_every=max(1, iterations // 4), progress=False, **TRAINED[condition])
+    return weights
+
+
+def generate(modality: str, condition: str, weights: Path, requests: list[dict[str, Any]], out_dir: Path,
+             bank_dir: Path, steps: int, projection: Mapping[str, float]) -> None:
+    from monai.bundle import ConfigParser
+
+    bundle = bundle_dir(modality)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    trained = TRAINED["description_prototype" if condition == "description_prototype_projection" else condition]
+    overrides = {"bundle_root": str(bundle), "bank_dir": str(bank_dir), "diffusion_weights": str(weights),
+                 "output_dir": str(out_dir), "num_inference_steps": int(steps), "progress": False, **trained,
+                 "projection_alpha": projection["alpha"] if condition.endswith("projection") else 0.0,
+                 "projection_k": int(projection["k"])}
+    for key, value in overrides.items():
+        parser[key] = value
+    from medgen_monai.engines import GenerationRunner
+
+    parser.get_parsed_content("load_autoencoder")
+    sampler = parser.get_parsed_content("sampler")  # resolving it loads the diffusion weights into @network
+    # the requests are plain data handed to the runner, never parsed as config (a description is free text)
+    GenerationRunner(sampler, parser.get_parsed_content("network"), parser.get_parsed_content("writer"),
+                     parser.get_parsed_content("conditioner"), requests, parser.get_parsed_content("latent_shape"),
+                     batch_size=32, progress=False)()
+
+
+def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: list[np.ndarray],
+          audit: Any, extractor: Any) -> dict[str, float]:
+    from medgen_monai.metrics.attributes import attribute_accuracy
+    from medgen_monai.metrics.diversity import diversity
+    from medgen_monai.metrics.evaluation import load_images
+    from medgen_monai.metrics.fid import fid
+
+    images = load_images([out_dir / f"{r['id']}.png" for r in requests])
+    classes = [r["category"] for r in requests]
+    if max(classes.count(c) for c in classes) < 2:  # only --quick gets here: too few images for a within-class score
+        classes = ["all"] * len(classes)
+    return {
+        "attribute_accuracy": attribute_accuracy(images, [r["attributes"] for r in requests], audit=audit)["mean"],
+        "fid": fid(reference, images, extractor=extractor),
+        "diversity": diversity(images, classes, audit.spec.spatial_dims, audit.spec.in_channels)["diversity"],
+    }
+
+
+# ---- the benchmark --------------------------------------------------------------------------------
+def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
+    from medgen_monai.data import read_dataset
+    from medgen_monai.metrics.audit import load_audit
+    from medgen_monai.metrics.diversity import diversity
+    from medgen_monai.metrics.evaluation import load_images
+    from medgen_monai.metrics.fid import feature_extractor, fid
+
+    kind, layout, unit = MODALITIES[modality]
+    work = Path(args.work_dir) / modality
+    train_dir = ensure_dataset(kind, layout, Path(args.data_root) / kind, args.train_cases, TRAIN_SEED)
+    test_dir = ensure_dataset(kind, layout, work / "test_data", args.test_cases, TEST_SEED)
+    # the shipped bank describes data/<kind> (seed 0); other training data gets its own bank
+    shipped = train_dir.resolve() == (ROOT / "data" / kind).resolve()
+    bank_dir = bundle_dir(modality) / "bank" if shipped else work / "train_bank"
+    bank = ensure_bank(modality, layout, train_dir, bank_dir)
+    test_bank = ensure_bank(modality, layout, test_dir, work / "test_bank")
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir(modality) / "configs" / "inference.json"))
+    classes = parser.get_parsed_content("classes")
+    requests = requests_for(modality, classes, bank, test_bank, args.per_class, args.heldout_cap)
+
+    test_records = read_dataset(layout, test_dir)
+    reference_records = {
+        "seen": [r for r in test_records if not matches(r["attributes"], HELDOUT[modality])][: args.reference_cap],
+        "heldout": [r for r in test_records if matches(r["attributes"], HELDOUT[modality])][: args.reference_cap],
+    }
+    audit = load_audit(unit)
+    extractor = feature_extractor(audit)
+    reference = {s: load_images([r["image"] for r in recs]) for s, recs in reference_records.items()}
+    reference_classes = {s: [test_bank_category(test_bank, r) for r in recs] for s, recs in reference_records.items()}
+    report: dict[str, Any] = {"requests": {s: len(v) for s, v in requests.items()},
+                              "reference": {}, "runs": {c: {s: [] for s in SPLITS} for c in CONDITIONS}}
+    for split in SPLITS:
+        half = len(reference[split]) // 2
+        report["reference"][split] = {
+            "n": len(reference[split]),
+            "diversity": diversity(reference[split], reference_classes[split], audit.spec.spatial_dims,
+                                   audit.spec.in_channels)["diversity"],
+            "fid_split_half": fid(reference[split][:half], reference[split][half:], extractor=extractor) if half >= 2 else None,
+        }
+    projection = {"alpha": args.projection_alpha, "k": args.projection_k}
+    for seed in args.seeds:
+        for condition in CONDITIONS:
+            trained_as = "description_prototype" if condition == "description_prototype_projection" else condition
+            run_dir = work / trained_as / f"seed{seed}"
+            started = time.time()
+            weights = train_arm(modality, trained_as, seed, run_dir, train_dir, bank_dir, args.iterations)
+            for split in SPLITS:
+                out_dir = work / condition / f"seed{seed}" / split
+                generate(modality, condition, weights, requests[split], out_dir, bank_dir, args.steps, projection)
+                scores = score(modality, requests[split], out_dir, reference[split], audit, extractor)
+                report["runs"][condition][split].append({"seed": seed, **scores})
+            print(f"{modality} {condition} seed {seed}: {time.time() - started:.0f} s "
+                  + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}), flush=True)
+    return report
+
+
+def test_bank_category(bank: Any, record: Mapping[str, Any]) -> str:
+    """A test record's bank category (the describe task's own mapping)."""
+    from medgen_monai.describe import get_task
+
+    return get_task(bank.task).category(record)
+
+
+def summarise(runs: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for modality, report in runs.items():
+        out[modality] = {}
+        for condition in CONDITIONS:
+            out[modality][condition] = {}
+            for split in SPLITS:
+                values = report["runs"][condition][split]
+                out[modality][condition][split] = {
+                    m: {"mean": float(np.mean([v[m] for v in values])),
+                        "sd": float(np.std([v[m] for v in values], ddof=1)) if len(values) > 1 else 0.0}
+                    for m in METRICS
+                }
+    return out
+
+
+def plot(summary: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medgen_monai.io.atomic import atomic_path
+
+    modalities = list(summary)
+    fig, axes = plt.subplots(len(modalities), len(METRICS), figsize=(4 * len(METRICS), 2.8 * len(modalities)), squeeze=False)
+    x = np.arange(len(SPLITS))
+    width = 0.8 / len(CONDITIONS)
+    for row, modality in enumerate(modalities):
+        for col, metric in enumerate(METRICS):
+            ax = axes[row][col]
+            for k, condition in enumerate(CONDITIONS):
+                cell = [summary[modality][condition][s][metric] for s in SPLITS]
+                ax.bar(x + (k - 1.5) * width, [c["mean"] for c in cell], width, yerr=[c["sd"] for c in cell],
+                       label=condition, capsize=2)
+            ax.set_xticks(x, SPLITS)
+            ax.set_title(f"{modality}: {metric}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--modalities", default="derm,colon,cxr")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--iterations", type=int, default=600, help="training iterations of every arm (batch 32)")
+    parser.add_argument("--per_class", type=int, default=8, help="seen-split requests per class")
+    parser.add_argument("--heldout_cap", type=int, default=48, help="at most this many held-out requests")
+    parser.add_argument("--reference_cap", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--projection_alpha", type=float, default=0.5)
+    parser.add_argument("--projection_k", type=int, default=8)
+    parser.add_argument("--train_cases", type=int, default=5000)
+    parser.add_argument("--test_cases", type=int, default=1500)
+    parser.add_argument("--data_root", default=str(ROOT / "data"))
+    parser.add_argument("--work_dir", default=str(ROOT / "runs" / "vap_ablation"))
+    parser.add_argument("--out", default=str(RESULTS / "vap_ablation.json"))
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 iterations, 2 steps, tiny sets")
+    args = parser.parse_args(argv)
+    args.seeds = [int(s) for s in str(args.seeds).split(",")]
+    if args.quick:  # a smoke run in its own folders: it never touches data/ or the committed results
+        args.iterations, args.steps, args.per_class, args.heldout_cap = 2, 2, 2, 4
+        args.train_cases, args.test_cases, args.reference_cap = 150, 300, 40
+        args.work_dir = str(Path(args.work_dir).with_name(Path(args.work_dir).name + "_quick"))
+        args.data_root = str(Path(args.work_dir) / "data")
+        args.out = str(Path(args.work_dir) / "vap_ablation.json")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    runs = {m: run_modality(m, args) for m in args.modalities.split(",")}
+    from medgen_monai.io.atomic import atomic_write_text
+
+    out = Path(args.out)
+    runs_path = out.with_name(out.stem + "_runs.json")
+    # modalities measured by an earlier invocation (--modalities derm, then colon,cxr) are kept
+    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "modalities")}
+    all_runs = {**previous["runs"], **runs}
+    all_settings = {**previous.get("settings", {}), **{m: settings for m in runs}}
+    summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
+    atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT, "runs": all_runs},
+                                            indent=2) + "\n")
+    plot(summary, out.with_suffix(".png"))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
