@@ -6,7 +6,9 @@
   medgen_monai/metrics/weights/audit_<unit>.json, written by ``medgen-monai train-audit``) and
   their bar plots (docs/images/audit_<unit>.png);
 * docs/engine.md: the benchmark tables, read from benchmarks/results/{sampling,phantoms}.json
-  (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``).
+  (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``);
+* docs/results.md: the VAP-Diffusion ablation table, read from benchmarks/results/vap_ablation.json and
+  vap_ablation_runs.json (written by ``python benchmarks/vap_ablation.py``).
 
     python docs/build_docs.py            # rewrite tables and figures
     python docs/build_docs.py --check    # exit 1 if a table is stale (tests run this)
@@ -28,6 +30,7 @@ from medgen_monai.phantoms import KINDS, get_phantom
 DOCS = Path(__file__).parent
 PAGE = DOCS / "phantoms.md"
 AUDIT_PAGE = DOCS / "audit.md"
+RESULTS_PAGE = DOCS / "results.md"
 ENGINE_PAGE = DOCS / "engine.md"
 RESULTS = DOCS.parent / "benchmarks" / "results"
 IMAGES = DOCS / "images"
@@ -150,6 +153,38 @@ def phantoms_block() -> str:
     return "\n".join(lines)
 
 
+def vap_ablation_block() -> str:
+    """The VAP-Diffusion ablation: mean +- sd over training seeds per modality, condition, split and metric."""
+    path = RESULTS / "vap_ablation.json"
+    if not path.is_file():
+        return "Not measured yet: run `python benchmarks/vap_ablation.py`."
+    summary = json.loads(path.read_text())
+    details = _result("vap_ablation_runs")
+    lines = []
+    for modality, conditions in summary.items():
+        settings = details["settings"][modality]
+        report = details["runs"][modality]
+        lines += [
+            f"**{modality}**: {len(settings['seeds'])} training seeds ({', '.join(map(str, settings['seeds']))}), "
+            f"{settings['iterations']} iterations of 32 per arm, {settings['steps']} DDIM steps, "
+            f"{report['requests']['seen']} seen / {report['requests']['heldout']} held-out requests; held out: "
+            + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in details["heldout_combinations"][modality]) + ".",
+            "",
+            "| condition | split | attribute accuracy | FID (audit features) | diversity (1 - MS-SSIM) |",
+            "|---|---|---|---|---|",
+        ]
+        for condition, splits in conditions.items():
+            for split, metrics in splits.items():
+                cells = [f"{metrics[m]['mean']:.3f} ± {metrics[m]['sd']:.3f}" for m in ("attribute_accuracy", "fid", "diversity")]
+                lines.append(f"| {condition} | {split} | " + " | ".join(cells) + " |")
+        for split, ref in report["reference"].items():
+            floor = "-" if ref["fid_split_half"] is None else f"{ref['fid_split_half']:.3f}"
+            lines.append(f"| real test phantoms | {split} (n={ref['n']}) | - | {floor} (split half) | {ref['diversity']:.3f} |")
+        lines.append("")
+    lines.append("![VAP ablation](../benchmarks/results/vap_ablation.png)")
+    return "\n".join(lines)
+
+
 def fill(page: str, name: str, content: str, path: Path) -> str:
     pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)  # the block may be empty
     if not pattern.search(page):
@@ -186,6 +221,7 @@ def main() -> int:
         PAGE: render,
         AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE),
         ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
+        RESULTS_PAGE: lambda page: fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
     }
     stale = []
     for path, update in pages.items():

@@ -137,9 +137,23 @@ def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) ->
         raise cause from None
 
 
+def _description_options(root: Path, bank: str | None = None, description: str | None = None,
+                         projection: float | None = None) -> dict[str, object]:
+    """Overrides that only description-conditioned bundles (those with a ``bank/``) accept."""
+    given = {"--bank": bank, "--description": description, "--projection": projection}
+    if any(v is not None for v in given.values()) and not (root / "bank").is_dir():
+        names = ", ".join(k for k, v in given.items() if v is not None)
+        raise ValueError(f"{names}: only for description-conditioned bundles (vap_diffusion_*, with a bank/ folder); "
+                         f"{root} has none")
+    if bank is not None and not Path(bank).is_dir():
+        raise ValueError(f"--bank {bank}: not a description bank folder (make one with medgen-monai describe)")
+    return {"bank_dir": None if bank is None else str(bank), "description": description, "projection_alpha": projection}
+
+
 def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
              guidance: float | None = None, format: str = "png", batch_size: int | None = None,
-             description: str | None = None, projection: float | None = None, progress: bool = True) -> str:
+             description: str | None = None, projection: float | None = None, bank: str | None = None,
+             progress: bool = True) -> str:
     """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
 
     Args:
@@ -156,22 +170,21 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
             sample instead of drawing one from the bundle's description bank.
         projection: description-conditioned bundles: pull each description toward its nearest training
             descriptions with this weight in [0, 1] (0: off).
+        bank: description-conditioned bundles: draw descriptions from this bank instead of the bundle's.
         progress: show a progress bar.
     """
     root = _bundle_root(bundle)
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    if (description is not None or projection is not None) and not (root / "bank").is_dir():
-        raise ValueError(f"--description / --projection need a description-conditioned bundle with a bank/ folder; "
-                         f"{root} has none")
+    options = _description_options(root, bank, description, projection)
     _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
                 num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
-                description=description, projection_alpha=projection, progress=bool(progress))
+                progress=bool(progress), **options)
     return str(out)
 
 
 def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
-          train_dir: str | None = None, progress: bool = True) -> str:
+          train_dir: str | None = None, bank: str | None = None, progress: bool = True) -> str:
     """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``.
 
     Interrupted runs continue from ``<train_dir>/checkpoints/last.pt``; the final weights replace
@@ -183,6 +196,7 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
         dataset_dir: the training data in the bundle's layout (default: the config's, data/<kind>).
         max_iterations: training length (default: the config's).
         train_dir: checkpoints, sample grids and TensorBoard logs (default: <bundle>/train/<stage>).
+        bank: description-conditioned bundles: the description bank of ``dataset_dir`` (default: the bundle's bank/).
         progress: show a progress bar.
     """
     root = _bundle_root(bundle)
@@ -190,12 +204,12 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
         raise ValueError(f"--stage: expected autoencoder or diffusion, got {stage!r}")
     _run_bundle(root, ["inference.json", "train_common.json", f"train_{stage}.json"], dataset_dir=dataset_dir,
                 max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
-                progress=bool(progress))
+                progress=bool(progress), **_description_options(root, bank))
     return str(root / "models" / f"{stage}.pt")
 
 
 def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,
-             progress: bool = True) -> str:
+             bank: str | None = None, progress: bool = True) -> str:
     """Generate ``n`` images per class with a bundle and score them against the test split of ``dataset_dir``
     (``configs/inference.json`` + ``configs/evaluate.json``); writes ``evaluation.json`` and ``evaluation.png`` in ``out``.
 
@@ -205,11 +219,13 @@ def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | Non
         dataset_dir: the reference data in the bundle's layout (default: the config's).
         n: images per class (default: the config's).
         steps: sampling steps (default: the bundle's).
+        bank: description-conditioned bundles: the description bank (default: the bundle's bank/).
         progress: show progress bars.
     """
     root = _bundle_root(bundle)
     _run_bundle(root, ["inference.json", "evaluate.json"], output_dir=str(out), dataset_dir=dataset_dir,
-                n=None if n is None else int(n), num_inference_steps=steps, progress=bool(progress))
+                n=None if n is None else int(n), num_inference_steps=steps, progress=bool(progress),
+                **_description_options(root, bank))
     return str(Path(out) / "evaluation.json")
 
 

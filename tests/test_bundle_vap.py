@@ -130,3 +130,12 @@ def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_p
           "--category", category, "--description", "a description written by the user", "--progress", "False"])
     sidecar = json.loads((tmp_path / "by_description" / f"{stem(category, 0)}.json").read_text())
     assert sidecar["description"] == "a description written by the user"
+
+
+def test_description_options_are_refused_for_label_bundles_and_missing_banks(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(ROOT / "bundles" / "ldm_label_derm"),
+                          "--out", str(tmp_path), "--description", "a red lesion"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "--description: only for description-conditioned bundles" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(bundle("derm")),
+                          "--out", str(tmp_path), "--bank", str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 2 and "not a description bank folder" in run.stderr
