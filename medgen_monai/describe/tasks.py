@@ -23,7 +23,7 @@ import numpy as np
 
 from ..phantoms.base import Attribute, pick
 from ..phantoms.colon import CLASS_SUPPORT, COLON_ATTRIBUTES, COLON_CLASSES
-from ..phantoms.cxr import CXR_ATTRIBUTES, CXR_CLASSES, label_from_attributes
+from ..phantoms.cxr import CLASS_ATTRIBUTES, CXR_ATTRIBUTES, CXR_CLASSES, absent_value, label_from_attributes
 from ..phantoms.derm import DERM_ATTRIBUTES, DERM_CLASS_NAMES, DERM_CLASSES
 
 __all__ = [
@@ -44,15 +44,8 @@ __all__ = [
 TASKS: dict[str, str] = {"derm": "isic", "colon": "kvasir", "cxr": "mimic_cxr"}
 
 #: CheXpert class -> the cxr attributes that show it; a class is present iff its attributes are not absent
-#: (absent: ``normal`` for heart_size, ``none`` otherwise), as in :func:`~medgen_monai.phantoms.cxr.label_from_attributes`.
-CXR_FINDING_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "Cardiomegaly": ("heart_size",),
-    "Pleural Effusion": ("effusion_side", "effusion_size"),
-    "Lung Opacity": ("opacity_lobe", "opacity_side"),
-    "Pneumothorax": ("pneumothorax",),
-    "Support Devices": ("device",),
-}
-_CXR_ABSENT = {"heart_size": "normal"}  # every other cxr attribute is absent when "none"
+#: (:func:`~medgen_monai.phantoms.cxr.absent_value`), as in :func:`~medgen_monai.phantoms.cxr.label_from_attributes`.
+CXR_FINDING_ATTRIBUTES = CLASS_ATTRIBUTES
 
 
 def category_slug(category: str) -> str:
@@ -445,7 +438,7 @@ class CXRTask(DescribeTask):
         for cls, names in CXR_FINDING_ATTRIBUTES.items():
             before = CXR_PRIORITY.index(cls) < rank or category == "No Finding"
             for name in names:
-                absent = _CXR_ABSENT.get(name, "none")
+                absent = absent_value(name)
                 values = self.attribute(name).values
                 if cls == category:
                     allowed[name] = tuple(v for v in values if v != absent)
@@ -459,7 +452,7 @@ class CXRTask(DescribeTask):
         reasons = super().consistent(category, attributes)
         if all(n in attributes for n in self.attribute_names):
             for cls, names in CXR_FINDING_ATTRIBUTES.items():  # an effusion has a side and a size, an opacity a lobe and a side
-                present = [attributes[n] != _CXR_ABSENT.get(n, "none") for n in names]
+                present = [attributes[n] != absent_value(n) for n in names]
                 if len(set(present)) > 1:
                     reasons.append(f"{cls}: {', '.join(f'{n}={attributes[n]!r}' for n in names)} disagree")
             if reasons:

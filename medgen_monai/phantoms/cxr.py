@@ -40,7 +40,8 @@ import numpy as np
 
 from .base import Attribute, Phantom, choice, interp_matrix, pick
 
-__all__ = ["CXRPhantom", "CXR_CLASSES", "CXR_ATTRIBUTES", "study_identifiers", "label_from_attributes"]
+__all__ = ["CXRPhantom", "CXR_CLASSES", "CXR_ATTRIBUTES", "CLASS_ATTRIBUTES", "absent_value", "study_identifiers",
+           "label_from_attributes"]
 
 #: CheXpert class names modelled by the phantom, in the fixed order of the multi-hot label.
 CXR_CLASSES: tuple[str, ...] = (
@@ -101,7 +102,7 @@ CXR_ATTRIBUTES: tuple[Attribute, ...] = (
 )
 
 #: the attribute(s) behind each class (No Finding is positive iff none of the others is).
-_CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+CLASS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("heart_size",),
     "Pleural Effusion": ("effusion_side", "effusion_size"),
     "Lung Opacity": ("opacity_lobe", "opacity_side"),
@@ -113,7 +114,8 @@ _ABSENT = {"heart_size": "normal"}  # every other attribute is absent when "none
 _Y_HALF_WIDTH = 0.8  # the lateral view shows y in [-0.8, 0.8]: the chest is less deep than it is wide
 
 
-def _absent_value(name: str) -> str:
+def absent_value(name: str) -> str:
+    """The value of cxr attribute ``name`` that means "no finding" (``normal`` for heart_size, ``none`` otherwise)."""
     return _ABSENT.get(name, "none")
 
 
@@ -124,7 +126,7 @@ def label_from_attributes(attributes: Mapping[str, str]) -> tuple[str, ...]:
         the positive class names in :data:`CXR_CLASSES` order; ``("No Finding",)`` when no
         finding is present.
     """
-    positive = [c for c, names in _CLASS_ATTRIBUTES.items() if attributes[names[0]] != _absent_value(names[0])]
+    positive = [c for c, names in CLASS_ATTRIBUTES.items() if attributes[names[0]] != absent_value(names[0])]
     return tuple(positive) if positive else ("No Finding",)
 
 
@@ -160,8 +162,8 @@ def study_identifiers(seed: int, index: int) -> dict[str, Any]:
 
 def _finding_presence(name: str, fixed: Mapping[str, str], forced_label: tuple[str, ...] | None) -> bool | None:
     """Whether class ``name`` is forced present/absent by the label or by fixed attributes (None: free)."""
-    names = _CLASS_ATTRIBUTES[name]
-    from_attributes = {fixed[a] != _absent_value(a) for a in names if a in fixed}
+    names = CLASS_ATTRIBUTES[name]
+    from_attributes = {fixed[a] != absent_value(a) for a in names if a in fixed}
     if len(from_attributes) > 1:
         raise ValueError(f"cxr: attributes {({a: fixed[a] for a in names if a in fixed})} contradict each other: "
                          f"either all of {list(names)} are 'none' or none of them is")
