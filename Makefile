@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow bench audit clean
+.PHONY: setup demo test test-slow bench bench-vap audit clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/phantoms.py
 	test -d data/derm || $(PY) -m medgen_monai phantoms --kind derm --n 5000 --out data/derm --seed 0
 	$(PY) benchmarks/sampling.py --dataset_dir data/derm
+
+# the VAP-Diffusion ablation (hours on 2 CPU cores): benchmarks/results/vap_ablation*.json + .png, then docs/results.md
+bench-vap: $(STAMP)
+	$(PY) benchmarks/vap_ablation.py --modalities derm,colon,cxr --seeds 0,1,2
+	$(PY) docs/build_docs.py
 
 # retrain the shipped audit networks (minutes on 2 cores); see docs/audit.md
 audit: $(STAMP)

@@ -229,6 +229,9 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
     parser.read_config(str(bundle_dir(modality) / "configs" / "inference.json"))
     classes = parser.get_parsed_content("classes")
     requests = requests_for(modality, classes, bank, test_bank, args.per_class, args.heldout_cap)
+    from medgen_monai.io.atomic import atomic_write_text
+
+    atomic_write_text(work / "requests.json", json.dumps(requests, indent=1) + "\n")  # what every arm was asked for
 
     test_records = read_dataset(layout, test_dir)
     reference_records = {
