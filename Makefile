@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m medgen_monai demo --out out/demo
-	@echo "demo written: out/demo/gallery.png and out/demo/ldm_label_derm/grid.png"
+	@echo "demo written: out/demo/gallery.png and out/demo/<bundle>/grid.png for ldm_label_derm and vap_diffusion_{derm,colon,cxr}"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

@@ -85,15 +85,20 @@ def gallery(out: str, n: int = 4, seed: int = 0, kinds: str | Sequence[str] = "d
 
 
 def demo(out: str = "out/demo", steps: int = 50) -> str:
-    """What ``make demo`` runs: a gallery of every phantom kind, and the baseline bundle
-    (``bundles/ldm_label_derm``, shipped weights) generating two images per class into ``<out>/ldm_label_derm/grid.png``."""
+    """What ``make demo`` runs: a gallery of every phantom kind; the baseline bundle (``bundles/ldm_label_derm``)
+    and the three VAP-Diffusion bundles (``bundles/vap_diffusion_{derm,colon,cxr}``, descriptions drawn from their
+    banks, recorded in the sidecars) generating two images per class with their shipped weights, each into
+    ``<out>/<bundle>/grid.png``."""
     Path(out).mkdir(parents=True, exist_ok=True)
     gallery(str(Path(out) / "gallery.png"))
-    bundle = Path(__file__).resolve().parents[1] / "bundles" / "ldm_label_derm"
-    if not (bundle / "configs" / "inference.json").is_file():
-        raise ValueError(f"{bundle}: the baseline bundle is missing (run the demo from a clone of the repository)")
-    generate(str(bundle), str(Path(out) / "ldm_label_derm"), n=2, steps=steps)
-    return str(Path(out) / "ldm_label_derm" / "grid.png")
+    bundles = Path(__file__).resolve().parents[1] / "bundles"
+    names = ["ldm_label_derm", "vap_diffusion_derm", "vap_diffusion_colon", "vap_diffusion_cxr"]
+    missing = [n for n in names if not (bundles / n / "configs" / "inference.json").is_file()]
+    if missing:
+        raise ValueError(f"{bundles}: bundles {missing} are missing (run the demo from a clone of the repository)")
+    for name in names:
+        generate(str(bundles / name), str(Path(out) / name), n=2, steps=steps)
+    return ", ".join(str(Path(out) / name / "grid.png") for name in names)
 
 
 def train_audit(kind: str = "all", out: str | None = None, quick: bool = False) -> str:

@@ -45,5 +45,6 @@ def test_bad_input_is_one_clear_line(tmp_path):
 def test_demo_writes_the_gallery_and_the_bundle_grid(tmp_path):
     main(["demo", "--out", str(tmp_path), "--steps", "3"])
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
-    assert (tmp_path / "ldm_label_derm" / "grid.png").stat().st_size > 5_000
-    assert len(list((tmp_path / "ldm_label_derm").glob("*.json"))) == 14
+    for name, classes in (("ldm_label_derm", 7), ("vap_diffusion_derm", 7), ("vap_diffusion_colon", 4), ("vap_diffusion_cxr", 6)):
+        assert (tmp_path / name / "grid.png").stat().st_size > 2_000
+        assert len(list((tmp_path / name).glob("*.json"))) == 2 * classes
