@@ -62,6 +62,12 @@ def test_training_writes_checked_weights_a_sample_grid_and_a_checkpoint(trained)
     assert extra["scale_factor"] > 0 and extra["prototype"] is True
     assert (trained["root"] / "train" / "checkpoints" / "last.pt").is_file()
     assert (trained["root"] / "train" / "samples" / "iteration_0000002.png").is_file()
+    # every description was encoded once and cached next to the bank, keyed by the encoder
+    from safetensors import safe_open
+
+    (cache,) = (trained["bank"] / "embeddings").glob("*.safetensors")
+    with safe_open(str(cache), "pt") as f:
+        assert len([k for k in f.keys() if k.endswith(".tokens")]) >= len(DescriptionBank(trained["bank"])) * 0.6
 
 
 def test_generate_by_category_records_the_bank_description(trained, tmp_path):
