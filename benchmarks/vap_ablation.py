@@ -147,6 +147,12 @@ def bundle_dir(modality: str) -> Path:
     return ROOT / "bundles" / f"vap_diffusion_{modality}"
 
 
+def ema_decay(iterations: int) -> float:
+    """An EMA whose horizon is a tenth of the run: the bundles' 0.999 (horizon 1000 iterations) would leave a short
+    ablation run's EMA weights mostly at their random initialisation."""
+    return float(min(0.999, max(0.9, 1.0 - 10.0 / max(iterations, 1))))
+
+
 def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_dir: Path, bank_dir: Path,
               iterations: int) -> Path:
     from monai.bundle import run
@@ -159,7 +165,7 @@ def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_d
     run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
         logging_file=str(bundle / "configs" / "logging.conf"), dataset_dir=str(dataset_dir), bank_dir=str(bank_dir),
         train_dir=str(run_dir / "train"), diffusion_weights=str(weights), max_iterations=int(iterations),
-        training_seed=int(seed), excluded_combinations=HELDOUT[modality], sample_every=0,
+        training_seed=int(seed), excluded_combinations=HELDOUT[modality], sample_every=0, ema_decay=ema_decay(iterations),
         checkpoint_every=max(1, iterations // 4), progress=False, **TRAINED[condition])
     return weights
 
