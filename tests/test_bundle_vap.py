@@ -122,8 +122,9 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path):
 def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_path):
     root = bundle(modality)
     category = MODALITIES[modality][1]
-    files = f"['{root / 'configs' / 'inference.json'}']"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(root),
+    relative = root.relative_to(ROOT)  # as a user types it from the repository root
+    files = f"['{relative / 'configs' / 'inference.json'}']"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(relative),
                "--output_dir", str(tmp_path / "by_category"), "--n", "1", "--num_inference_steps", "3", "--progress", "False"]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]

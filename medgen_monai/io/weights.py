@@ -105,8 +105,14 @@ def file_sha256(path: str | Path) -> str:
 
 def bundle_info(bundle_root: str | Path, weights: Sequence[str | Path] = ()) -> dict[str, Any]:
     """What output sidecars record about a bundle: name and version from ``configs/metadata.json`` and
-    the sha256 of each weights file (paths relative to ``bundle_root``, or absolute)."""
+    the sha256 of each weights file (paths as the configs build them, from ``bundle_root``; or relative to
+    ``bundle_root``)."""
     root = Path(bundle_root)
+
+    def located(path: str | Path) -> Path:
+        # the configs' paths already start with bundle_root: joining it again breaks a relative bundle_root
+        return Path(path) if Path(path).is_file() else root / path
+
     metadata_path = root / "configs" / "metadata.json"
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
@@ -115,5 +121,5 @@ def bundle_info(bundle_root: str | Path, weights: Sequence[str | Path] = ()) -> 
     return {
         "name": metadata.get("name", root.name),
         "version": metadata.get("version", ""),
-        "weights_sha256": {Path(w).name: file_sha256(root / w) for w in weights},
+        "weights_sha256": {Path(w).name: file_sha256(located(w)) for w in weights},
     }
