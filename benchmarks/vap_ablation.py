@@ -10,6 +10,9 @@ benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSO
     python benchmarks/vap_ablation.py [--modalities derm,colon,cxr] [--seeds 0,1,2] [--iterations 600]
                                       [--per_class 8] [--steps 25] [--work_dir runs/vap_ablation] [--quick]
 
+Modalities measured by separate invocations are merged (e.g. ``--modalities derm`` and ``--modalities colon,cxr``
+in two processes, one per CPU core).
+
 What is compared. Every arm trains the same bundle configs (bundles/vap_diffusion_<modality>) with the same
 budget, autoencoder, data order and seeds, and differs only in the switches the configs expose:
 
@@ -356,18 +359,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = {m: run_modality(m, args) for m in args.modalities.split(",")}
     from medgen_monai.io.atomic import atomic_write_text
 
+    import fcntl
+
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     runs_path = out.with_name(out.stem + "_runs.json")
-    # modalities measured by an earlier invocation (--modalities derm, then colon,cxr) are kept
-    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "modalities")}
-    all_runs = {**previous["runs"], **runs}
-    all_settings = {**previous.get("settings", {}), **{m: settings for m in runs}}
-    summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
-    atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT, "runs": all_runs},
-                                            indent=2) + "\n")
-    plot(summary, out.with_suffix(".png"))
+    # modalities measured by an earlier or a concurrent invocation (--modalities derm | colon,cxr) are kept: the
+    # read-merge-write happens under a lock, so two invocations finishing together both land
+    with open(out.with_name(out.stem + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "modalities")}
+        all_runs = {**previous["runs"], **runs}
+        all_settings = {**previous.get("settings", {}), **{m: settings for m in runs}}
+        summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
+        atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT,
+                                                 "runs": all_runs}, indent=2) + "\n")
+        plot(summary, out.with_suffix(".png"))
     print(json.dumps(summary, indent=2))
     return 0
 
