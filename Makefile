@@ -35,7 +35,7 @@ bench: $(STAMP)
 	test -d data/derm || $(PY) -m medgen_monai phantoms --kind derm --n 5000 --out data/derm --seed 0
 	$(PY) benchmarks/sampling.py --dataset_dir data/derm
 
-# the VAP-Diffusion ablation (hours on 2 CPU cores): benchmarks/results/vap_ablation*.json + .png, then docs/results.md
+# the VAP-Diffusion ablation (about 3 h per modality on 2 CPU cores; a GPU is the place for it): benchmarks/results/vap_ablation*.json + .png, then docs/results.md
 bench-vap: $(STAMP)
 	$(PY) benchmarks/vap_ablation.py --modalities derm,colon,cxr --seeds 0,1,2
 	$(PY) docs/build_docs.py
