@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medgen_monai.io.writers import safe_id
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -86,8 +87,9 @@ def matches(attributes: Mapping[str, str], combinations: Sequence[Mapping[str, s
     return any(all(attributes.get(k) == v for k, v in c.items()) for c in combinations)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+def trained_as(condition: str) -> str:
+    """The arm whose weights a condition samples with (the projection needs no training of its own)."""
+    return "description_prototype" if condition == "description_prototype_projection" else condition
 
 
 # ---- data and banks ------------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: An
         rng = np.random.default_rng([TEST_SEED, index])
         for i, j in enumerate(rng.choice(len(pool), size=per_class, replace=len(pool) < per_class)):
             r = pool[int(j)]
-            seen.append({"id": f"seen_{slug(category)}_{i:03d}", "seed": 1000 * index + i, "category": category,
+            seen.append({"id": f"seen_{safe_id(category)}_{i:03d}", "seed": 1000 * index + i, "category": category,
                          "description": r["description"], "attributes": r["attributes"], "source": r["id"]})
     held = []
     for category in classes:
@@ -182,7 +184,7 @@ def generate(modality: str, condition: str, weights: Path, requests: list[dict[s
     bundle = bundle_dir(modality)
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
-    trained = TRAINED["description_prototype" if condition == "description_prototype_projection" else condition]
+    trained = TRAINED[trained_as(condition)]
     overrides = {"bundle_root": str(bundle), "bank_dir": str(bank_dir), "diffusion_weights": str(weights),
                  "output_dir": str(out_dir), "num_inference_steps": int(steps), "progress": False, **trained,
                  "projection_alpha": projection["alpha"] if condition.endswith("projection") else 0.0,
@@ -266,10 +268,9 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
     projection = {"alpha": args.projection_alpha, "k": args.projection_k}
     for seed in args.seeds:
         for condition in CONDITIONS:
-            trained_as = "description_prototype" if condition == "description_prototype_projection" else condition
-            run_dir = work / trained_as / f"seed{seed}"
+            run_dir = work / trained_as(condition) / f"seed{seed}"
             started = time.time()
-            weights = train_arm(modality, trained_as, seed, run_dir, train_dir, bank_dir, args.iterations)
+            weights = train_arm(modality, trained_as(condition), seed, run_dir, train_dir, bank_dir, args.iterations)
             for split in SPLITS:
                 out_dir = work / condition / f"seed{seed}" / split
                 generate(modality, condition, weights, requests[split], out_dir, bank_dir, args.steps, projection)

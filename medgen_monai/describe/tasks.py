@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..io.writers import safe_id
 from ..phantoms.base import Attribute, pick
 from ..phantoms.colon import CLASS_SUPPORT, COLON_ATTRIBUTES, COLON_CLASSES
 from ..phantoms.cxr import CLASS_ATTRIBUTES, CXR_ATTRIBUTES, CXR_CLASSES, absent_value, label_from_attributes
@@ -50,7 +51,7 @@ CXR_FINDING_ATTRIBUTES = CLASS_ATTRIBUTES
 
 def category_slug(category: str) -> str:
     """The bank file stem of a category: every character outside ``[A-Za-z0-9._-]`` becomes ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", category)
+    return safe_id(category)
 
 
 #: a study with several findings is filed under its most acute one, in this order; the description carries the rest

@@ -10,8 +10,6 @@ description, ...) goes into the output sidecar.
 
 from __future__ import annotations
 
-import re
-
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,7 +17,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..io.writers import OutputWriter
+from ..io.writers import OutputWriter, safe_id
 from .sampler import DiffusionSampler
 
 __all__ = ["Conditioner", "ClassConditioner", "DescriptionConditioner", "class_requests", "GenerationRunner"]
@@ -128,7 +126,7 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     if unknown or not chosen:
         raise ValueError(f"unknown category {unknown or chosen}; expected some of {list(classes)}")
     # output ids are file stems: a category such as "Pleural Effusion" becomes "Pleural_Effusion"
-    requests = [{"id": f"{re.sub(r'[^A-Za-z0-9._-]', '_', c)}_{seed + i:06d}", "seed": seed + i, "category": c}
+    requests = [{"id": f"{safe_id(c)}_{seed + i:06d}", "seed": seed + i, "category": c}
                 for c in chosen for i in range(n)]
     if description is not None:
         if not str(description).strip():

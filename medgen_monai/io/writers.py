@@ -20,12 +20,17 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["FORMATS", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
+__all__ = ["FORMATS", "safe_id", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
 
 #: output formats the writer knows (``dicom`` comes with issue 5).
 FORMATS = ("png", "nifti")
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def safe_id(text: str) -> str:
+    """``text`` as a file stem the writers accept: every character outside ``[A-Za-z0-9._-]`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def save_image_2d(array: np.ndarray, path: str | Path, quality: int = 95) -> Path:

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..io.writers import safe_id
 from .cache import CachedEmbedding, EmbeddingCache, text_key
 
 __all__ = ["DEFAULT_ENCODER_NAME", "TextEmbedding", "TextEncoder", "default_encoder_path", "model_fingerprint"]
@@ -187,7 +187,7 @@ class TextEncoder:
                              f"(max_position_embeddings {positions})")
         stem = DEFAULT_ENCODER_NAME if default else self.path.name
         self.fingerprint = model_fingerprint(self.path)
-        self.name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', stem)}-{self.fingerprint[:10]}-len{self._max_length}"
+        self.name = f"{safe_id(stem)}-{self.fingerprint[:10]}-len{self._max_length}"
         self.truncated = 0
         self.encoded = 0
         self._memory: dict[str, CachedEmbedding] = {}
