@@ -278,6 +278,8 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
                 report["runs"][condition][split].append({"seed": seed, **scores})
             print(f"{modality} {condition} seed {seed}: {time.time() - started:.0f} s "
                   + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}), flush=True)
+            # every finished arm lands at once: a session that ends mid-benchmark keeps what it measured
+            record(Path(args.out), modality, report, settings_of(args))
     return report
 
 
@@ -288,9 +290,67 @@ def test_bank_category(bank: Any, record: Mapping[str, Any]) -> str:
     return get_task(bank.task).category(record)
 
 
+#: settings that change what a number means: runs made with different ones are never merged
+COMPARABLE = ("iterations", "per_class", "heldout_cap", "reference_cap", "steps", "projection_alpha", "projection_k",
+              "train_cases", "test_cases", "quick")
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in COMPARABLE}
+
+
+def merge(previous: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
+    """One modality's runs: ``report``'s, plus the earlier invocations' runs of seeds ``report`` did not measure."""
+    merged = {**previous, **{k: v for k, v in report.items() if k != "runs"}, "runs": {}}
+    for condition in CONDITIONS:
+        merged["runs"][condition] = {}
+        for split in SPLITS:
+            new = report["runs"][condition][split]
+            seeds = {r["seed"] for r in new}
+            old = [r for r in previous.get("runs", {}).get(condition, {}).get(split, []) if r["seed"] not in seeds]
+            merged["runs"][condition][split] = sorted(old + new, key=lambda r: r["seed"])
+    return merged
+
+
+def record(out: Path, modality: str, report: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge one modality's runs into the results and rewrite the JSON, the runs file and the plot.
+
+    Seeds and modalities measured by earlier or concurrent invocations are kept (``--seeds 0`` in one session,
+    ``--seeds 1,2`` in the next); the read-merge-write happens under a file lock. Runs made with other settings
+    (:data:`COMPARABLE`) are refused rather than averaged with these.
+    """
+    import fcntl
+
+    from medgen_monai.io.atomic import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs_path = out.with_name(out.stem + "_runs.json")
+    with open(out.with_name(out.stem + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
+        before = previous.get("settings", {}).get(modality)
+        if before is not None and modality in previous["runs"]:
+            differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+            if differ:
+                raise ValueError(f"{runs_path}: the {modality} runs there were made with other settings "
+                                 f"(setting: (there, now)) {differ}; pass another --out, or remove them")
+        all_runs = {**previous["runs"], modality: merge(previous["runs"].get(modality, {}), report)}
+        all_settings = {**previous.get("settings", {}), modality: dict(settings)}
+        summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
+        atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT,
+                                                 "runs": all_runs}, indent=2) + "\n")
+        if summary:
+            plot(summary, out.with_suffix(".png"))
+    return summary
+
+
 def summarise(runs: Mapping[str, Any]) -> dict[str, Any]:
+    """Mean and sd over seeds per cell, for the modalities where every condition has at least one run."""
     out: dict[str, Any] = {}
     for modality, report in runs.items():
+        if not all(report["runs"][c][s] for c in CONDITIONS for s in SPLITS):
+            continue
         out[modality] = {}
         for condition in CONDITIONS:
             out[modality][condition] = {}
@@ -359,27 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.data_root = str(Path(args.work_dir) / "data")
         args.out = str(Path(args.work_dir) / "vap_ablation.json")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    runs = {m: run_modality(m, args) for m in args.modalities.split(",")}
-    from medgen_monai.io.atomic import atomic_write_text
-
-    import fcntl
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    runs_path = out.with_name(out.stem + "_runs.json")
-    # modalities measured by an earlier or a concurrent invocation (--modalities derm | colon,cxr) are kept: the
-    # read-merge-write happens under a lock, so two invocations finishing together both land
-    with open(out.with_name(out.stem + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
-        settings = {k: v for k, v in vars(args).items() if k not in ("out", "modalities")}
-        all_runs = {**previous["runs"], **runs}
-        all_settings = {**previous.get("settings", {}), **{m: settings for m in runs}}
-        summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
-        atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT,
-                                                 "runs": all_runs}, indent=2) + "\n")
-        plot(summary, out.with_suffix(".png"))
+    for modality in args.modalities.split(","):
+        if modality not in MODALITIES:
+            raise ValueError(f"--modalities: unknown {modality!r}; expected some of {list(MODALITIES)}")
+    for modality in args.modalities.split(","):
+        run_modality(modality, args)
+    summary = json.loads(Path(args.out).read_text())
     print(json.dumps(summary, indent=2))
     return 0
 

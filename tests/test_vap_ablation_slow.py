@@ -17,7 +17,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def test_quick_ablation_writes_the_documented_shape(tmp_path):
     import vap_ablation
 
-    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0,1", "--work_dir", str(tmp_path / "work")]) == 0
+    work = str(tmp_path / "work")
+    # two invocations, one seed each (as two sessions would run them): the second merges into the first's results
+    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "1", "--work_dir", work]) == 0
+    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0", "--work_dir", work]) == 0
     out = tmp_path / "work_quick"
     summary = json.loads((out / "vap_ablation.json").read_text())
     assert list(summary) == ["derm"]
@@ -35,3 +38,27 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     # held-out combinations never reach training: every held-out request shows one, no training record does
     for request in json.loads((out / "derm" / "requests.json").read_text())["heldout"]:
         assert vap_ablation.matches(request["attributes"], vap_ablation.HELDOUT["derm"])
+
+
+def test_runs_with_other_settings_are_not_merged(tmp_path):
+    import vap_ablation
+
+    out = tmp_path / "vap_ablation.json"
+    runs = {c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
+            for c in vap_ablation.CONDITIONS}
+    settings = {k: 1 for k in vap_ablation.COMPARABLE}
+    summary = vap_ablation.record(out, "derm", {"runs": runs}, settings)
+    assert summary["derm"]["label"]["seen"]["fid"] == {"mean": 1.0, "sd": 0.0}
+    # another seed merges; the same seed replaces
+    more = {c: {s: [{"seed": 1, "attribute_accuracy": 0.7, "fid": 3.0, "diversity": 0.3}] for s in vap_ablation.SPLITS}
+            for c in vap_ablation.CONDITIONS}
+    summary = vap_ablation.record(out, "derm", {"runs": more}, settings)
+    assert summary["derm"]["label"]["heldout"]["fid"]["mean"] == 2.0
+    with pytest.raises(ValueError, match="iterations"):
+        vap_ablation.record(out, "derm", {"runs": more}, {**settings, "iterations": 2})
+    # a modality with a condition not yet measured is left out of the summary, kept in the runs file
+    partial = {c: {s: [] for s in vap_ablation.SPLITS} for c in vap_ablation.CONDITIONS}
+    partial["label"] = runs["label"]
+    summary = vap_ablation.record(out, "colon", {"runs": partial}, settings)
+    assert list(summary) == ["derm"]
+    assert json.loads(out.with_name("vap_ablation_runs.json").read_text())["runs"]["colon"]["runs"]["label"]["seen"]
