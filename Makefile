@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-slow bench bench-vap audit clean
+.PHONY: setup system-deps demo test test-slow bench bench-vap audit clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,17 @@ demo: $(STAMP)
 	$(PY) -m medgen_monai demo --out out/demo
 	@echo "demo written: out/demo/gallery.png and out/demo/<bundle>/grid.png for ldm_label_derm and vap_diffusion_{derm,colon,cxr}"
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q -n 2
+
+# The PACS tests run a real Orthanc (with its DICOMweb plugin) and the DICOM outputs are checked with dciodvfy:
+# Debian packages, installed when missing. The package's postinst may start a system Orthanc on 4242/8042;
+# harmless: the tests start their own on free 127.0.0.1 ports (tests/orthanc.py).
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+system-deps:
+	@# /usr/sbin is not on every user's PATH: test the paths the tests use
+	test -x /usr/sbin/Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so && command -v dciodvfy >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc orthanc-dicomweb dicom3tools; }
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
