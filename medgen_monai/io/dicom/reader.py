@@ -194,7 +194,8 @@ def read_dicom(path: str | PathLike, *, image: bool = False, headers_only: bool 
     pydicom can read a bare dataset with ``force=True``, but then it must guess the transfer syntax, and a wrong
     guess misreads the values without any error (pydicom's own ``no_meta.dcm`` reads as one meaningless element);
     PACS, DICOMweb and our writer always give Part 10 files, so a file without file meta is refused with that reason
-    rather than read on a guess.
+    rather than read on a guess. MONAI behaves the same way: its PydicomReader calls ``dcmread`` without ``force``
+    and keeps only ``pydicom.misc.is_dicom`` files (the ``DICM`` prefix) from a series folder.
 
     Checks: the file exists and is Part 10; every element value converts (``badVR.dcm``'s ``NumberOfFrames`` '1A'
     fails here); native pixel data is as long as the image attributes say (``MR_truncated.dcm`` fails here).
