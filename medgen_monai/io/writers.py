@@ -4,7 +4,13 @@ writes only what is missing (:meth:`OutputWriter.pending`).
 
 Sidecar (``<id>.json``, one per output): the bundle (name, version, sha256 of its weights), the
 seed, the sampler settings, the category, the description or report used, the predicted class, the
-files written, and whatever else the bundle put in the record.
+files written, the DICOM UIDs written, and whatever else the bundle put in the record.
+
+DICOM (``dicom``; :mod:`medgen_monai.io.dicom`): a 2D output is a Secondary Capture ``<id>.dcm`` (the PNG's pixels),
+a 3D output an MR series folder ``<id>_dcm/`` (one file per slice, the record's or the writer's affine), a record's
+``"report"`` text also a Basic Text SR ``<id>_report.dcm``. One synthetic patient and one study per output folder,
+kept in ``dicom_study.json`` so that a rerun filling in missing outputs stays in the same study; the 2D images share
+one series and the reports another, instance numbers in write order; each volume is a series of its own.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["FORMATS", "safe_id", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
+__all__ = ["FORMATS", "DICOM_STUDY_FILE", "safe_id", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
 
-#: output formats the writer knows (``dicom`` comes with issue 5).
-FORMATS = ("png", "nifti")
+#: output formats the writer knows.
+FORMATS = ("png", "nifti", "dicom")
+
+#: per-folder DICOM state: the synthetic patient, the study, series UIDs and the next instance numbers.
+DICOM_STUDY_FILE = "dicom_study.json"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -112,6 +121,8 @@ class OutputWriter:
         affine: ``(4, 4)`` voxel-to-RAS affine for NIfTI (default identity, i.e. 1 mm voxels);
             a record's ``"affine"`` overrides it.
         grid: also write ``grid.png`` with every sample of the run (:meth:`write_grid`).
+        dicom: DICOM options: ``{"patient_id_prefix": "SYN", "reference": {keyword: value}}``; the reference holds
+            allow-listed attributes of a conditioning input (:func:`medgen_monai.io.dicom.deidentified_reference`).
 
     Each record is a dict with at least ``"id"`` (file stem; letters, digits, ``.``, ``_``, ``-``) and ``"seed"``.
     """
@@ -124,6 +135,7 @@ class OutputWriter:
         value_range: Sequence[float] = (0.0, 1.0),
         affine: Sequence[Sequence[float]] | np.ndarray | None = None,
         grid: bool = True,
+        dicom: Mapping[str, Any] | None = None,
     ) -> None:
         formats = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
         unknown = [f for f in formats if f not in FORMATS]
@@ -139,6 +151,7 @@ class OutputWriter:
         self.bundle = dict(bundle or {})
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.grid = grid
+        self.dicom = _dicom_options(dicom)
         self._grid_tiles: list[np.ndarray] = []
 
     # ---- paths -------------------------------------------------------------------------------
@@ -151,17 +164,25 @@ class OutputWriter:
             raise ValueError(f"output id {identifier!r} may only use letters, digits, '.', '_' and '-'")
         return identifier
 
-    def paths(self, record: Mapping[str, Any]) -> dict[str, Path]:
-        """Files of one record: each format plus ``"sidecar"``."""
+    def paths(self, record: Mapping[str, Any], ndim: int | None = None) -> dict[str, Path]:
+        """Files of one record: each format plus ``"sidecar"`` (and ``"dicom_report"`` for a record with a report).
+
+        ``ndim`` (4: 2D batch, 5: 3D) picks the DICOM path, ``<id>.dcm`` or the folder ``<id>_dcm``; unknown, the
+        folder is assumed when it exists.
+        """
         stem = self.output_dir / self._id(record)
-        suffixes = {"png": ".png", "nifti": ".nii.gz"}
+        suffixes = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"}
+        if ndim == 5 or (ndim is None and stem.with_name(stem.name + "_dcm").is_dir()):
+            suffixes["dicom"] = "_dcm"
         paths = {fmt: stem.with_name(stem.name + suffixes[fmt]) for fmt in self.formats}
+        if "dicom" in self.formats and record.get("report"):
+            paths["dicom_report"] = stem.with_name(stem.name + "_report.dcm")
         paths["sidecar"] = stem.with_name(stem.name + ".json")
         return paths
 
     def is_done(self, record: Mapping[str, Any]) -> bool:
         """All files of the record exist (the sidecar is written last, so its presence means complete)."""
-        return all(p.is_file() for p in self.paths(record).values())
+        return all(p.exists() for p in self.paths(record).values())
 
     def pending(self, records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The records whose outputs are not all there yet (a rerun fills only these)."""
@@ -198,9 +219,11 @@ class OutputWriter:
             raise ValueError(f"got {len(records)} records for {array.shape[0]} images")
         if "png" in self.formats and array.ndim == 5:
             raise ValueError("png output needs 2D images; write 3D volumes as nifti (or dicom)")
+        if "dicom" in self.formats and array.ndim == 5 and array.shape[1] != 1:
+            raise ValueError(f"dicom output of a 3D volume needs one channel, got {array.shape[1]}")
         written = []
         for image, record in zip(array, records):
-            paths = self.paths(record)
+            paths = self.paths(record, array.ndim)
             display = None
             if array.ndim == 4:
                 display = to_uint8(image, self.value_range)
@@ -212,23 +235,125 @@ class OutputWriter:
             if "nifti" in self.formats:
                 affine = np.asarray(record.get("affine", self.affine), dtype=np.float64)
                 self._write_nifti(image, affine, paths["nifti"])
+            dicom_uids = self._write_dicom(image, display, record, paths) if "dicom" in self.formats else None
             sidecar = {
                 "bundle": self.bundle,
                 **{k: v for k, v in record.items() if k != "affine"},
                 "files": {fmt: p.name for fmt, p in paths.items() if fmt != "sidecar"},
             }
-            if "nifti" in self.formats:
+            if "nifti" in self.formats or ("dicom" in self.formats and array.ndim == 5):
                 sidecar["affine"] = np.asarray(record.get("affine", self.affine)).tolist()
+            if dicom_uids is not None:
+                sidecar["dicom"] = dicom_uids
             atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=2, default=_json_default) + "\n")
             self._grid_tiles.append(display)
             written.append(paths)
         return written
+
+    # ---- DICOM -------------------------------------------------------------------------------
+    def _dicom_state(self) -> dict[str, Any]:
+        """The folder's synthetic patient and study (``dicom_study.json``), created on first use."""
+        from .dicom import DicomStudyIds, synthetic_patient
+
+        path = self.output_dir / DICOM_STUDY_FILE
+        if path.is_file():
+            try:
+                state = json.loads(path.read_text(encoding="utf-8"))
+                for key in ("images", "reports"):
+                    DicomStudyIds.from_dict(state[key])
+                    int(state[key]["next_instance_number"])
+                int(state["next_series_number"])
+                if not str(state["patient"]["PatientName"]).startswith("SYNTHETIC"):
+                    raise ValueError("the patient is not synthetic")
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: expected the DICOM study of this folder as OutputWriter writes it ({e}); "
+                                 "remove it to start a new study") from None
+            if state.get("options") != self.dicom:
+                raise ValueError(f"{path}: the folder's DICOM study was written with {state.get('options')}, not "
+                                 f"{self.dicom}; write into a new folder")
+            return state
+        images = DicomStudyIds.new(series_number=1)
+        state = {
+            "options": self.dicom,
+            "patient": {**synthetic_patient(self.dicom["patient_id_prefix"]), **self.dicom["reference"]},
+            "images": {**images.to_dict(), "next_instance_number": 1},
+            "reports": {**images.new_series(2).to_dict(), "next_instance_number": 1},
+            "next_series_number": 3,
+        }
+        self._save_dicom_state(state)
+        return state
+
+    def _save_dicom_state(self, state: Mapping[str, Any]) -> None:
+        atomic_write_text(self.output_dir / DICOM_STUDY_FILE, json.dumps(state, indent=2) + "\n")
+
+    def _write_dicom(self, image: np.ndarray, display: np.ndarray, record: Mapping[str, Any],
+                     paths: Mapping[str, Path]) -> dict[str, Any]:
+        """Write the record's DICOM files; returns the UIDs written (for the sidecar)."""
+        import pydicom
+
+        from .dicom import DicomStudyIds, Provenance, write_basic_text_sr, write_mr_series, write_secondary_capture
+
+        state = self._dicom_state()
+        provenance = Provenance.from_bundle(self.bundle, int(record["seed"]))
+        description = f"SYNTHETIC {provenance.bundle}"[:64]
+        patient = state["patient"]
+        if image.ndim == 3:  # (C, H, W): the PNG's pixels
+            series = state["images"]
+            instance = int(series["next_instance_number"])
+            series["next_instance_number"] = instance + 1
+            self._save_dicom_state(state)
+            files = [write_secondary_capture(display, paths["dicom"], provenance, patient, instance_number=instance,
+                                             study=DicomStudyIds.from_dict(series), series_description=description)]
+        else:  # (1, X, Y, Z)
+            study = DicomStudyIds.from_dict(state["images"]).new_series(int(state["next_series_number"]))
+            state["next_series_number"] += 1
+            self._save_dicom_state(state)
+            affine = np.asarray(record.get("affine", self.affine), dtype=np.float64)
+            files = write_mr_series(image[0], affine, paths["dicom"], provenance, patient, study=study,
+                                    value_range=self.value_range, series_description=f"{description} {record['id']}"[:64])
+        headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
+                   for f in files]
+        uids: dict[str, Any] = {
+            "patient_id": patient["PatientID"],
+            "study_uid": state["images"]["study_uid"],
+            "series_uid": str(headers[0].SeriesInstanceUID),
+            "sop_instance_uids": [str(h.SOPInstanceUID) for h in headers],
+        }
+        if "dicom_report" in paths:
+            series = state["reports"]
+            instance = int(series["next_instance_number"])
+            series["next_instance_number"] = instance + 1
+            self._save_dicom_state(state)
+            report = write_basic_text_sr(str(record["report"]), paths["dicom_report"], provenance, patient,
+                                         study=DicomStudyIds.from_dict(series), instance_number=instance,
+                                         series_description=f"SYNTHETIC {provenance.bundle} report"[:64])
+            uids["report"] = {"series_uid": series["series_uid"],
+                              "sop_instance_uid": str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)}
+        return uids
 
     def write_grid(self, columns: int = 8, name: str = "grid.png") -> Path | None:
         """Tile every image written in this run into ``name`` (nothing when none was written or grid is off)."""
         if not self.grid or not self._grid_tiles:
             return None
         return save_image_2d(image_grid(self._grid_tiles, columns), self.output_dir / name)
+
+
+def _dicom_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"patient_id_prefix": str, "reference": {allow-listed keyword: str}}``, checked."""
+    from .dicom import ALLOWED_FROM_INPUT, synthetic_patient
+
+    options = dict(options or {})
+    unknown = sorted(set(options) - {"patient_id_prefix", "reference"})
+    if unknown:
+        raise ValueError(f"dicom: unknown options {unknown}; expected 'patient_id_prefix' and/or 'reference'")
+    prefix = options.get("patient_id_prefix", "SYN")
+    synthetic_patient(prefix)  # checks the prefix
+    reference = dict(options.get("reference") or {})
+    not_allowed = sorted(set(reference) - set(ALLOWED_FROM_INPUT))
+    if not_allowed or not all(isinstance(v, str) for v in reference.values()):
+        raise ValueError(f"dicom.reference: {not_allowed or reference} not allowed; expected string values of "
+                         f"{list(ALLOWED_FROM_INPUT)} (from medgen_monai.io.dicom.deidentified_reference)")
+    return {"patient_id_prefix": prefix, "reference": reference}
 
 
 def _json_default(value: Any) -> Any:
