@@ -13,6 +13,8 @@ Commands::
     medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
                           [--layout {isic,kvasir,mimic_cxr}] [--model PATH_OR_NAME] [--url URL] [--batch_size B] [--limit N] [--seed S]
     medgen-monai bank-stats --bank BANK_DIR [--plot FILE.png]
+    medgen-monai pacs-run --bundle bundles/NAME --pacs URL --study UID --out DIR [--n N] [--category C] [--seed S] [--steps K]
+                          [--description TEXT]     (URL: dicom://AET@host:port or http(s)://host:port/dicom-web)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "main"]
+__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "main"]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -303,8 +305,130 @@ def bank_stats(bank: str, plot: str | None = None) -> str:
     return json.dumps(stats, indent=2)
 
 
+def _outputs_complete(folder: Path) -> list[Path]:
+    """Check a finished generation folder and return the DICOM outputs to push (``*.dcm`` files, ``*_dcm/`` folders).
+
+    Every sidecar's recorded files must exist, and every DICOM output must belong to a sidecar.
+    """
+    sidecars = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: not a JSON sidecar ({e})") from None
+        if isinstance(record, dict) and isinstance(record.get("files"), dict):
+            sidecars[path] = record
+    if not sidecars:
+        raise ValueError(f"{folder}: the bundle wrote no output (no sidecar)")
+    recorded: set[str] = set()
+    for path, record in sidecars.items():
+        names = [str(name) for value in record["files"].values() for name in (value if isinstance(value, list) else [value])]
+        missing = [name for name in names if not (folder / name).exists()]
+        if missing or "dicom" not in record["files"]:
+            raise ValueError(f"{path}: output incomplete: {'missing ' + ', '.join(missing) if missing else 'no dicom file recorded'}")
+        recorded.update(names)
+    dicom = sorted(p for p in folder.iterdir() if (p.is_file() and p.suffix == ".dcm") or (p.is_dir() and p.name.endswith("_dcm")))
+    unrecorded = [p.name for p in dicom if p.name not in recorded]
+    if unrecorded:
+        raise ValueError(f"{folder}: DICOM outputs without a sidecar: {', '.join(unrecorded)}")
+    return dicom
+
+
+def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category: str | None = None, seed: int = 0,
+             steps: int | None = None, description: str | None = None, guidance: float | None = None,
+             patient_id_prefix: str = "SYN", calling_aet: str = "MEDGEN", timeout: float = 10.0,
+             progress: bool = True) -> str:
+    """Pull a study from a PACS, generate with a bundle conditioned on it, and push the synthetic DICOM back.
+
+    The study is retrieved into a temporary folder and read (:func:`medgen_monai.io.dicom.read_study`); its
+    de-identified reference (allow-listed attributes only) goes to the DICOM writer, and for description-conditioned
+    bundles (with a ``bank/``) its SR report text becomes the description when neither ``--description`` nor
+    ``--category`` is given. Generation runs through the bundle's ``configs/inference.json`` (as ``generate``) with
+    formats png,dicom into a temporary folder beside ``out``, which becomes ``out`` only once every output and its
+    sidecar are complete; then the ``.dcm`` files and ``<id>_dcm/`` series are stored. If anything before the push
+    fails, nothing is pushed and nothing is left on disk.
+
+    Args:
+        bundle: the bundle folder, e.g. bundles/ldm_label_derm.
+        pacs: dicom://AET@host:port (DIMSE: C-GET / C-STORE) or http(s)://host:port/<dicomweb root> (WADO-RS / STOW-RS).
+        study: the StudyInstanceUID to pull.
+        out: a new (or empty) output folder: PNG, DICOM and the sidecars.
+        n: samples per category.
+        category: one class or a comma-separated list; default every class (or the report, see above).
+        seed: first seed.
+        steps: sampling steps (default: the bundle's).
+        description: description-conditioned bundles: the description (instead of the study's report).
+        guidance: classifier-free guidance scale (default: the bundle's).
+        patient_id_prefix: prefix of the synthetic PatientID.
+        calling_aet: our AE title (DIMSE).
+        timeout: seconds to reach the PACS before failing.
+        progress: show a progress bar.
+
+    Returns:
+        a JSON summary: the study pulled, the synthetic study and instances pushed, the output folder.
+    """
+    import shutil
+    import tempfile
+
+    import pydicom
+
+    from .io.dicom import conditioning_from_study, read_study
+    from .io.pacs import PacsClient
+
+    root = _bundle_root(bundle)
+    if int(n) < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    if not isinstance(study, str) or not study.strip():
+        raise ValueError(f"--study: expected a StudyInstanceUID, got {study!r}")
+    study = study.strip()
+    out_dir = Path(out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"--out {out_dir}: exists and is not an empty folder; pacs-run writes a new folder")
+    description_bundle = (root / "bank").is_dir()
+    _description_options(root, None, description)  # refuses --description for label bundles
+    client = PacsClient.from_url(pacs, calling_aet=calling_aet, timeout=timeout)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="medgen-pacs-study-") as pulled:
+        files = client.retrieve_study(study, pulled)
+        conditioning = conditioning_from_study(read_study(pulled))
+    report = conditioning.get("report")
+    report_used = False
+    if description is None and category is None and description_bundle and report:
+        description, report_used = report, True
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        dicom_options = {"patient_id_prefix": str(patient_id_prefix), "reference": dict(conditioning.get("reference") or {})}
+        _run_bundle(root, ["inference.json"], output_dir=str(staging), n=int(n), category=category, seed=int(seed),
+                    num_inference_steps=steps, guidance_scale=guidance, formats="png,dicom", progress=bool(progress),
+                    dicom_options=dicom_options, **_description_options(root, None, description))
+        _outputs_complete(staging)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    to_push = _outputs_complete(out_dir)
+    pushed = client.store(to_push)
+    instances = [p for item in to_push for p in ([item] if item.is_file() else sorted(item.iterdir()))]
+    synthetic_studies = sorted({str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in instances})
+    return json.dumps({
+        "pacs": client.address,
+        "study_pulled": study,
+        "instances_pulled": len(files),
+        "report_used_as_description": report_used,
+        "synthetic_study": synthetic_studies[0] if len(synthetic_studies) == 1 else synthetic_studies,
+        "instances_pushed": pushed,
+        "output_dir": str(out_dir),
+    }, indent=2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import fire
+
+    from .errors import PacsError
 
     commands = {
         "phantoms": phantoms,
@@ -317,9 +441,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "evaluate": evaluate,
         "describe": describe,
         "bank-stats": bank_stats,
+        "pacs-run": pacs_run,
     }
     try:
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name="medgen-monai")
-    except ValueError as e:  # bad input (DatasetError is a ValueError): one clear line, no traceback
+    except (ValueError, PacsError) as e:  # bad input (DatasetError, DicomError) or a PACS that failed: one line
         print(f"medgen-monai: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -490,9 +490,9 @@ class DicomWebClient(PacsClient):
             raise PacsError(f"{self.address}: {what}: no answer within {self.timeout:g} s (connect) / "
                             f"{self.response_timeout:g} s (response)") from None
         except requests.ConnectionError as e:
-            reason = e.args[0] if e.args else e
-            reason = getattr(reason, "reason", reason)
-            raise PacsError(f"{self.address}: {what}: cannot connect ({reason})") from None
+            # urllib3 nests the reason ("HTTPConnection(...): Failed to establish a new connection: [Errno 111] ...")
+            errno = re.search(r"\[Errno -?\d+\] [^)'\"]+", str(e))
+            raise PacsError(f"{self.address}: {what}: cannot connect ({errno[0].strip() if errno else e})") from None
         except requests.RequestException as e:
             raise PacsError(f"{self.address}: {what}: {type(e).__name__}: {e}") from None
 

@@ -1,0 +1,179 @@
+"""medgen-monai pacs-run against a real Orthanc: store an identifiable input study (an RGB image and a Basic Text SR),
+pull it, generate with a shipped bundle, push the synthetic DICOM back, and check what arrived."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medgen_monai import cli
+
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+
+#: what identifies the input's patient and visit: none of it may reach the PACS in a synthetic instance.
+IDENTIFYING = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN-4711-0815",
+    "PatientBirthDate": "19770412",
+    "InstitutionName": "Saint Example Hospital",
+    "AccessionNumber": "ACC-98765",
+    "ReferringPhysicianName": "Smith^John",
+    "StudyID": "STUDY-0042",
+    "StudyDate": "20010203",
+}
+REPORT = "a dark brown asymmetric lesion with irregular borders and a blue-white veil"
+
+
+def _identify(ds: Dataset) -> None:
+    for keyword, value in IDENTIFYING.items():
+        setattr(ds, keyword, value)
+    ds.PatientSex = "F"
+    ds.PatientAge = "046Y"
+    ds.StudyTime = "101500"
+
+
+def _input_study(folder: Path) -> tuple[str, list[str], list[Path]]:
+    """An RGB secondary capture and a Basic Text SR of one identifiable study; (study UID, its UIDs, files)."""
+    folder.mkdir(parents=True)
+    study_uid = generate_uid()
+    rng = np.random.default_rng(0)
+    image = hd.sc.SCImage(
+        pixel_array=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=study_uid, series_instance_uid=generate_uid(),
+        series_number=1, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="Dermatoscope Inc",
+        patient_orientation=("L", "F"))
+    _identify(image)
+    image.BodyPartExamined = "SKIN"
+    image_path = folder / "image.dcm"
+    image.save_as(image_path, enforce_file_format=True)
+
+    sr = Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    sr.SOPInstanceUID = generate_uid()
+    sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID
+    sr.StudyInstanceUID, sr.SeriesInstanceUID = study_uid, generate_uid()
+    sr.Modality, sr.SeriesNumber, sr.InstanceNumber = "SR", 2, 1
+    _identify(sr)
+    sr.ValueType, sr.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    sr.CompletionFlag, sr.VerificationFlag = "COMPLETE", "UNVERIFIED"
+    title = Dataset()
+    title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = "11528-7", "LN", "Radiology Report"
+    sr.ConceptNameCodeSequence = [title]
+    item = Dataset()
+    item.RelationshipType, item.ValueType, item.TextValue = "CONTAINS", "TEXT", REPORT
+    finding = Dataset()
+    finding.CodeValue, finding.CodingSchemeDesignator, finding.CodeMeaning = "121071", "DCM", "Finding"
+    item.ConceptNameCodeSequence = [finding]
+    sr.ContentSequence = [item]
+    sr_path = folder / "report.dcm"
+    sr.save_as(sr_path, enforce_file_format=True)
+    uids = [study_uid, image.SeriesInstanceUID, image.SOPInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID]
+    return study_uid, uids, [image_path, sr_path]
+
+
+@pytest.fixture
+def stored_study(orthanc, tmp_path):
+    """Orthanc holding only the identifiable input study; (study UID, its UIDs)."""
+    from medgen_monai.io.pacs import PacsClient
+
+    orthanc.clear()
+    study_uid, uids, files = _input_study(tmp_path / "input")
+    assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
+    yield study_uid, uids
+    orthanc.clear()
+
+
+def _check_pushed(orthanc, summary: dict, out: Path, input_uids: list[str], bundle: str) -> list[dict]:
+    """Every output arrived once, marked synthetic, with the PNG's pixels and nothing identifying; the sidecars."""
+    sidecars = [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "dicom_study.json"]
+    sidecars = [s for s in sidecars if "files" in s]
+    assert sidecars and all(set(s["files"]) >= {"png", "dicom"} for s in sidecars)
+    assert isinstance(summary["synthetic_study"], str) and summary["synthetic_study"] not in input_uids
+    arrived = orthanc.study_instances(summary["synthetic_study"])
+    assert len(arrived) == summary["instances_pushed"] == len(sidecars)
+    assert len(orthanc.instances()) == 2 + len(sidecars)  # the input study is untouched
+    by_uid = {}
+    for instance in arrived:
+        data = orthanc.instance_file(instance)
+        for value in [*IDENTIFYING.values(), *input_uids, "Dermatoscope Inc"]:
+            assert value.encode() not in data, f"{value!r} of the input reached the PACS"
+        ds = pydicom.dcmread(io.BytesIO(data))
+        by_uid[str(ds.SOPInstanceUID)] = ds
+    for sidecar in sidecars:
+        local = pydicom.dcmread(out / sidecar["files"]["dicom"])
+        ds = by_uid[str(local.SOPInstanceUID)]
+        assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+        assert ds.ConversionType == "SYN"
+        assert ds.SeriesDescription.startswith("SYNTHETIC")
+        assert ds.BurnedInAnnotation == "NO"
+        assert bundle in ds.DerivationDescription and f"seed {sidecar['seed']}" in ds.DerivationDescription
+        assert ds.PatientName != IDENTIFYING["PatientName"] and ds.PatientID.startswith("SYN")
+        assert ds.get("PatientSex", "") in ("F", "")  # allow-listed from the input, or left unknown
+        png = np.asarray(Image.open(out / sidecar["files"]["png"]))
+        np.testing.assert_array_equal(ds.pixel_array, png)
+    return sidecars
+
+
+def test_pacs_run_label_bundle_over_dimse(orthanc, stored_study, tmp_path):
+    study_uid, uids = stored_study
+    out = tmp_path / "out"
+    summary = json.loads(cli.pacs_run(str(BUNDLES / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(out), n=2,
+                                      category="MEL", seed=3, steps=2, progress=False))
+    assert summary["study_pulled"] == study_uid and summary["instances_pulled"] == 2
+    assert summary["output_dir"] == str(out) and not summary["report_used_as_description"]
+    sidecars = _check_pushed(orthanc, summary, out, uids, "ldm_label_derm")
+    assert sorted(s["seed"] for s in sidecars) == [3, 4] and {s["category"] for s in sidecars} == {"MEL"}
+    assert not list(tmp_path.glob(".out.*"))  # the staging folder became out
+
+
+def test_pacs_run_description_from_the_report_over_dicomweb(orthanc, stored_study, tmp_path):
+    study_uid, uids = stored_study
+    out = tmp_path / "out"
+    summary = json.loads(cli.pacs_run(str(BUNDLES / "vap_diffusion_derm"), orthanc.http_url, study_uid, str(out), n=1,
+                                      steps=2, progress=False))
+    assert summary["report_used_as_description"]
+    sidecars = _check_pushed(orthanc, summary, out, uids, "vap_diffusion_derm")
+    assert {s["description"] for s in sidecars} == {REPORT}
+
+
+def test_failed_generation_pushes_nothing(orthanc, stored_study, tmp_path, capsys):
+    study_uid, _ = stored_study
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pacs-run", "--bundle", str(BUNDLES / "ldm_label_derm"), "--pacs", orthanc.dicom_url, "--study", study_uid,
+                  "--out", str(out), "--category", "NOT_A_CLASS", "--steps", "2", "--progress", "False"])
+    assert exit_info.value.code == 2
+    assert "unknown category" in capsys.readouterr().err
+    assert len(orthanc.instances()) == 2  # only the input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input"]  # no out, no staging folder
+
+
+def test_unreachable_pacs_one_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url in (f"dicom://ORTHANC@127.0.0.1:{port}", f"http://127.0.0.1:{port}/dicom-web"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["pacs-run", "--bundle", str(BUNDLES / "ldm_label_derm"), "--pacs", url, "--study", "1.2.3",
+                      "--out", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        # the last line: (a bundle run earlier in this process may have left logging handlers writing above it)
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("medgen-monai: error: ") and f"127.0.0.1:{port}" in last
+    with pytest.raises(ValueError, match="dicom://AET@host:port"):
+        cli.pacs_run(str(BUNDLES / "ldm_label_derm"), "orthanc:4242", "1.2.3", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
