@@ -171,7 +171,7 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
         seed: first seed (sample i of a category uses seed + i).
         steps: sampling steps (default: the bundle's).
         guidance: classifier-free guidance scale (default: the bundle's).
-        format: png and/or nifti, comma-separated.
+        format: png, nifti and/or dicom, comma-separated.
         batch_size: samples per sampler call.
         description: description-conditioned bundles (vap_diffusion_*): use this description for every
             sample instead of drawing one from the bundle's description bank.
