@@ -120,7 +120,8 @@ def _check_pushed(orthanc, summary: dict, out: Path, input_uids: list[str], bund
         assert ds.BurnedInAnnotation == "NO"
         assert bundle in ds.DerivationDescription and f"seed {sidecar['seed']}" in ds.DerivationDescription
         assert ds.PatientName != IDENTIFYING["PatientName"] and ds.PatientID.startswith("SYN")
-        assert ds.get("PatientSex", "") in ("F", "")  # allow-listed from the input, or left unknown
+        # the de-identified reference: allow-listed attributes of the input pass, nothing else
+        assert (ds.PatientSex, ds.PatientAge) == ("F", "046Y")
         png = np.asarray(Image.open(out / sidecar["files"]["png"]))
         np.testing.assert_array_equal(ds.pixel_array, png)
     return sidecars
