@@ -346,7 +346,7 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     ``--category`` is given. Generation runs through the bundle's ``configs/inference.json`` (as ``generate``) with
     formats png,dicom into a temporary folder beside ``out``, which becomes ``out`` only once every output and its
     sidecar are complete; then the ``.dcm`` files and ``<id>_dcm/`` series are stored. If anything before the push
-    fails, nothing is pushed and nothing is left on disk.
+    fails, nothing is pushed and nothing is left on disk; if the push fails, the complete outputs stay in ``out``.
 
     Args:
         bundle: the bundle folder, e.g. bundles/ldm_label_derm.
@@ -372,6 +372,7 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
 
     import pydicom
 
+    from .errors import PacsError
     from .io.dicom import conditioning_from_study, read_study
     from .io.pacs import PacsClient
 
@@ -411,7 +412,10 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     to_push = _outputs_complete(out_dir)
-    pushed = client.store(to_push)
+    try:
+        pushed = client.store(to_push)
+    except PacsError as e:
+        raise PacsError(f"{e}; the outputs are complete in {out_dir} (push them with PacsClient.store)") from None
     instances = [p for item in to_push for p in ([item] if item.is_file() else sorted(item.iterdir()))]
     synthetic_studies = sorted({str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in instances})
     return json.dumps({
