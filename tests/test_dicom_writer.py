@@ -178,8 +178,10 @@ def test_deidentified_reference_allow_list():
     assert deidentified_reference(ds, date_shift_days=-14)["StudyDate"] == "20240531"
     with pytest.warns(UserWarning, match="Invalid value for VR CS"):  # free text where a code string belongs
         ds.BodyPartExamined = "knee, fell"
-    ds.PatientAge, ds.PatientSex = "018M", "X"
-    assert deidentified_reference(ds) == {"PatientAge": "001Y"}
+    ds.PatientAge, ds.PatientSex, ds.ImageLaterality = "018M", "X", "B"
+    assert deidentified_reference(ds) == {"PatientAge": "001Y", "Laterality": ""}
+    ds.Laterality = "r"
+    assert deidentified_reference(ds)["Laterality"] == "R"
     with pytest.raises(ValueError, match="may not be written"):
         write_secondary_capture(np.zeros((2, 2), np.uint8), "/nonexistent/x.dcm", PROVENANCE,
                                 {**synthetic_patient(), "InstitutionName": "General Hospital"})
@@ -264,12 +266,14 @@ def test_dciodvfy_zero_errors(tmp_path):
     if not os.path.exists(DCIODVFY):
         pytest.skip("dciodvfy is missing: sudo apt-get install -y dicom3tools")
     rng = np.random.default_rng(3)
-    patient = {**synthetic_patient(), "PatientSex": "F", "PatientAge": "045Y", "BodyPartExamined": "SKIN"}
+    patient = {**synthetic_patient(), "PatientSex": "F", "PatientAge": "045Y", "BodyPartExamined": "CHEST"}
     files = {
         "SC gray": write_secondary_capture(rng.integers(0, 256, (8, 8), dtype=np.uint8), tmp_path / "g.dcm", PROVENANCE),
         "SC RGB": write_secondary_capture(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), tmp_path / "c.dcm", PROVENANCE,
                                           patient),
         "MR slice": write_mr_series(rng.random((6, 5, 3)), _oblique_affine(), tmp_path / "mr", PROVENANCE, patient)[1],
+        "SC knee": write_secondary_capture(np.zeros((8, 8), np.uint8), tmp_path / "k.dcm", PROVENANCE,
+                                           {**patient, "BodyPartExamined": "KNEE", "Laterality": "R"}),
         "SR": write_basic_text_sr("Synthetic report: no acute findings.", tmp_path / "r.dcm", PROVENANCE, patient),
     }
     errors, warnings = [], []

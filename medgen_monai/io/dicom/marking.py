@@ -22,6 +22,10 @@ attributes of the input may reach the output, through :func:`deidentified_refere
 - ``PatientAge``: whole years as ``NNNY``, from the input's ``PatientAge`` or, when absent, from ``PatientBirthDate``
   and ``StudyDate``; ages above 89 become ``090Y`` (HIPAA safe harbour: ages over 89 are aggregated).
 - ``BodyPartExamined``: a defined-term code string (``CHEST``, ``SKIN``, ...), not free text.
+- ``Laterality``: ``R``, ``L`` or empty (unknown), from the input's ``Laterality`` or, when absent, its
+  ``ImageLaterality`` (``B``/``U`` become empty); left out when the input has neither. The writer follows it: the
+  General Series requires Laterality for paired and unknown body parts and forbids it for unpaired ones, and the
+  input, which names the body part, knows which it is (dciodvfy checks this).
 - ``StudyDate``: only when a date shift is asked for (``date_shift_days``), shifted by that many days; dropped
   otherwise.
 
@@ -57,7 +61,7 @@ SOFTWARE = "medgen-monai"
 SYNTHETIC_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 
 #: keywords that may pass from a conditioning DICOM input into a synthetic output (see the module docstring).
-ALLOWED_FROM_INPUT: tuple[str, ...] = ("PatientSex", "PatientAge", "BodyPartExamined", "StudyDate")
+ALLOWED_FROM_INPUT: tuple[str, ...] = ("PatientSex", "PatientAge", "BodyPartExamined", "Laterality", "StudyDate")
 
 _AGE_OVER_89 = 90
 _AS = re.compile(r"^(\d{3})([DWMY])$")
@@ -184,6 +188,11 @@ def deidentified_reference(ds: pydicom.Dataset, date_shift_days: int | None = No
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
     if _CS.match(body_part):
         out["BodyPartExamined"] = body_part
+    for keyword in ("Laterality", "ImageLaterality"):
+        if keyword in ds:
+            side = str(ds.get(keyword) or "").strip().upper()
+            out["Laterality"] = side if side in ("R", "L") else ""
+            break
     if date_shift_days is not None:
         study_date = _date(ds.get("StudyDate", ""))
         if study_date is not None:

@@ -163,12 +163,18 @@ def _new_instance(cls: type, *, sop_class_uid: str | None, modality: str | None,
         content_time=now.time(),
         **extra,
     )
-    for keyword in ("PatientAge", "BodyPartExamined"):
-        if patient.get(keyword):
-            setattr(ds, keyword, patient[keyword])
-    if image and "Laterality" not in ds:
-        # General Series, type 2C: dciodvfy requires it unless ImageLaterality is given; empty = not a paired part
-        ds.Laterality = None
+    if patient.get("PatientAge"):
+        ds.PatientAge = patient["PatientAge"]
+    if image:  # General Series; an SR document series has neither body part nor laterality
+        if patient.get("BodyPartExamined"):
+            ds.BodyPartExamined = patient["BodyPartExamined"]
+        # Laterality (type 2C) is required for a paired or unknown body part and forbidden for an unpaired one:
+        # the input's (deidentified_reference) when given; none for an input's body part that had none; empty
+        # (unknown) for a generated image of no stated body part
+        if "Laterality" in patient:
+            ds.Laterality = patient["Laterality"] or None
+        elif not patient.get("BodyPartExamined"):
+            ds.Laterality = None
     apply_marking(ds, provenance, series_description, image=image)
     return ds
 
