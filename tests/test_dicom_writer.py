@@ -98,6 +98,10 @@ def test_mr_series_geometry_and_values_round_trip(tmp_path):
     ds = pydicom.dcmread(files[0])
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" and (ds.Rows, ds.Columns) == (5, 7)
     assert float(ds.SliceThickness) == pytest.approx(2.5) and float(ds.SpacingBetweenSlices) == pytest.approx(2.5)
+    slices = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    for keyword in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SeriesTime"):
+        assert len({str(s.get(keyword)) for s in slices}) == 1, keyword
+    assert [s.InstanceNumber for s in slices] == [1, 2, 3, 4] and len({s.SOPInstanceUID for s in slices}) == 4
     array, rebuilt = _read_series(list(reversed(files)))
     quantum = 3.0 / 65535
     np.testing.assert_allclose(array, volume, atol=quantum)
@@ -180,7 +184,8 @@ def test_deidentified_reference_allow_list():
         ds.BodyPartExamined = "knee, fell"
     ds.PatientAge, ds.PatientSex, ds.ImageLaterality = "018M", "X", "B"
     assert deidentified_reference(ds) == {"PatientAge": "001Y", "Laterality": ""}
-    ds.Laterality = "r"
+    with pytest.warns(UserWarning, match="Invalid value for VR CS"):
+        ds.Laterality = "r"
     assert deidentified_reference(ds)["Laterality"] == "R"
     with pytest.raises(ValueError, match="may not be written"):
         write_secondary_capture(np.zeros((2, 2), np.uint8), "/nonexistent/x.dcm", PROVENANCE,

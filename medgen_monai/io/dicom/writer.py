@@ -113,12 +113,12 @@ class DicomStudyIds:
                       if k in data})
 
 
-def _new_instance(cls: type, *, sop_class_uid: str | None, modality: str | None, provenance: Provenance,
-                  patient: Mapping[str, str] | None, study: DicomStudyIds | None, instance_number: int,
-                  series_description: str, image: bool, **extra: Any) -> pydicom.Dataset:
+def _new_instance(cls: type, *, provenance: Provenance, patient: Mapping[str, str] | None,
+                  study: DicomStudyIds | None, instance_number: int, series_description: str, image: bool,
+                  **extra: Any) -> pydicom.Dataset:
     """The one place every writer builds its dataset: patient, general study, general series, general equipment
-    and SOP common modules (through highdicom ``cls``: ``hd.SOPClass`` or ``hd.sc.SCImage``), the allow-listed
-    reference attributes, and the synthetic marking."""
+    and SOP common modules (through highdicom ``cls``: ``hd.SOPClass``, given ``sop_class_uid`` and ``modality`` in
+    ``extra``, or ``hd.sc.SCImage``), the allow-listed reference attributes, and the synthetic marking."""
     if not isinstance(provenance, Provenance):
         raise ValueError(f"provenance: expected a medgen_monai.io.dicom.Provenance, got {type(provenance).__name__}")
     patient = dict(synthetic_patient() if patient is None else patient)
@@ -135,8 +135,6 @@ def _new_instance(cls: type, *, sop_class_uid: str | None, modality: str | None,
     # a shifted StudyDate of a conditioning input (deidentified_reference) wins over the run's own date
     study_date = patient.get("StudyDate") or study.study_date or now.strftime("%Y%m%d")
     study_time = study.study_time or now.strftime("%H%M%S")
-    if cls.__name__ == "SOPClass":
-        extra = {"sop_class_uid": sop_class_uid, "modality": modality, **extra}
     ds = cls(
         study_instance_uid=study.study_uid,
         series_instance_uid=study.series_uid,
@@ -157,8 +155,9 @@ def _new_instance(cls: type, *, sop_class_uid: str | None, modality: str | None,
         study_time=study_time,
         referring_physician_name=None,
         series_description=series_description,
-        series_date=now.date(),
-        series_time=now.time(),
+        # series-level: the same for every instance of the series, whenever it is written
+        series_date=study.study_date or study_date,
+        series_time=study_time,
         content_date=now.date(),
         content_time=now.time(),
         **extra,
@@ -221,7 +220,7 @@ def write_secondary_capture(
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or image.size == 0:
         raise ValueError(f"{path}: image: expected uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
     ds = _new_instance(
-        hd.sc.SCImage, sop_class_uid=None, modality=None, provenance=provenance, patient=patient, study=study,
+        hd.sc.SCImage, provenance=provenance, patient=patient, study=study,
         instance_number=instance_number, series_description=series_description, image=True,
         pixel_array=np.ascontiguousarray(image),
         photometric_interpretation="MONOCHROME2" if image.ndim == 2 else "RGB",
@@ -312,6 +311,8 @@ def write_mr_series(
     slope, intercept = float(slope_text), float(intercept_text)
     stored = np.clip(np.round((np.clip(volume, low, high) - intercept) / slope), 0, _UINT16_MAX).astype("<u2")
 
+    # one patient and one study for every slice
+    patient = synthetic_patient() if patient is None else patient
     study = study or DicomStudyIds.new()
     frame_of_reference = new_uid()
     width = max(4, len(str(volume.shape[2])))
