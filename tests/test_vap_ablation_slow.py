@@ -20,8 +20,13 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     work = str(tmp_path / "work")
     # two invocations, one seed each (as two sessions would run them): the second merges into the first's results
     assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "1", "--work_dir", work]) == 0
-    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0", "--work_dir", work]) == 0
+    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0", "--work_dir", work, "--jobs", "2"]) == 0
     out = tmp_path / "work_quick"
+    # a third invocation finds every arm of both seeds measured with these settings and trains nothing
+    settings = json.loads((out / "vap_ablation_runs.json").read_text())["settings"]["derm"]
+    measured = vap_ablation.already_measured(out / "vap_ablation.json", "derm", settings)
+    assert measured == {(s, c) for s in (0, 1) for c in vap_ablation.CONDITIONS}
+    assert vap_ablation.already_measured(out / "vap_ablation.json", "derm", {**settings, "steps": 3}) == set()
     summary = json.loads((out / "vap_ablation.json").read_text())
     assert list(summary) == ["derm"]
     assert list(summary["derm"]) == list(vap_ablation.CONDITIONS)
