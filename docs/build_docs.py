@@ -7,6 +7,7 @@
   their bar plots (docs/images/audit_<unit>.png);
 * docs/engine.md: the benchmark tables, read from benchmarks/results/{sampling,phantoms}.json
   (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``);
+* docs/dicom.md: dciodvfy's warnings on every kind of DICOM file the project writes;
 * docs/results.md: the VAP-Diffusion ablation table, read from benchmarks/results/vap_ablation.json and
   vap_ablation_runs.json (written by ``python benchmarks/vap_ablation.py``).
 
@@ -32,6 +33,7 @@ PAGE = DOCS / "phantoms.md"
 AUDIT_PAGE = DOCS / "audit.md"
 RESULTS_PAGE = DOCS / "results.md"
 ENGINE_PAGE = DOCS / "engine.md"
+DICOM_PAGE = DOCS / "dicom.md"
 RESULTS = DOCS.parent / "benchmarks" / "results"
 IMAGES = DOCS / "images"
 FIGURE_SEED = 0
@@ -164,8 +166,9 @@ def vap_ablation_block() -> str:
     for modality, conditions in summary.items():
         settings = details["settings"][modality]
         report = details["runs"][modality]
+        seeds = sorted({r["seed"] for r in report["runs"]["label"]["seen"]})  # merged over invocations
         lines += [
-            f"**{modality}**: {len(settings['seeds'])} training seeds ({', '.join(map(str, settings['seeds']))}), "
+            f"**{modality}**: {len(seeds)} training seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
             f"{settings['iterations']} iterations of 32 per arm, {settings['steps']} DDIM steps, "
             f"{report['requests']['seen']} seen / {report['requests']['heldout']} held-out requests; held out: "
             + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in details["heldout_combinations"][modality]) + ".",
@@ -182,6 +185,23 @@ def vap_ablation_block() -> str:
             lines.append(f"| real test phantoms | {split} (n={ref['n']}) | - | {floor} (split half) | {ref['diversity']:.3f} |")
         lines.append("")
     lines.append("![VAP ablation](../benchmarks/results/vap_ablation.png)")
+    return "\n".join(lines)
+
+
+def dicom_validation_block() -> str:
+    """dciodvfy's warnings on one file of every kind the project writes (errors: none, or this raises)."""
+    import tempfile
+
+    from medgen_monai.io.dicom import dciodvfy, write_examples
+
+    lines = ["| file | dciodvfy errors | dciodvfy warnings |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as folder:
+        for kind, path in write_examples(folder).items():
+            report = dciodvfy(path)
+            if report.errors:
+                raise ValueError(f"dciodvfy errors on the {kind} example: {report.errors}")
+            warnings = "<br>".join(f"`{w}`" for w in dict.fromkeys(report.warnings)) or "none"
+            lines.append(f"| {kind} | 0 | {warnings} |")
     return "\n".join(lines)
 
 
@@ -222,6 +242,7 @@ def main() -> int:
         AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE),
         ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
         RESULTS_PAGE: lambda page: fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
+        DICOM_PAGE: lambda page: fill(page, "dciodvfy", dicom_validation_block(), DICOM_PAGE),
     }
     stale = []
     for path, update in pages.items():

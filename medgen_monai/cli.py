@@ -7,7 +7,7 @@ Commands::
     medgen-monai gallery --out FILE.png [--n 4] [--seed 0]
     medgen-monai demo --out DIR      (phantom gallery + the baseline bundle's grid)
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
-    medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti] [--seed S] [--steps K]
+    medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti,dicom] [--seed S] [--steps K]
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
     medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
@@ -15,6 +15,8 @@ Commands::
     medgen-monai bank-stats --bank BANK_DIR [--plot FILE.png]
     medgen-monai pacs-run --bundle bundles/NAME --pacs URL --study UID --out DIR [--n N] [--category C] [--seed S] [--steps K]
                           [--description TEXT]     (URL: dicom://AET@host:port or http(s)://host:port/dicom-web)
+    medgen-monai pacs-echo --pacs URL
+    medgen-monai pacs-store --pacs URL --path FILE_OR_DIR    (every .dcm file, a folder's recursively)
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "main"]
+__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "pacs_echo",
+           "pacs_store", "main"]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -429,6 +432,46 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     }, indent=2)
 
 
+def pacs_echo(pacs: str, calling_aet: str = "MEDGEN", timeout: float = 10.0) -> str:
+    """Check that a PACS answers (C-ECHO, or a QIDO-RS query for DICOMweb).
+
+    Args:
+        pacs: dicom://AET@host:port or http(s)://host:port/<dicomweb root>.
+        calling_aet: our AE title (DIMSE).
+        timeout: seconds to reach the PACS before failing.
+    """
+    from .io.pacs import PacsClient
+
+    client = PacsClient.from_url(pacs, calling_aet=calling_aet, timeout=timeout)
+    client.echo()
+    return f"{client.address}: answers"
+
+
+def pacs_store(pacs: str, path: str, calling_aet: str = "MEDGEN", timeout: float = 10.0) -> str:
+    """Store DICOM outputs in a PACS (C-STORE or STOW-RS): a ``.dcm`` file, or every ``.dcm`` file under a folder
+    (e.g. ``generate --format dicom``'s output folder; PNGs and sidecars beside them are left alone).
+
+    Args:
+        pacs: dicom://AET@host:port or http(s)://host:port/<dicomweb root>.
+        path: a file or a folder.
+        calling_aet: our AE title (DIMSE).
+        timeout: seconds to reach the PACS before failing.
+    """
+    from .io.pacs import PacsClient
+
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*.dcm") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        if not files:
+            raise ValueError(f"--path {root}: no .dcm file in it (write some with generate --format dicom)")
+    elif root.is_file():
+        files = [root]
+    else:
+        raise ValueError(f"--path {root}: no such file or folder")
+    client = PacsClient.from_url(pacs, calling_aet=calling_aet, timeout=timeout)
+    return json.dumps({"pacs": client.address, "instances_stored": client.store(files)}, indent=2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
@@ -446,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "describe": describe,
         "bank-stats": bank_stats,
         "pacs-run": pacs_run,
+        "pacs-echo": pacs_echo,
+        "pacs-store": pacs_store,
     }
     try:
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name="medgen-monai")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ORTHANC", "DICOMWEB_PLUGIN", "INSTALL_HINT", "OrthancServer", "orthanc_config", "start_orthanc"]
+__all__ = ["ORTHANC", "DICOMWEB_PLUGIN", "INSTALL_HINT", "USER_CONFIG", "OrthancServer", "orthanc_config", "start_orthanc"]
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -34,46 +34,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: the configuration docs/dicom.md tells users to run (loopback only, any calling AE may echo, store, find, get)
+USER_CONFIG = Path(__file__).parents[1] / "docs" / "orthanc.json"
+
+
 def orthanc_config(folder: Path, dicom_port: int, http_port: int) -> dict[str, Any]:
-    """The Orthanc 1.10 configuration of a test server (option names as ``Orthanc --config=FILE`` documents them).
+    """docs/orthanc.json (the Orthanc 1.10 configuration the docs give users; option names as ``Orthanc --config=FILE``
+    documents them) with this server's ports and a private storage folder, so the tests run what users run.
 
     Args:
         folder: the server's private folder (storage and index go under it).
         dicom_port: DICOM (DIMSE) port.
         http_port: REST and DICOMweb port.
     """
-    return {
-        "Name": "medgen-monai-test",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "index"),
-        "Plugins": [str(DICOMWEB_PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False, "Host": "127.0.0.1", "Ssl": False},
-        "HttpServerEnabled": True,
-        "HttpPort": http_port,
-        # loopback only, no users: nothing outside this machine can reach the test server
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomServerEnabled": True,
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "DicomCheckCalledAet": False,
-        # the client's calling AE (MEDGEN) is not a registered modality: let any AE echo, store, find and get.
-        # (C-GET answers on the same association, so no modality entry is needed for the C-STORE sub-operations.)
-        "DicomModalities": {},
-        "DicomAlwaysAllowEcho": True,
-        "DicomAlwaysAllowStore": True,
-        "DicomAlwaysAllowFind": True,
-        "DicomAlwaysAllowGet": True,
-        "DicomCheckModalityHost": False,
-        "DicomScpTimeout": 30,
-        # nothing of a test server should outlive it, nor slow it down
-        "SaveJobs": False,
-        "StorageCompression": False,
-        "OverwriteInstances": True,
-        "HttpTimeout": 30,
-        "DeidentifyLogs": False,
-        "StableAge": 60,
-    }
+    config = json.loads(USER_CONFIG.read_text())
+    config.update({"Name": "medgen-monai-test", "StorageDirectory": str(folder / "storage"),
+                   "IndexDirectory": str(folder / "index"), "HttpPort": http_port, "DicomPort": dicom_port})
+    if config["Plugins"] != [str(DICOMWEB_PLUGIN)]:
+        raise AssertionError(f"{USER_CONFIG}: Plugins should be [{DICOMWEB_PLUGIN}] (the Debian package's path)")
+    return config
 
 
 @dataclass

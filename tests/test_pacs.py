@@ -144,3 +144,33 @@ def test_store_refused_by_the_pacs(pacs, protocol, tmp_path):
 def test_find_rejects_unknown_keywords(pacs):
     with pytest.raises(ValueError, match="PatientNam"):
         _client(pacs, "dicom").find_studies(PatientNam="x")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_echo_and_store_a_generate_output_folder(pacs, protocol, tmp_path):
+    """`medgen-monai pacs-store` pushes every .dcm of an output folder (an SC per image, a volume's series folder),
+    leaving the PNGs and sidecars beside them alone; `pacs-echo` says the PACS answers."""
+    import json
+
+    from medgen_monai.cli import pacs_echo, pacs_store
+    from medgen_monai.io import OutputWriter
+
+    url = pacs.dicom_url if protocol == "dicom" else pacs.http_url
+    assert pacs_echo(url).endswith("answers")
+    bundle = {"name": "test_bundle", "version": "0.0.1"}
+    OutputWriter(tmp_path / "out", "png,dicom", bundle=bundle).write(
+        np.random.default_rng(0).random((2, 3, 8, 8)), [{"id": "a", "seed": 0}, {"id": "b", "seed": 1}])
+    OutputWriter(tmp_path / "out" / "mr", "nifti,dicom", bundle=bundle).write(
+        np.random.default_rng(1).random((1, 1, 6, 5, 4)), [{"id": "v", "seed": 2}])
+    summary = json.loads(pacs_store(url, str(tmp_path / "out")))
+    assert summary["instances_stored"] == 2 + 4
+    assert len(pacs.instances()) == 6
+    with pytest.raises(ValueError, match="no .dcm file"):
+        pacs_store(url, str(_empty(tmp_path)))
+
+
+def _empty(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir(exist_ok=True)
+    (folder / "x.png").write_bytes(b"not dicom")
+    return folder

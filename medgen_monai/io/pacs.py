@@ -231,8 +231,13 @@ class DimseClient(PacsClient):
         self.address = f"{self.called_aet}@{match['host']}:{self.port}"
 
     def _ae(self):
+        import logging
+
         from pynetdicom import AE
 
+        # pynetdicom logs every DIMSE message at INFO, and a bundle's logging.conf puts the root logger at INFO: keep
+        # its chatter to warnings (failures reach the user as PacsError anyway)
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = AE(ae_title=self.calling_aet)
         ae.connection_timeout = self.timeout
         ae.acse_timeout = self.timeout
