@@ -166,9 +166,15 @@ def vap_ablation_block() -> str:
     for modality, conditions in summary.items():
         settings = details["settings"][modality]
         report = details["runs"][modality]
-        seeds = sorted({r["seed"] for r in report["runs"]["label"]["seen"]})  # merged over invocations
+        # merged over invocations: a condition may hold more seeds than another while a modality is being measured
+        seeds = {c: sorted({r["seed"] for r in report["runs"][c]["seen"]}) for c in conditions}
+        if len({tuple(v) for v in seeds.values()}) == 1:
+            only = next(iter(seeds.values()))
+            seed_text = f"{len(only)} training seed{'s' if len(only) != 1 else ''} ({', '.join(map(str, only))})"
+        else:
+            seed_text = "training seeds " + "; ".join(f"{c}: {', '.join(map(str, v))}" for c, v in seeds.items())
         lines += [
-            f"**{modality}**: {len(seeds)} training seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}), "
+            f"**{modality}**: {seed_text}, "
             f"{settings['iterations']} iterations of 32 per arm, {settings['steps']} DDIM steps, "
             f"{report['requests']['seen']} seen / {report['requests']['heldout']} held-out requests; held out: "
             + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in details["heldout_combinations"][modality]) + ".",
