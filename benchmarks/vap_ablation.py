@@ -14,9 +14,9 @@ benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSO
 Modalities and seeds measured by separate invocations are merged, and arms already measured with the same
 settings are not rerun (e.g. ``--modalities derm --seeds 0`` in one session, ``--seeds 1,2`` in the next); each
 arm's numbers land in the results as soon as it is scored. Cost: 9 trainings per modality (3 arms x 3 seeds; the
-projection arm reuses the prototype weights); at 2500 iterations one arm takes about 33 minutes on one CPU thread
-of this project's 2-core machines (0.8 s per iteration), and one thread per arm with ``--jobs 2`` trains 1.5x as
-much per hour as one arm on two threads. A GPU trains an arm in well under a minute.
+projection arm reuses the prototype weights). On this project's 2-core machines one arm alone takes 0.6 s per
+iteration on two threads; with ``--jobs 2 --threads 1`` each of the two arms takes 0.85-1.0 s (measured on the
+2026-12-02 derm run), about 1.3x as many iterations per hour, so 2500 iterations take 35-42 minutes per pair of arms.
 
 What is compared. Every arm trains the same bundle configs (bundles/vap_diffusion_<modality>) with the same
 budget, autoencoder, data order and seeds, and differs only in the switches the configs expose:
