@@ -46,7 +46,8 @@ bench: $(STAMP)
 
 # the VAP-Diffusion ablation (about 3 h per modality on 2 CPU cores; a GPU is the place for it): benchmarks/results/vap_ablation*.json + .png, then docs/results.md
 bench-vap: $(STAMP)
-	$(PY) benchmarks/vap_ablation.py --modalities derm,colon,cxr --seeds 0,1,2
+	$(PY) benchmarks/vap_ablation.py --modalities derm,colon,cxr --seeds 0,1,2 --jobs 2
+	$(PY) benchmarks/vap_projection_sweep.py --modalities derm,colon,cxr
 	$(PY) docs/build_docs.py
 
 # retrain the shipped audit networks (minutes on 2 cores); see docs/audit.md

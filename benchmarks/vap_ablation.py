@@ -14,7 +14,7 @@ benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSO
 Modalities and seeds measured by separate invocations are merged, and arms already measured with the same
 settings are not rerun (e.g. ``--modalities derm --seeds 0`` in one session, ``--seeds 1,2`` in the next); each
 arm's numbers land in the results as soon as it is scored. Cost: 9 trainings per modality (3 arms x 3 seeds; the
-projection arm reuses the prototype weights). On this project's 2-core machines one arm alone takes 0.6 s per
+projection arm reuses the prototype weights); with ``--jobs`` one pool of workers trains the arms of all modalities. On this project's 2-core machines one arm alone takes 0.6 s per
 iteration on two threads; with ``--jobs 2 --threads 1`` each of the two arms takes 0.85-1.0 s (measured on the
 2026-12-02 derm run), about 1.3x as many iterations per hour, so 2500 iterations take 35-42 minutes per pair of arms.
 
@@ -52,7 +52,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ TRAINED = {"label": {"use_descriptions": False, "prototype": False},
            "description": {"use_descriptions": True, "prototype": False},
            "description_prototype": {"use_descriptions": True, "prototype": True}}
 SPLITS = ("seen", "heldout")
+#: one arm to train: (modality, arm, seed, run dir, dataset dir, bank dir, iterations, threads), picklable for a worker
+ArmTask = tuple[str, str, int, str, str, str, int, int]
 METRICS = ("attribute_accuracy", "fid", "diversity")
 
 TRAIN_SEED, TEST_SEED = 0, 30000  # the audit networks train on seed 0 and test on 20000: 30000 is disjoint
@@ -181,7 +184,7 @@ def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_d
     return weights
 
 
-def train_task(task: tuple[Any, ...]) -> tuple[Path, float]:
+def train_task(task: ArmTask) -> tuple[Path, float]:
     """``train_arm`` in a worker process with its own thread count; returns the weights and the seconds it took."""
     import torch
 
@@ -248,12 +251,26 @@ def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, referenc
 
 
 # ---- the benchmark --------------------------------------------------------------------------------
-def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Evaluation:
+    """What every arm of a modality is trained on, asked for and scored against (the same for all arms and seeds)."""
+
+    work: Path
+    train_dir: Path
+    bank_dir: Path
+    requests: dict[str, list[dict[str, Any]]]
+    reference: dict[str, list[np.ndarray]]
+    reference_classes: dict[str, list[str]]
+    audit: Any
+    extractor: Any
+
+
+def prepare(modality: str, args: argparse.Namespace) -> Evaluation:
+    """The modality's data, banks, requests (also written to ``<work>/requests.json``) and reference images."""
     from medgen_monai.data import read_dataset
     from medgen_monai.metrics.audit import load_audit
-    from medgen_monai.metrics.diversity import diversity
     from medgen_monai.metrics.evaluation import load_images
-    from medgen_monai.metrics.fid import feature_extractor, fid
+    from medgen_monai.metrics.fid import feature_extractor
 
     kind, layout, unit = MODALITIES[modality]
     work = Path(args.work_dir) / modality
@@ -283,13 +300,24 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
     extractor = feature_extractor(audit)
     reference = {s: load_images([r["image"] for r in recs]) for s, recs in reference_records.items()}
     reference_classes = {s: [test_bank_category(test_bank, r) for r in recs] for s, recs in reference_records.items()}
+    return Evaluation(work, train_dir, bank_dir, requests, reference, reference_classes, audit, extractor)
+
+
+def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask], Callable[[int, str, Path, float], None]]:
+    """The arms of ``modality`` still to train, and the function that generates, scores and records a trained arm."""
+    from medgen_monai.metrics.diversity import diversity
+    from medgen_monai.metrics.fid import fid
+
+    ev = prepare(modality, args)
+    work, train_dir, bank_dir, requests, reference = ev.work, ev.train_dir, ev.bank_dir, ev.requests, ev.reference
+    audit, extractor = ev.audit, ev.extractor
     report: dict[str, Any] = {"requests": {s: len(v) for s, v in requests.items()},
                               "reference": {}, "runs": {c: {s: [] for s in SPLITS} for c in CONDITIONS}}
     for split in SPLITS:
         half = len(reference[split]) // 2
         report["reference"][split] = {
             "n": len(reference[split]),
-            "diversity": diversity(reference[split], reference_classes[split], audit.spec.spatial_dims,
+            "diversity": diversity(reference[split], ev.reference_classes[split], audit.spec.spatial_dims,
                                    audit.spec.in_channels)["diversity"],
             "fid_split_half": fid(reference[split][:half], reference[split][half:], extractor=extractor) if half >= 2 else None,
         }
@@ -314,18 +342,27 @@ def run_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
 
     tasks = [(modality, arm, seed, str(work / arm / f"seed{seed}"), str(train_dir), str(bank_dir), args.iterations,
               args.threads) for seed, arm in arms]
+    return tasks, evaluate_arm
+
+
+def run_arms(modalities: Sequence[str], args: argparse.Namespace) -> None:
+    """Train every arm still missing, of all ``modalities``, and score each as soon as it is trained.
+
+    One pool of ``--jobs`` workers serves all modalities, so no core idles while one modality's last odd arm trains.
+    """
+    planned = {m: plan_modality(m, args) for m in modalities}
+    tasks = [task for m in modalities for task in planned[m][0]]
     if args.jobs <= 1:
         for task in tasks:
-            evaluate_arm(task[2], task[1], *train_task(task))
-        return report
+            planned[task[0]][1](task[2], task[1], *train_task(task))
+        return
     import multiprocessing
 
     # arms train in parallel worker processes (a fresh interpreter each: spawn), each with --threads threads;
-    # this process generates and scores each arm as soon as it is trained
+    # this process generates and scores each arm as soon as it is trained (in task order)
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-        for (seed, arm), (weights, seconds) in zip(arms, pool.imap(train_task, tasks)):
-            evaluate_arm(seed, arm, weights, seconds)
-    return report
+        for task, (weights, seconds) in zip(tasks, pool.imap(train_task, tasks)):
+            planned[task[0]][1](task[2], task[1], weights, seconds)
 
 
 def test_bank_category(bank: Any, record: Mapping[str, Any]) -> str:
@@ -472,8 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for modality in args.modalities.split(","):
         if modality not in MODALITIES:
             raise ValueError(f"--modalities: unknown {modality!r}; expected some of {list(MODALITIES)}")
-    for modality in args.modalities.split(","):
-        run_modality(modality, args)
+    run_arms(args.modalities.split(","), args)
     summary = json.loads(Path(args.out).read_text())
     print(json.dumps(summary, indent=2))
     return 0

@@ -9,7 +9,8 @@
   (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``);
 * docs/dicom.md: dciodvfy's warnings on every kind of DICOM file the project writes;
 * docs/results.md: the VAP-Diffusion ablation table, read from benchmarks/results/vap_ablation.json and
-  vap_ablation_runs.json (written by ``python benchmarks/vap_ablation.py``).
+  vap_ablation_runs.json (written by ``python benchmarks/vap_ablation.py``), and the projection sweep's table, read
+  from vap_projection_sweep.json (written by ``python benchmarks/vap_projection_sweep.py``).
 
     python docs/build_docs.py            # rewrite tables and figures
     python docs/build_docs.py --check    # exit 1 if a table is stale (tests run this)
@@ -206,6 +207,34 @@ def vap_ablation_block() -> str:
     return "\n".join(lines)
 
 
+def vap_projection_sweep_block() -> str:
+    """The kNN projection's alpha sweep on the ablation's prototype weights: mean +- sd over seeds per alpha and split."""
+    path = RESULTS / "vap_projection_sweep.json"
+    if not path.is_file():
+        return "Not measured yet: run `python benchmarks/vap_projection_sweep.py` after the ablation."
+    result = _result("vap_projection_sweep")
+    lines = []
+    for modality, alphas in result["summary"].items():
+        runs = result["runs"][modality]
+        seeds = sorted({r["seed"] for cell in runs.values() for r in cell["seen"]})
+        checks = [r["reproduces_ablation"] for cell in runs.values() for rows in cell.values() for r in rows
+                  if r["reproduces_ablation"] is not None]
+        check = (f"{sum(checks)} of {len(checks)} reproductions of the ablation's own numbers (alpha 0 and "
+                 f"{result['settings'][modality]['projection_alpha']:g}) exact" if checks else "no ablation numbers to reproduce")
+        lines += [f"**{modality}**: the `description_prototype` weights of training seed{'s' if len(seeds) != 1 else ''} "
+                  f"{', '.join(map(str, seeds))}, k = {result['settings'][modality]['projection_k']}; {check}.", "",
+                  "| projection_alpha | split | seeds | attribute accuracy | FID (audit features) | diversity (1 - MS-SSIM) |",
+                  "|---|---|---|---|---|---|"]
+        for alpha, splits in alphas.items():
+            for split, metrics in splits.items():
+                cells = [f"{v['mean']:.3f} ± {v['sd']:.3f}" if v["n"] > 1 else f"{v['mean']:.3f}" for v in metrics.values()]
+                lines.append(f"| {alpha} | {split} | {next(iter(metrics.values()))['n']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if (RESULTS / "vap_projection_sweep.png").is_file():
+        lines.append("![projection sweep](../benchmarks/results/vap_projection_sweep.png)")
+    return "\n".join(lines)
+
+
 def dicom_validation_block() -> str:
     """dciodvfy's warnings on one file of every kind the project writes (errors: none, or this raises)."""
     import tempfile
@@ -259,7 +288,8 @@ def main() -> int:
         PAGE: render,
         AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE),
         ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
-        RESULTS_PAGE: lambda page: fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
+        RESULTS_PAGE: lambda page: fill(fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
+                                        "vap_projection_sweep", vap_projection_sweep_block(), RESULTS_PAGE),
         DICOM_PAGE: lambda page: fill(page, "dciodvfy", dicom_validation_block(), DICOM_PAGE),
     }
     stale = []

@@ -44,6 +44,25 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     for request in json.loads((out / "derm" / "requests.json").read_text())["heldout"]:
         assert vap_ablation.matches(request["attributes"], vap_ablation.HELDOUT["derm"])
 
+    # the projection sweep samples the prototype weights of both seeds at each alpha; alpha 0 and the ablation's alpha
+    # must reproduce the ablation's own numbers for those conditions (the same requests, seeds and steps)
+    import vap_projection_sweep
+
+    sweep = tmp_path / "sweep.json"
+    args = ["--modalities", "derm", "--alphas", "0,0.25,0.5", "--ablation_runs", str(out / "vap_ablation_runs.json"),
+            "--work_dir", str(out), "--data_root", str(out / "data"), "--out", str(sweep)]
+    assert vap_projection_sweep.main(args) == 0
+    result = json.loads(sweep.read_text())
+    assert result["settings"]["derm"] == settings
+    for alpha, expected in (("0", True), ("0.25", None), ("0.5", True)):
+        rows = result["runs"]["derm"][alpha]["seen"]
+        assert [r["seed"] for r in rows] == [0, 1]
+        assert all(r["reproduces_ablation"] is expected for r in rows)
+    assert result["summary"]["derm"]["0.25"]["heldout"]["fid"]["n"] == 2
+    assert sweep.with_suffix(".png").is_file()
+    with pytest.raises(ValueError, match=r"--alphas: each must be in \[0, 1\]"):
+        vap_projection_sweep.main([*args[:2], "--alphas", "1.5"])
+
 
 def test_runs_with_other_settings_are_not_merged(tmp_path):
     import vap_ablation
