@@ -334,7 +334,8 @@ def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask
                 out_dir = work / condition / f"seed{seed}" / split
                 generate(modality, condition, weights, requests[split], out_dir, bank_dir, args.steps, projection)
                 scores = score(modality, requests[split], out_dir, reference[split], audit, extractor)
-                report["runs"][condition][split].append({"seed": seed, **scores})
+                # train_seconds: the wall time of the worker that trained the weights (the cost of the arm)
+                report["runs"][condition][split].append({"seed": seed, **scores, "train_seconds": round(seconds, 1)})
             print(f"{modality} {condition} seed {seed}: trained in {seconds:.0f} s "
                   + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}), flush=True)
         # every finished arm lands at once: a session that ends mid-benchmark keeps what it measured
