@@ -14,9 +14,10 @@ benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSO
 Modalities and seeds measured by separate invocations are merged, and arms already measured with the same
 settings are not rerun (e.g. ``--modalities derm --seeds 0`` in one session, ``--seeds 1,2`` in the next); each
 arm's numbers land in the results as soon as it is scored. Cost: 9 trainings per modality (3 arms x 3 seeds; the
-projection arm reuses the prototype weights); with ``--jobs`` one pool of workers trains the arms of all modalities. On this project's 2-core machines one arm alone takes 0.6 s per
-iteration on two threads; with ``--jobs 2 --threads 1`` each of the two arms takes 0.85-1.0 s (measured on the
-2026-12-02 derm run), about 1.3x as many iterations per hour, so 2500 iterations take 35-42 minutes per pair of arms.
+projection arm reuses the prototype weights); with ``--jobs`` one pool of workers trains the arms of all modalities.
+On this project's 2-core machines, with ``--jobs 2 --threads 1`` and nothing else running, each of the two arms
+takes about 0.6 s per iteration: 1530-1550 s for 2500 iterations (``train_seconds`` in the runs file, 2026-12-02).
+Anything else on the machine (tests, CI) slows them a lot: the first derm pair took 3100 s.
 
 What is compared. Every arm trains the same bundle configs (bundles/vap_diffusion_<modality>) with the same
 budget, autoencoder, data order and seeds, and differs only in the switches the configs expose:
@@ -447,16 +448,32 @@ def summarise(runs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plot(summary: Mapping[str, Any], path: Path) -> None:
+def metric_grid(rows: int) -> tuple[Any, Any]:
+    """A figure with one row of axes per modality and one column per metric (shared by the sweep's plot)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(rows, len(METRICS), figsize=(4 * len(METRICS), 2.8 * rows), squeeze=False)
+
+
+def save_grid(fig: Any, axes: Any, path: Path) -> None:
+    """Legend on the first axes, then an atomic PNG write."""
+    import matplotlib.pyplot as plt
+
     from medgen_monai.io.atomic import atomic_path
 
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def plot(summary: Mapping[str, Any], path: Path) -> None:
     modalities = list(summary)
-    fig, axes = plt.subplots(len(modalities), len(METRICS), figsize=(4 * len(METRICS), 2.8 * len(modalities)), squeeze=False)
+    fig, axes = metric_grid(len(modalities))
     x = np.arange(len(SPLITS))
     width = 0.8 / len(CONDITIONS)
     for row, modality in enumerate(modalities):
@@ -468,11 +485,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
                        label=condition, capsize=2)
             ax.set_xticks(x, SPLITS)
             ax.set_title(f"{modality}: {metric}")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_grid(fig, axes, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,21 +114,13 @@ def write(out: Path, results: dict[str, Any]) -> None:
 
 
 def plot(summary: Mapping[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from medgen_monai.io.atomic import atomic_path
-
     modalities = [m for m in summary if summary[m]]
     if not modalities:
         return
-    metrics = vap_ablation.METRICS
-    fig, axes = plt.subplots(len(modalities), len(metrics), figsize=(4 * len(metrics), 2.8 * len(modalities)), squeeze=False)
+    fig, axes = vap_ablation.metric_grid(len(modalities))
     for row, modality in enumerate(modalities):
         alphas = list(summary[modality])
-        for col, metric in enumerate(metrics):
+        for col, metric in enumerate(vap_ablation.METRICS):
             ax = axes[row][col]
             for split in vap_ablation.SPLITS:
                 points = [(float(a), summary[modality][a][split][metric]) for a in alphas if split in summary[modality][a]]
@@ -136,11 +128,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
                             marker="o", capsize=2, label=split)
             ax.set_xlabel("projection_alpha")
             ax.set_title(f"{modality}: {metric}")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    vap_ablation.save_grid(fig, axes, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
