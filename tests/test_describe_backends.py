@@ -157,12 +157,17 @@ class _Handler(BaseHTTPRequestHandler):
             state["requests"].append((self.path, request))
             state["in_flight"] += 1
             state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+            if state["in_flight"] >= 2:
+                state["overlapped"].set()
             count = len(state["requests"])
         try:
             mode = state["mode"]
             if mode == "slow":
                 time.sleep(1.0)
             if mode == "parallel":
+                # hold each request until two overlap (a fixed sleep alone missed the overlap on a loaded machine),
+                # then a little longer, so that a client exceeding its limit would show a third in flight
+                state["overlapped"].wait(10.0)
                 time.sleep(0.3)
             if mode == "always500" or (mode == "500-then-ok" and count == 1):
                 return self._send(500, b'{"error": "internal"}')
@@ -183,7 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
-    httpd.state = {"mode": "ok", "requests": [], "lock": threading.Lock(), "in_flight": 0, "max_in_flight": 0}
+    httpd.state = {"mode": "ok", "requests": [], "lock": threading.Lock(), "in_flight": 0, "max_in_flight": 0,
+                    "overlapped": threading.Event()}
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield httpd
