@@ -86,3 +86,48 @@ def test_runs_with_other_settings_are_not_merged(tmp_path):
     summary = vap_ablation.record(out, "colon", {"runs": partial}, settings)
     assert list(summary) == ["derm"]
     assert json.loads(out.with_name("vap_ablation_runs.json").read_text())["runs"]["colon"]["runs"]["label"]["seen"]
+
+
+def _write_png(path: Path, value: int, channels: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (8, 8, 3) if channels == 3 else (8, 8)
+    Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(path)
+
+
+def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
+    import vap_ablation
+    import vap_ablation_samples
+
+    combos = vap_ablation.HELDOUT["cxr"]
+    requests = [{"id": f"heldout_{i:03d}", "category": "Cardiomegaly", "attributes": dict(combos[i % 2]),
+                 "source": f"src{i}"} for i in range(5)]
+    work = tmp_path / "cxr"
+    work.mkdir()
+    (work / "requests.json").write_text(json.dumps({"seen": [], "heldout": requests}))
+    bank = []
+    for i in range(5):
+        _write_png(tmp_path / "real" / f"src{i}.png", 10 * i, channels=1)
+        bank.append(json.dumps({"id": f"src{i}", "image": str(tmp_path / "real" / f"src{i}.png")}))
+    (work / "test_bank").mkdir()
+    (work / "test_bank" / "Cardiomegaly.jsonl").write_text("\n".join(bank) + "\n")
+    picked = vap_ablation_samples.pick_requests(requests, combos, 3)
+    assert [r["id"] for r in picked] == ["heldout_000", "heldout_001", "heldout_002"]  # the combinations take turns
+    for condition in vap_ablation.CONDITIONS[:-1]:
+        for r in picked:
+            _write_png(work / condition / "seed2" / "heldout" / f"{r['id']}.png", 100, channels=3)
+    with pytest.raises(ValueError, match="description_prototype_projection.*seed 2"):
+        vap_ablation_samples.sample_figure("cxr", work, 2, tmp_path / "fig.png", columns=3)
+    assert not (tmp_path / "fig.png").exists()
+    for r in picked:
+        _write_png(work / "description_prototype_projection" / "seed2" / "heldout" / f"{r['id']}.png", 100, channels=3)
+    out = vap_ablation_samples.sample_figure("cxr", work, 2, tmp_path / "fig.png", columns=3)
+    from PIL import Image
+
+    with Image.open(out) as figure:
+        # 5 rows (the real image + 4 conditions) of 3 columns at 1.9 inches each (+1.2 for the row labels), 90 dpi
+        assert figure.size == (round((1.9 * 3 + 1.2) * 90), round(1.9 * 5 * 90))
+    with pytest.raises(ValueError, match="seed 0"):
+        vap_ablation_samples.sample_figure("cxr", work, 0, tmp_path / "fig0.png", columns=3)
