@@ -24,27 +24,35 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vap_ablation import CONDITIONS, HELDOUT, MODALITIES, RESULTS, ROOT, SPLITS, matches  # noqa: E402
+from vap_ablation import CONDITIONS, HELDOUT, MODALITIES, RESULTS, ROOT, SPLITS, bundle_dir, matches  # noqa: E402
 
 __all__ = ["pick_requests", "sample_figure"]
 
 
 def pick_requests(requests: Sequence[Mapping[str, Any]], combinations: Sequence[Mapping[str, str]],
                   columns: int) -> list[Mapping[str, Any]]:
-    """Up to ``columns`` requests, taken in turn from each held-out combination (so every combination shows)."""
+    """Up to ``columns`` distinct requests, taken in turn from each held-out combination or, with no combinations (the
+    seen split), from each category, so that every group shows."""
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
-    groups = [[r for r in requests if matches(r["attributes"], [c])] for c in combinations]
-    picked: list[Mapping[str, Any]] = []
+    if combinations:
+        groups = [[r for r in requests if matches(r["attributes"], [c])] for c in combinations]
+    else:
+        categories = list(dict.fromkeys(r["category"] for r in requests))
+        groups = [[r for r in requests if r["category"] == c] for c in categories]
+    picked: dict[str, Mapping[str, Any]] = {}  # by id: a request showing both combinations is drawn once
     for i in range(max((len(g) for g in groups), default=0)):
-        picked.extend(g[i] for g in groups if i < len(g) and len(picked) < columns)
-    return picked
+        for group in groups:
+            if i < len(group) and len(picked) < columns:
+                picked.setdefault(group[i]["id"], group[i])
+    return list(picked.values())
 
 
-def _source_images(work: Path) -> dict[str, str]:
-    """Bank id -> image path, for both banks the requests draw from (the training bank and the test bank)."""
+def _source_images(modality: str, work: Path) -> dict[str, str]:
+    """Bank id -> image path, for every bank the requests draw from: the test bank (held-out requests) and the training
+    bank (seen requests): the bundle's shipped one, or the ablation's own when it trained on other data."""
     paths = {}
-    for bank_dir in (work / "test_bank", work / "train_bank"):
+    for bank_dir in (work / "test_bank", work / "train_bank", bundle_dir(modality) / "bank"):
         for jsonl in sorted(bank_dir.glob("*.jsonl")) if bank_dir.is_dir() else []:
             for line in jsonl.read_text().splitlines():
                 if line.strip():
@@ -60,12 +68,13 @@ def _load(path: Path | str) -> np.ndarray:
         return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
 
 
-def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = "heldout", columns: int = 6) -> Path:
+def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = "heldout", columns: int = 6,
+                  conditions: Sequence[str] = CONDITIONS) -> Path:
     """Draw ``out``: the real source image and each condition's sample for up to ``columns`` requests of ``split``.
 
     Raises:
-        ValueError: the ablation has not generated this seed's images of every condition yet (names the first missing
-            file), or a request's source image is not in the banks under ``work``.
+        ValueError: an unknown condition; the ablation has not generated this seed's images of one of ``conditions``
+            (names the first missing file); or a request's source image is in none of the banks.
     """
     import matplotlib
 
@@ -74,23 +83,26 @@ def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = 
 
     from medgen_monai.io.atomic import atomic_path
 
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown or not conditions:
+        raise ValueError(f"conditions must be some of {CONDITIONS}, got {list(conditions)}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     requests_path = work / "requests.json"
     if not requests_path.is_file():
         raise ValueError(f"{requests_path}: missing; run python benchmarks/vap_ablation.py --modalities {modality} first")
     requests = json.loads(requests_path.read_text())[split]
-    combinations = HELDOUT[modality] if split == "heldout" else [{}]
+    combinations = HELDOUT[modality] if split == "heldout" else []
     picked = pick_requests(requests, combinations, columns)
-    sources = _source_images(work)
+    sources = _source_images(modality, work)
     rows: list[tuple[str, list[np.ndarray]]] = []
     real = []
     for r in picked:
         if r["source"] not in sources:
-            raise ValueError(f"{work}: request {r['id']}'s source image {r['source']} is in neither bank")
+            raise ValueError(f"{work}: request {r['id']}'s source image {r['source']} is in none of the banks")
         real.append(_load(sources[r["source"]]))
     rows.append(("real (source of\nthe description)", real))
-    for condition in CONDITIONS:
+    for condition in conditions:
         paths = [work / condition / f"seed{seed}" / split / f"{r['id']}.png" for r in picked]
         missing = [p for p in paths if not p.is_file()]
         if missing:
@@ -105,7 +117,7 @@ def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = 
             ax.set_yticks([])
             if row == 0:
                 asked = {k: v for c in combinations for k, v in c.items() if picked[col]["attributes"].get(k) == v}
-                title = f"{picked[col]['category']}: " + ", ".join(f"{k}={v}" for k, v in asked.items())
+                title = ": ".join([picked[col]["category"], *([", ".join(f"{k}={v}" for k, v in asked.items())] if asked else [])])
                 ax.set_title("\n".join(textwrap.wrap(title, 26)), fontsize=6)
         axes[row][0].set_ylabel(name, fontsize=7)
     fig.suptitle(f"{modality}: {split} requests, training seed {seed}", fontsize=9)
@@ -123,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the training seed whose samples to show")
     parser.add_argument("--split", default="heldout", choices=SPLITS)
     parser.add_argument("--columns", type=int, default=6)
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="the rows, in order (default: all four)")
     parser.add_argument("--work_dir", default=str(ROOT / "runs" / "vap_ablation"))
     parser.add_argument("--out_dir", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -131,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--modalities: unknown {modality!r}; expected some of {list(MODALITIES)}")
         suffix = "" if args.split == "heldout" else f"_{args.split}"
         out = sample_figure(modality, Path(args.work_dir) / modality, args.seed,
-                            Path(args.out_dir) / f"vap_ablation_samples_{modality}{suffix}.png", args.split, args.columns)
+                            Path(args.out_dir) / f"vap_ablation_samples_{modality}{suffix}.png", args.split, args.columns,
+                            args.conditions.split(","))
         print(f"wrote {out}")
     return 0
 

@@ -115,6 +115,10 @@ def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
     (work / "test_bank" / "Cardiomegaly.jsonl").write_text("\n".join(bank) + "\n")
     picked = vap_ablation_samples.pick_requests(requests, combos, 3)
     assert [r["id"] for r in picked] == ["heldout_000", "heldout_001", "heldout_002"]  # the combinations take turns
+    both = [{"id": "a", "attributes": {**combos[0], **combos[1]}}, {"id": "b", "attributes": dict(combos[1])}]
+    assert [r["id"] for r in vap_ablation_samples.pick_requests(both, combos, 3)] == ["a", "b"]  # each request once
+    seen = [{"id": f"s{i}", "category": "AB"[i // 3], "attributes": {}} for i in range(6)]
+    assert [r["id"] for r in vap_ablation_samples.pick_requests(seen, [], 4)] == ["s0", "s3", "s1", "s4"]  # categories
     for condition in vap_ablation.CONDITIONS[:-1]:
         for r in picked:
             _write_png(work / condition / "seed2" / "heldout" / f"{r['id']}.png", 100, channels=3)
@@ -131,3 +135,10 @@ def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
         assert figure.size == (round((1.9 * 3 + 1.2) * 90), round(1.9 * 5 * 90))
     with pytest.raises(ValueError, match="seed 0"):
         vap_ablation_samples.sample_figure("cxr", work, 0, tmp_path / "fig0.png", columns=3)
+    # a subset of the conditions: one row fewer
+    out = vap_ablation_samples.sample_figure("cxr", work, 2, tmp_path / "fig3.png", columns=3,
+                                             conditions=vap_ablation.CONDITIONS[1:])
+    with Image.open(out) as figure:
+        assert figure.size[1] == round(1.9 * 4 * 90)
+    with pytest.raises(ValueError, match="conditions must be some of"):
+        vap_ablation_samples.sample_figure("cxr", work, 2, tmp_path / "fig4.png", conditions=["labels"])
