@@ -16,7 +16,7 @@ settings are not rerun (e.g. ``--modalities derm --seeds 0`` in one session, ``-
 arm's numbers land in the results as soon as it is scored. Cost: 9 trainings per modality (3 arms x 3 seeds; the
 projection arm reuses the prototype weights); with ``--jobs`` one pool of workers trains the arms of all modalities.
 On this project's 2-core machines, with ``--jobs 2 --threads 1`` and nothing else running, each of the two arms
-takes about 0.6 s per iteration: 1530-1550 s for 2500 iterations (``train_seconds`` in the runs file, 2026-12-02).
+takes 0.5-0.6 s per iteration: 1290-1550 s for 2500 iterations (``train_seconds`` in the runs file, 2026-12-02).
 Anything else on the machine (tests, CI) slows them a lot: the first derm pair took 3100 s.
 
 What is compared. Every arm trains the same bundle configs (bundles/vap_diffusion_<modality>) with the same
