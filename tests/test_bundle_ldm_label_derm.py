@@ -54,7 +54,11 @@ def test_cli_generate_goes_through_the_same_config_and_reruns_fill_only_the_miss
     main(["generate", "--bundle", str(BUNDLE), "--out", str(out), "--n", "1", "--steps", "3", "--seed", "7",
           "--category", "MEL,DF", "--progress", "False"])
     for c in ("MEL", "DF"):  # per-sample seeds: the same image alone or in a batch of seven
-        assert np.array_equal(np.asarray(Image.open(out / f"{c}_000007.png")), np.asarray(Image.open(generated / f"{c}_000007.png")))
+        alone = np.asarray(Image.open(out / f"{c}_000007.png")).astype(int)
+        batched = np.asarray(Image.open(generated / f"{c}_000007.png")).astype(int)
+        # up to rounding: on an AMX Xeon the batch size changes the CPU kernels' summation order, and 0.04% of the
+        # pixels moved by one level; another seed's noise would change almost every pixel
+        assert np.abs(alone - batched).max() <= 1 and (alone != batched).mean() < 0.01
     assert not (out / "NV_000007.png").exists()
     kept = (out / "MEL_000007.png").stat().st_mtime_ns
     (out / "DF_000007.json").unlink()  # an interrupted output: the sidecar is written last
