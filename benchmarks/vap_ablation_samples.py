@@ -1,4 +1,4 @@
-"""Side by side: what each VAP ablation arm drew for the same held-out requests, under the real image they describe.
+"""Side by side: each VAP ablation arm's samples for the same requests, under the real image each description came from.
 
 ``python benchmarks/vap_ablation.py`` keeps every generated image under its work folder
 (``runs/vap_ablation/<modality>/<condition>/seed<k>/<split>/<request id>.png``) and every request (description,
@@ -51,13 +51,12 @@ def pick_requests(requests: Sequence[Mapping[str, Any]], combinations: Sequence[
 def _source_images(modality: str, work: Path) -> dict[str, str]:
     """Bank id -> image path, for every bank the requests draw from: the test bank (held-out requests) and the training
     bank (seen requests): the bundle's shipped one, or the ablation's own when it trained on other data."""
+    from medgen_monai.describe import DescriptionBank
+
     paths = {}
     for bank_dir in (work / "test_bank", work / "train_bank", bundle_dir(modality) / "bank"):
-        for jsonl in sorted(bank_dir.glob("*.jsonl")) if bank_dir.is_dir() else []:
-            for line in jsonl.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    paths[record["id"]] = record["image"]
+        if bank_dir.is_dir():
+            paths.update({key: record["image"] for key, record in DescriptionBank(bank_dir).index().items()})
     return paths
 
 

@@ -110,7 +110,8 @@ def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
     bank = []
     for i in range(5):
         _write_png(tmp_path / "real" / f"src{i}.png", 10 * i, channels=1)
-        bank.append(json.dumps({"id": f"src{i}", "image": str(tmp_path / "real" / f"src{i}.png")}))
+        bank.append(json.dumps({"id": f"src{i}", "image": str(tmp_path / "real" / f"src{i}.png"), "category": "Cardiomegaly",
+                                "description": "A frontal chest radiograph."}))
     (work / "test_bank").mkdir()
     (work / "test_bank" / "Cardiomegaly.jsonl").write_text("\n".join(bank) + "\n")
     picked = vap_ablation_samples.pick_requests(requests, combos, 3)
