@@ -208,11 +208,6 @@ def vap_ablation_block() -> str:
     return "\n".join(lines)
 
 
-#: the ablation's steps, each against the condition before it: (condition, baseline)
-PAIRED_STEPS = (("description", "label"), ("description_prototype", "description"),
-                ("description_prototype_projection", "description_prototype"))
-
-
 def paired_differences(modality: str, runs: dict, metrics: Sequence[str]) -> list[str]:
     """Per-seed differences between each condition and the one before it, in seed order.
 
@@ -223,10 +218,11 @@ def paired_differences(modality: str, runs: dict, metrics: Sequence[str]) -> lis
              "(higher attribute accuracy and diversity, lower FID are better).", "",
              "| condition - baseline | split | seeds | attribute accuracy | FID (audit features) | diversity (1 - MS-SSIM) |",
              "|---|---|---|---|---|---|"]
-    for condition, baseline in PAIRED_STEPS:
-        for split in runs.get(condition, {}):
+    conditions = list(runs)  # in the ablation's order: each adds one thing to the one before it
+    for baseline, condition in zip(conditions, conditions[1:]):
+        for split in runs[condition]:
             ours = {r["seed"]: r for r in runs[condition][split]}
-            theirs = {r["seed"]: r for r in runs.get(baseline, {}).get(split, [])}
+            theirs = {r["seed"]: r for r in runs[baseline].get(split, [])}
             seeds = sorted(set(ours) & set(theirs))
             if not seeds:
                 continue

@@ -90,11 +90,11 @@ def test_runs_with_other_settings_are_not_merged(tmp_path):
 
 def _write_png(path: Path, value: int, channels: int) -> None:
     import numpy as np
-    from PIL import Image
+
+    from medgen_monai.io.writers import save_image_2d
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    shape = (8, 8, 3) if channels == 3 else (8, 8)
-    Image.fromarray(np.full(shape, value, dtype=np.uint8)).save(path)
+    save_image_2d(np.full((8, 8, 3) if channels == 3 else (8, 8), value, dtype=np.uint8), path)
 
 
 def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
