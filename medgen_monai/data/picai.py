@@ -16,7 +16,9 @@ Geometry of the ``.mha`` files: like scanner data they are stored in ITK's LPS f
 identity direction (voxel ``i`` towards the patient's Left, ``j`` Posterior, ``k`` Superior),
 the phantom's spacing and the origin that centres the field of view on (0, 0, 0). The phantom's
 RAS-ordered array is flipped along X and Y on writing, so MONAI's
-``LoadImage`` + ``EnsureChannelFirst`` + ``Orientation(axcodes="RAS")`` gives it back unchanged.
+``LoadImage`` + ``EnsureChannelFirst`` + ``Orientation(axcodes="RAS")`` gives it back unchanged; read
+the volumes with :func:`medgen_monai.io.volumes.load_volume`, which does exactly that (``LoadImage``
+alone gives the LPS array, the patient's left and right swapped).
 Files are written uncompressed, so equal volumes give byte-identical files.
 
 Reader rules (real PI-CAI works too): the marksheet may also sit at
@@ -217,7 +219,8 @@ def read(root: str | Path) -> list[dict[str, Any]]:
 
     Returns:
         records in marksheet order with ``id`` (``<patient_id>_<study_id>``), ``patient_id``,
-        ``study_id``, ``image`` (the ``.mha`` path as str), ``label`` (1 iff ``case_csPCa`` is YES),
+        ``study_id``, ``image`` (the ``.mha`` path as str; read it with
+        :func:`medgen_monai.io.volumes.load_volume` for the RAS array), ``label`` (1 iff ``case_csPCa`` is YES),
         ``label_name`` (``"negative"`` / ``"csPCa"``), ``text`` (the report or ``""``), ``split``,
         ``age`` and ``psa`` (``None`` when the marksheet has no value or no such column), and
         ``attributes`` when ``phantom_attributes.jsonl`` has the case.

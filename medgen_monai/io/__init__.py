@@ -1,8 +1,11 @@
-"""Writers and readers for outputs (PNG, NIfTI, DICOM) and the atomic-write helper."""
+"""Writers and readers for outputs (PNG, NIfTI, DICOM), the one volume loader (:func:`load_volume`, RAS) and the
+atomic-write helper."""
 
 from __future__ import annotations
 
 from .atomic import atomic_path, atomic_write_text
+from .volumes import load_volume
 from .writers import FORMATS, OutputWriter, image_grid, save_image_2d, to_uint8
 
-__all__ = ["FORMATS", "OutputWriter", "atomic_path", "atomic_write_text", "image_grid", "save_image_2d", "to_uint8"]
+__all__ = ["FORMATS", "OutputWriter", "atomic_path", "atomic_write_text", "image_grid", "load_volume", "save_image_2d",
+           "to_uint8"]

@@ -8,6 +8,10 @@ Coordinates
     bladder at high ``k``. The anatomy is drawn in millimetres in this RAS world frame, whose
     origin is the centre of the field of view; voxel ``(i, j, k)`` has its centre at
     ``((i - (X - 1) / 2) * sx, (j - (Y - 1) / 2) * sy, (k - (Z - 1) / 2) * sz)`` mm.
+    Files keep this convention end to end: the PI-CAI ``.mha`` (:mod:`medgen_monai.data.picai`, stored
+    LPS), the NIfTI and DICOM outputs of :class:`medgen_monai.io.OutputWriter` all read back as the same
+    RAS array through :func:`medgen_monai.io.volumes.load_volume`, the one loader for volumes, so the
+    audit networks (trained on these in-memory arrays) see files the way they were trained.
 
 Spacing
     The field of view is fixed in millimetres (about 67-77 mm in-plane, 70-90 mm along z: a crop
