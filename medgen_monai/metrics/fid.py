@@ -24,7 +24,7 @@ from monai.metrics import FIDMetric
 from .audit import AuditNet, load_audit
 from .preprocess import ImageInput, preprocess_images
 
-__all__ = ["FeatureExtractor", "resnet50_extractor", "feature_extractor", "fid"]
+__all__ = ["FeatureExtractor", "resnet50_extractor", "feature_extractor", "fid_from_features", "fid"]
 
 
 class FeatureExtractor:
@@ -189,6 +189,34 @@ def feature_extractor(
     return FeatureExtractor(network, spatial_dims, in_channels, size, **kwargs)
 
 
+def fid_from_features(real_features: torch.Tensor | Any, generated_features: torch.Tensor | Any) -> float:
+    """Fréchet distance between two feature matrices (MONAI ``FIDMetric``), for features extracted once.
+
+    Args:
+        real_features: ``(N_real, F)`` features of real images (tensor or array).
+        generated_features: ``(N_generated, F)`` features of generated images, same ``F``.
+
+    Returns:
+        the FID (0 for identical feature sets).
+
+    Raises:
+        ValueError: not two 2D matrices with the same ``F``, fewer than two rows on a side (a covariance needs
+            two), or non-finite features.
+    """
+    real_features, generated_features = torch.as_tensor(real_features), torch.as_tensor(generated_features)
+    for name, features in (("real", real_features), ("generated", generated_features)):
+        if features.ndim != 2:
+            raise ValueError(f"fid: {name} features must be (N, F), got shape {tuple(features.shape)}")
+        if features.shape[0] < 2:
+            raise ValueError(f"fid: {name} needs at least 2 images, got {features.shape[0]}")
+        if not torch.isfinite(features).all():
+            raise ValueError(f"fid: {name} features contain NaN or inf; check the extractor's input scaling")
+    if real_features.shape[1] != generated_features.shape[1]:
+        raise ValueError(f"fid: real and generated features differ in length ({real_features.shape[1]} vs "
+                         f"{generated_features.shape[1]}); extract both with the same extractor")
+    return float(FIDMetric()(generated_features, real_features))
+
+
 def fid(
     real: ImageInput | torch.Tensor,
     generated: ImageInput | torch.Tensor,
@@ -212,8 +240,4 @@ def fid(
         ValueError: fewer than two images on a side (a covariance needs two).
     """
     extract = feature_extractor(extractor, unit=unit, **kwargs)
-    real_features, generated_features = extract(real), extract(generated)
-    for name, features in (("real", real_features), ("generated", generated_features)):
-        if features.shape[0] < 2:
-            raise ValueError(f"fid: {name} needs at least 2 images, got {features.shape[0]}")
-    return float(FIDMetric()(generated_features, real_features))
+    return fid_from_features(extract(real), extract(generated))
