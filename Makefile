@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup system-deps demo test test-slow bench bench-vap audit clean
+.PHONY: setup system-deps demo test test-slow bench bench-vap audit quality clean
 
 setup: $(STAMP)
 
@@ -50,9 +50,15 @@ bench-vap: $(STAMP)
 	$(PY) benchmarks/vap_projection_sweep.py --modalities derm,colon,cxr
 	$(PY) docs/build_docs.py
 
-# retrain the shipped audit networks (minutes on 2 cores); see docs/audit.md
+# retrain the shipped audit networks (about 50 minutes on 2 cores, one torch thread); see docs/audit.md. Not in CI.
 audit: $(STAMP)
-	$(PY) -m medgen_monai train-audit --kind all
+	OMP_NUM_THREADS=1 $(PY) -m medgen_monai train-audit --kind all
+	$(PY) docs/build_docs.py
+
+# every bundle at every sampler setting against its ceilings (about an hour on 2 cores): docs/quality.md
+quality: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/quality.py
+	$(PY) docs/build_docs.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -8,6 +8,9 @@
 * docs/engine.md: the benchmark tables, read from benchmarks/results/{sampling,phantoms}.json
   (written by ``python benchmarks/sampling.py`` and ``python benchmarks/phantoms.py``);
 * docs/dicom.md: dciodvfy's warnings on every kind of DICOM file the project writes;
+* docs/audit.md also: the validity table and the dataset seed table;
+* docs/quality.md and each bundle's docs/README.md: quality per sampler setting, read from
+  benchmarks/results/quality.json (written by ``python benchmarks/quality.py``);
 * docs/results.md: the VAP-Diffusion ablation table, read from benchmarks/results/vap_ablation.json and
   vap_ablation_runs.json (written by ``python benchmarks/vap_ablation.py``), and the projection sweep's table, read
   from vap_projection_sweep.json (written by ``python benchmarks/vap_projection_sweep.py``).
@@ -36,6 +39,7 @@ AUDIT_PAGE = DOCS / "audit.md"
 RESULTS_PAGE = DOCS / "results.md"
 ENGINE_PAGE = DOCS / "engine.md"
 DICOM_PAGE = DOCS / "dicom.md"
+QUALITY_PAGE = DOCS / "quality.md"
 RESULTS = DOCS.parent / "benchmarks" / "results"
 IMAGES = DOCS / "images"
 FIGURE_SEED = 0
@@ -81,16 +85,18 @@ def audit_reports() -> dict[str, dict]:
 
 
 def audit_block() -> str:
-    """Held-out accuracy per unit and head, with the data sizes, seconds and the command that trained it."""
+    """Held-out accuracy and calibration per unit and head, with the data sizes, seconds and the command that trained it."""
     lines = [
-        "| unit | head | accuracy | balanced accuracy | held-out cases |",
-        "|---|---|---|---|---|",
+        "| unit | head | accuracy | balanced accuracy | ECE before | ECE after | temperature | held-out cases |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     reports = audit_reports()
     for unit, report in reports.items():
         for head, accuracy in report["accuracy"].items():
             lines.append(
-                f"| `{unit}` | `{head}` | {accuracy:.3f} | {report['balanced_accuracy'][head]:.3f} | {report['n_val']} |"
+                f"| `{unit}` | `{head}` | {accuracy:.3f} | {report['balanced_accuracy'][head]:.3f} | "
+                f"{report['ece_uncalibrated'][head]:.3f} | {report['ece'][head]:.3f} | {report['temperature'][head]:.2f} | "
+                f"{report['n_val']} |"
             )
     lines += ["", "| unit | min attribute accuracy | parameters | weights | training cases x epochs | training time (s) | trained by |",
               "|---|---|---|---|---|---|---|"]
@@ -102,6 +108,42 @@ def audit_block() -> str:
             f"{report['training_seconds']:.0f} | `medgen-monai train-audit --kind {report['kind']}` |"
         )
     lines += [""] + [f"![audit {unit}](images/audit_{unit}.png)" for unit in reports]
+    return "\n".join(lines)
+
+
+def validity_block() -> str:
+    """Held-out validity per unit: real phantoms accepted, each negative family rejected, confidence on negatives."""
+    from medgen_monai.metrics.negatives import NEGATIVE_FAMILIES
+
+    reports = audit_reports()
+    lines = ["| unit | real passed | " + " | ".join(f"{f} rejected" for f in NEGATIVE_FAMILIES)
+             + " | autoencoder reconstructions passed |", "|---" * (len(NEGATIVE_FAMILIES) + 3) + "|"]
+    for unit, report in reports.items():
+        v = report["validity"]
+        cells = [f"{v['rejected'][f]:.3f}" if f in v["rejected"] else "n/a" for f in NEGATIVE_FAMILIES]
+        recon = v.get("autoencoder_reconstruction_pass")
+        lines.append(f"| `{unit}` | {v['real_pass']:.3f} ({v['n_real']}) | " + " | ".join(cells)
+                     + f" | {'n/a' if recon is None else f'{recon:.3f}'} |")
+    n = {r["validity"]["n_per_family"] for r in reports.values()}
+    lines += ["", f"Negatives per family: {', '.join(map(str, sorted(n)))}. Largest calibrated head confidence on "
+              "negatives (mean over images of the largest `P(valid) x max softmax` over heads):", "",
+              "| unit | " + " | ".join(NEGATIVE_FAMILIES) + " |", "|---" * (len(NEGATIVE_FAMILIES) + 1) + "|"]
+    for unit, report in reports.items():
+        confidence = report["validity"]["max_confidence"]
+        lines.append(f"| `{unit}` | " + " | ".join(f"{confidence[f]:.3f}" if f in confidence else "n/a"
+                                                   for f in NEGATIVE_FAMILIES) + " |")
+    return "\n".join(lines)
+
+
+def seeds_block() -> str:
+    """Every dataset seed range and what uses it (medgen_monai/phantoms/seeds.py)."""
+    from medgen_monai.phantoms.seeds import AUDIT_SEEDS, QUALITY_SEEDS, SEED_RANGES
+
+    named = {"audit": AUDIT_SEEDS, "quality": QUALITY_SEEDS}
+    lines = ["| range | seeds | used by | named seeds |", "|---|---|---|---|"]
+    for name, (first, last, use) in SEED_RANGES.items():
+        seeds = ", ".join(f"{k} {v}" for k, v in named.get(name, {}).items()) or "-"
+        lines.append(f"| `{name}` | {first}-{last} | {use} | {seeds} |")
     return "\n".join(lines)
 
 
@@ -276,6 +318,81 @@ def dicom_validation_block() -> str:
     return "\n".join(lines)
 
 
+#: the quality gate (DESIGN): what a bundle's default setting must reach to ship as "done".
+GATE = {"valid_fraction": 0.95, "fid_ratio": 2.0, "diversity_gap": 0.15, "gap_recovered": 0.5}
+
+
+def gate_failures(setting: dict, descriptions: bool) -> list[str]:
+    """The quality-gate conditions ``setting`` (one entry of quality.json) fails."""
+    failures = []
+    if setting["valid_fraction"] < GATE["valid_fraction"]:
+        failures.append(f"valid {setting['valid_fraction']:.2f} < {GATE['valid_fraction']}")
+    if setting["fid_ratio"] is None or setting["fid_ratio"] > GATE["fid_ratio"]:
+        failures.append(f"FID {setting['fid_ratio'] or float('nan'):.1f}x floor > {GATE['fid_ratio']:g}x")
+    gap = abs(setting["diversity"] - setting["diversity_real"]) / setting["diversity_real"]
+    if gap > GATE["diversity_gap"]:
+        failures.append(f"diversity {gap:+.0%} off real")
+    if descriptions and (setting["gap_recovered"] is None or setting["gap_recovered"] < GATE["gap_recovered"]):
+        failures.append(f"gap recovered {setting['gap_recovered'] if setting['gap_recovered'] is not None else float('nan'):.2f} "
+                        f"< {GATE['gap_recovered']}")
+    return failures
+
+
+def quality_block() -> str:
+    """docs/quality.md: per bundle, every sampler setting's scores against its ceilings, the gate, the contact sheet."""
+    r = _result("quality")
+    m = r["machine"]
+    lines = [f"Measured by `{r['command']}` ({m['cpu_count']} CPU cores, torch {m['torch']}); "
+             "`benchmarks/results/quality.json`.", ""]
+    for name, bundle in sorted(r["bundles"].items()):
+        kind = "description-conditioned" if bundle["descriptions"] else "class-conditioned"
+        lines += [f"### `{name}`", "",
+                  f"{kind}, audit unit `{bundle['unit']}`, guidance {bundle['guidance_scale']}, shipped default "
+                  f"**`{bundle['default']}`**.", "",
+                  "| setting | n | s / image | valid | accuracy | accuracy (valid only) | ceiling | label-only | gap recovered "
+                  "| autoencoder ceiling | class accuracy (real) | FID | floor (mean ± sd) | FID / floor | KID (95% interval) "
+                  "| diversity | real diversity | gate |",
+                  "|---" * 18 + "|"]
+        for setting_name, st in bundle["settings"].items():
+            failures = gate_failures(st, bundle["descriptions"])
+            label = f"**{setting_name}** (default)" if setting_name == bundle["default"] else setting_name
+
+            def number(value, digits=3):
+                return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+            lines.append(
+                f"| {label} | {st['n']} | {st['seconds_per_image']:.2f} | {st['valid_fraction']:.3f} | "
+                f"{st['attribute_accuracy']:.3f} | {number(st['attribute_accuracy_valid'])} | {st['ceiling']:.3f} | "
+                f"{st['label_only']:.3f} | {number(st['gap_recovered'], 2)} | {number(st['autoencoder_ceiling'])} | "
+                f"{st['class_accuracy']:.3f} ({st['class_accuracy_ceiling']:.3f}) | {st['fid']:.1f} | {st['fid_floor']['mean']:.1f} ± {st['fid_floor']['sd']:.1f} | {number(st['fid_ratio'], 2)} | "
+                f"{st['kid']['mean']:.3f} ({st['kid']['ci95'][0]:.3f}, {st['kid']['ci95'][1]:.3f}) | {st['diversity']:.3f} | "
+                f"{st['diversity_real']:.3f} | {'pass' if not failures else 'fails: ' + '; '.join(failures)} |")
+        lines += ["", f"![{name}: real images, then generated, per class](images/quality_{name}.png)", ""]
+    return "\n".join(lines).rstrip()
+
+
+def bundle_quality_block(name: str) -> str:
+    """A bundle README's summary of quality.json: one row per sampler setting (the README must stand alone)."""
+    bundle = _result("quality")["bundles"].get(name)
+    if bundle is None:
+        raise ValueError(f"benchmarks/results/quality.json has no bundle {name!r}; run python benchmarks/quality.py")
+    lines = ["| setting | valid | attribute accuracy (valid only) | ceiling / label-only | FID / real floor | diversity (real) | quality gate |",
+             "|---|---|---|---|---|---|---|"]
+    for setting_name, st in bundle["settings"].items():
+        failures = gate_failures(st, bundle["descriptions"])
+        label = f"**{setting_name}** (shipped default)" if setting_name == bundle["default"] else setting_name
+        valid_only = "n/a" if st["attribute_accuracy_valid"] != st["attribute_accuracy_valid"] else f"{st['attribute_accuracy_valid']:.3f}"
+        ratio = "n/a" if st["fid_ratio"] is None else f"{st['fid_ratio']:.1f}"
+        lines.append(f"| {label} | {st['valid_fraction']:.3f} | {st['attribute_accuracy']:.3f} ({valid_only}) | "
+                     f"{st['ceiling']:.3f} / {st['label_only']:.3f} | {ratio} | {st['diversity']:.3f} ({st['diversity_real']:.3f}) | "
+                     f"{'pass' if not failures else 'fails: ' + '; '.join(failures)} |")
+    lines += ["", "`ddimK_etaE`: DDIM with K steps and stochasticity eta (0: deterministic). The gate asks for valid >= 0.95, "
+              "FID <= 2x its real-vs-real floor at the same size, diversity within 15% of the real images'"
+              + (", and at least half of the accuracy gap between a perfect label-only generator and the ceiling recovered."
+                 if bundle["descriptions"] else ".")]
+    return "\n".join(lines)
+
+
 def fill(page: str, name: str, content: str, path: Path) -> str:
     pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)  # the block may be empty
     if not pattern.search(page):
@@ -310,7 +427,11 @@ def main() -> int:
     args = parser.parse_args()
     pages = {
         PAGE: render,
-        AUDIT_PAGE: lambda page: fill(page, "audit", audit_block(), AUDIT_PAGE),
+        AUDIT_PAGE: lambda page: fill(fill(fill(page, "audit", audit_block(), AUDIT_PAGE), "validity", validity_block(),
+                                            AUDIT_PAGE), "seeds", seeds_block(), AUDIT_PAGE),
+        QUALITY_PAGE: lambda page: fill(page, "quality", quality_block(), QUALITY_PAGE),
+        **{readme: (lambda page, name=readme.parents[1].name, path=readme: fill(page, "quality", bundle_quality_block(name), path))
+           for readme in sorted((DOCS.parent / "bundles").glob("*/docs/README.md"))},
         ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
         RESULTS_PAGE: lambda page: fill(fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
                                         "vap_projection_sweep", vap_projection_sweep_block(), RESULTS_PAGE),

@@ -97,10 +97,12 @@ def test_load_audit_refuses_foreign_weights(quick_weights, tmp_path):
         load_audit("cxr_frontal", tmp_path)
 
 
-def _constant_audit(index: int) -> AuditNet:
-    """An audit network that predicts value ``index`` of every head, whatever the image."""
+def _constant_audit(index: int, valid: bool = True) -> AuditNet:
+    """An audit network that predicts value ``index`` of every head, and validity ``valid``, whatever the image."""
     net = AuditNet(audit_spec("cxr_frontal")).eval()
     with torch.no_grad():
+        net.validity_head.weight.zero_()
+        net.validity_head.bias.fill_(10.0 if valid else -10.0)
         net.head.weight.zero_()
         net.head.bias.fill_(-10.0)
         offset = 0
@@ -129,6 +131,20 @@ def test_attribute_accuracy_counts_what_the_audit_reads_back():
         attribute_accuracy(images, [{}, {}, {}], audit=net)
     with pytest.raises(ValueError, match="no request"):
         attribute_accuracy(images[:1], [{"colour": "red"}], audit=net)
+
+
+def test_attribute_accuracy_counts_invalid_images_as_wrong():
+    """An image the validity output rejects is wrong on every attribute; the valid-only mean is reported beside."""
+    spec = dict(_constant_audit(1).spec.heads)
+    images = np.zeros((2, 64, 64), dtype=np.uint8)
+    requests = [{"heart_size": spec["heart_size"][1]}] * 2
+    valid = attribute_accuracy(images, requests, audit=_constant_audit(1))
+    assert valid["mean"] == 1.0 and valid["valid_fraction"] == 1.0 and valid["mean_valid"] == 1.0
+    invalid = attribute_accuracy(images, requests, audit=_constant_audit(1, valid=False))
+    assert invalid["mean"] == 0.0 and invalid["valid_fraction"] == 0.0 and np.isnan(invalid["mean_valid"])
+    # calibrated confidence is gated by validity: no head is confident about a rejected image
+    confidence = _constant_audit(1, valid=False).assess(images)["confidence"]
+    assert max(max(c) for c in confidence.values()) < 0.01
 
 
 class _Mean(nn.Module):

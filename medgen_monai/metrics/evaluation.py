@@ -3,21 +3,27 @@
 One function serves every bundle's ``evaluate.json``: it reads the generated images of a run (the
 writer's outputs and sidecars), a reference datalist, and reports
 
-* ``class_accuracy``: how often the audit network's class head reads back the requested class
-  (its held-out accuracy on real phantoms, ``reference_class_accuracy``, is the ceiling);
-* ``attribute_accuracy``: requested attributes read back (only for requests that name attributes);
+* ``valid_fraction``: how many images the audit network's validity output accepts as images of its kind;
+* ``class_accuracy``: how often the audit network's class head reads back the requested class, an invalid
+  image counting as wrong (its accuracy on the reference, ``reference.class_accuracy``, is the ceiling);
+* ``attribute_accuracy``: requested attributes read back, an invalid image wrong on every attribute
+  (only for requests that name attributes), and ``attribute_accuracy_valid`` over the valid images;
 * ``attribute_distance``: per class, the total-variation distance between the audit network's
   attribute predictions on generated and on reference images, averaged over attributes and classes
   (0: same attribute mix as the data; label-only generators are judged on this);
-* ``fid`` in the audit network's feature space and ``diversity`` (1 - MS-SSIM within class) for
-  generated and reference images;
+* ``fid`` in the audit network's feature space, with its floor ``fid_floor`` (real vs real at the generated
+  set's ``n``), ``fid_ratio`` and ``kid`` with a 95% interval (:mod:`medgen_monai.metrics.reference`), and
+  ``diversity`` (1 - MS-SSIM within class) for generated and reference images;
 
-and writes ``evaluation.json`` plus ``evaluation.png`` (a bar plot) atomically.
+and writes ``evaluation.json`` plus ``evaluation.png`` (a bar plot) atomically. The reference is a seeded random
+draw in the requests' class proportions that leaves out the requests' own source images
+(:func:`~medgen_monai.metrics.reference.stratified_reference`), never the first records of a list.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,17 +35,20 @@ from ..io.atomic import atomic_path, atomic_write_text
 from .attributes import attribute_accuracy
 from .audit import load_audit, parse_unit
 from .diversity import diversity
-from .fid import feature_extractor, fid
+from .fid import feature_extractor, fid_from_features
+from .reference import fid_floor, kid, request_sources, stratified_reference
 
 __all__ = ["load_images", "attribute_distance", "evaluate_generation"]
 
 
 def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
-    """Read 2D images (PNG / JPEG) as uint8 ``(H, W)`` or ``(H, W, 3)``, or volumes (NIfTI / MetaImage) as ``(X, Y, Z)``."""
+    """Read 2D images (PNG / JPEG) as uint8 ``(H, W)`` or ``(H, W, 3)``, or volumes (NIfTI, MetaImage, a DICOM
+    series folder) as float32 ``(X, Y, Z)`` in RAS voxel order (:func:`medgen_monai.io.volumes.load_volume`), the
+    phantoms' (and so the audit networks') orientation."""
     images = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             raise ValueError(f"{path}: image file not found")
         if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
             from PIL import Image
@@ -47,9 +56,9 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
             with Image.open(path) as image:
                 images.append(np.array(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
         else:
-            from monai.transforms import LoadImage
+            from ..io.volumes import load_volume
 
-            images.append(np.asarray(LoadImage(image_only=True)(str(path))))
+            images.append(load_volume(path)[0])
     return images
 
 
@@ -96,7 +105,9 @@ def _bar_plot(report: Mapping[str, Any], path: Path) -> None:
     ax.bar(x - 0.2, generated, 0.4, label="generated")
     ax.bar(x + 0.2, reference, 0.4, label="reference (real)")
     ax.set_xticks(x, names)
-    ax.set_title(f"{report['unit']}: FID {report['generated']['fid']:.2f} (n={report['generated']['n']})")
+    floor = report["generated"].get("fid_floor")
+    floor_text = f", floor {floor['mean']:.2f} ± {floor['sd']:.2f}" if floor else ""
+    ax.set_title(f"{report['unit']}: FID {report['generated']['fid']:.2f}{floor_text} (n={report['generated']['n']})")
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -112,46 +123,67 @@ def evaluate_generation(
     classes: Sequence[str],
     image_format: str = "png",
     max_reference: int | None = 500,
+    reference_seed: int = 0,
 ) -> dict[str, Any]:
     """Score the outputs of a generation run and write ``evaluation.json`` and ``evaluation.png``.
 
     Args:
         output_dir: the run's output folder (``<id>.<format>`` per request).
         requests: the run's requests (``id``, ``category``, optional ``attributes``; optional ``labels``, the
-            positive classes of a multi-label request, scored instead of ``category``).
+            positive classes of a multi-label request, scored instead of ``category``). A request's source image
+            (``source_image``: a path; ``source`` or ``description_id``: the dataset / description-bank id of the
+            image whose description conditioned it) is left out of the reference.
         reference: datalist records of real images (``image``, ``label`` index, optional ``attributes`` and
             ``labels`` as for requests).
         unit: the audit unit judging the images (``"derm_image"``).
         classes: class names in label-index order.
         image_format: ``png`` or ``nifti`` outputs.
-        max_reference: use at most this many reference images (the first ones).
+        max_reference: reference size ``n``, drawn at random in the requests' class proportions
+            (:func:`~medgen_monai.metrics.reference.stratified_reference` with ``on_short="shrink"``: smaller when a
+            class is short, as ``report["reference"]["sampling"]["note"]`` says); ``None``: as large as the data allow.
+        reference_seed: seed of the reference draw, the FID floor's subsets and the KID subsets.
 
     Returns:
-        the report written to ``evaluation.json``.
+        the report written to ``evaluation.json``; besides the scores, ``generated.fid_floor`` (``{"mean", "sd", "n",
+        "repeats"}``: real-vs-real FID at the generated set's ``n`` and class counts, 10 repetitions; ``None`` with
+        ``generated.fid_floor_note`` when the reference is too small), ``generated.fid_ratio`` (``fid / floor mean``),
+        ``generated.kid`` (``{"mean", "ci95", "subsets", "subset_size"}``), ``reference.sampling`` (the draw) and
+        ``reference.fid_split_half`` (FID of two random halves of the reference, at ``n_reference / 2`` per side:
+        kept for old readers, not comparable with ``fid``; use ``fid_floor``).
     """
     output_dir = Path(output_dir)
     kind, _ = parse_unit(unit)
     suffix = {"png": ".png", "nifti": ".nii.gz"}[image_format]
     generated = load_images([output_dir / f"{r['id']}{suffix}" for r in requests])
     generated_classes = [str(r["category"]) for r in requests]
-    reference = list(reference)[:max_reference] if max_reference else list(reference)
+    # a seeded random draw in the requests' class proportions, without the requests' own source images
+    drawn = stratified_reference(reference, generated_classes, max_reference, reference_seed,
+                                 class_of=lambda r: classes[int(r["label"])], exclude=request_sources(requests),
+                                 on_short="shrink")
+    reference = drawn.records
     if len(reference) < 2:
-        raise ValueError(f"evaluate_generation: the reference datalist has {len(reference)} images; need at least 2")
+        raise ValueError(f"evaluate_generation: the reference has {len(reference)} images of the requested classes "
+                         f"{sorted(set(generated_classes))} (draw: {drawn.summary()}); need at least 2")
+    if drawn.note:
+        warnings.warn(f"evaluate_generation: reference of {len(reference)} images: {drawn.note}", stacklevel=2)
     reference_images = load_images([r["image"] for r in reference])
-    reference_classes = [classes[int(r["label"])] for r in reference]
+    reference_classes = drawn.classes
     audit = load_audit(unit)
-    extractor = feature_extractor(audit)  # loaded once: scores, FID and the split-half FID share it
+    extractor = feature_extractor(audit)  # loaded once: FID, its floor and KID share the features
+    reference_features, generated_features = extractor(reference_images), extractor(generated)
     spatial_dims, channels = audit.spec.spatial_dims, audit.spec.in_channels
 
-    def read_back(images: list[np.ndarray], labels: list[Any]) -> tuple[dict[str, list[str]], float]:
+    def read_back(images: list[np.ndarray], labels: list[Any]) -> tuple[dict[str, list[str]], float, float]:
+        """Predicted values, class accuracy (an invalid image is wrong) and the valid fraction."""
         scored = attribute_accuracy(images, [{} for _ in images], labels=labels, audit=audit)
         # single-label units have one "label" head, multi-label units one "label:<class>" head per class
         heads = [v for k, v in scored["per_attribute"].items() if k == "label" or k.startswith("label:")]
-        return audit.predict(images), float(np.mean(heads))
+        return audit.predict(images), float(np.mean(heads)), scored["valid_fraction"]
 
     # a record's "labels" (the positive classes of a multi-label study) is scored instead of its category
-    generated_pred, class_accuracy = read_back(generated, [r.get("labels") or c for r, c in zip(requests, generated_classes)])
-    reference_pred, reference_accuracy = read_back(
+    generated_pred, class_accuracy, generated_valid = read_back(
+        generated, [r.get("labels") or c for r, c in zip(requests, generated_classes)])
+    reference_pred, reference_accuracy, reference_valid = read_back(
         reference_images, [r.get("labels") or c for r, c in zip(reference, reference_classes)])
     attributes = [h for h in audit.spec.head_names if h != "label" and not h.startswith("label:")]
     report: dict[str, Any] = {
@@ -159,26 +191,42 @@ def evaluate_generation(
         "kind": kind,
         "generated": {
             "n": len(generated),
+            "valid_fraction": generated_valid,
             "class_accuracy": class_accuracy,
             "attribute_distance": attribute_distance({a: generated_pred[a] for a in attributes},
                                                      {a: reference_pred[a] for a in attributes},
                                                      generated_classes, reference_classes)["mean"],
-            "fid": fid(reference_images, generated, extractor=extractor),
+            "fid": fid_from_features(reference_features, generated_features),
             "diversity": diversity(generated, generated_classes, spatial_dims, channels)["diversity"],
         },
         "reference": {
             "n": len(reference_images),
+            "valid_fraction": reference_valid,
             "class_accuracy": reference_accuracy,
             "diversity": diversity(reference_images, reference_classes, spatial_dims, channels)["diversity"],
         },
     }
     requested = [r.get("attributes") or {} for r in requests]
     if any(requested):
-        report["generated"]["attribute_accuracy"] = attribute_accuracy(generated, requested, audit=audit)["mean"]
-    # the split-half FID of the reference set is the floor a perfect generator would reach at this n
+        scored = attribute_accuracy(generated, requested, audit=audit)
+        report["generated"]["attribute_accuracy"] = scored["mean"]  # an invalid image is wrong on every attribute
+        report["generated"]["attribute_accuracy_valid"] = scored["mean_valid"]
+    # FID's small-sample bias depends on n: its floor is real vs real at the generated set's n and class counts
+    try:
+        floor = fid_floor(reference_features, len(generated), seed=reference_seed, labels=reference_classes,
+                          counts=Counter(generated_classes))
+    except ValueError as error:  # too small a reference (or a class missing from it): say so, keep the rest
+        floor = None
+        report["generated"]["fid_floor_note"] = str(error)
+    report["generated"]["fid_floor"] = floor
+    fid_value = report["generated"]["fid"]
+    report["generated"]["fid_ratio"] = fid_value / floor["mean"] if floor and floor["mean"] > 0 else None
+    report["generated"]["kid"] = kid(reference_features, generated_features, seed=reference_seed)
+    report["reference"]["sampling"] = drawn.summary()
+    # legacy: the reference is in random order, so these halves are random (at n_reference / 2, not the generated n)
     half = len(reference_images) // 2
     if half >= 2:
-        report["reference"]["fid_split_half"] = fid(reference_images[:half], reference_images[half:], extractor=extractor)
+        report["reference"]["fid_split_half"] = fid_from_features(reference_features[:half], reference_features[half:])
     report["generated"]["per_class_count"] = dict(Counter(generated_classes))
     atomic_write_text(output_dir / "evaluation.json", json.dumps(report, indent=2) + "\n")
     _bar_plot(report, output_dir / "evaluation.png")

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .seeds import check_dataset_seed
+
 __all__ = ["Attribute", "PhantomSample", "Phantom", "sample_rng", "choice", "pick", "interp_matrix"]
 
 
@@ -225,12 +227,14 @@ class Phantom(abc.ABC):
 
         Args:
             index: case index (>= 0).
-            seed: dataset seed (>= 0).
+            seed: dataset seed (>= 0); the audit networks' seeds are refused outside
+                :func:`~medgen_monai.phantoms.seeds.audit_seed_access` (:mod:`medgen_monai.phantoms.seeds`).
             size: spatial size, ``(H, W)`` for 2D or ``(X, Y, Z)`` for 3D; default
                 :attr:`default_size`.
             label: force the class (a class name; a sequence of names for multi-label kinds).
             attributes: force some attributes; the rest are drawn conditionally.
         """
+        check_dataset_seed(seed)
         size = self.check_size(size)
         fixed = dict(attributes or {})
         self.check_attributes(fixed)

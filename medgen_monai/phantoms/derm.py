@@ -22,12 +22,13 @@ Everything is vectorised numpy on ``(H, W)`` grids: about 1-2 ms per 64x64 image
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import Attribute, Phantom, choice, pick
+from .base import Attribute, Phantom, choice, pick, sample_rng
+from .seeds import check_dataset_seed
 
 __all__ = ["DermPhantom", "DERM_CLASSES", "DERM_CLASS_NAMES", "DERM_ATTRIBUTES", "image_identifiers"]
 
@@ -226,6 +227,20 @@ class DermPhantom(Phantom):
     layout = "isic"
 
     # ---- attributes ------------------------------------------------------------------------
+    def skin_only(self, index: int, seed: int = 0, size: Sequence[int] | int | None = None) -> np.ndarray:
+        """Case ``index`` of dataset ``seed`` without its lesion: skin, hair, vignette and noise only.
+
+        Not a dermoscopy image of the dataset (every ISIC image shows a lesion): the audit networks use it
+        as a negative, the failure of a generator that draws skin and forgets the lesion.
+
+        Returns:
+            uint8 ``(H, W, 3)``.
+        """
+        check_dataset_seed(seed)
+        label, attrs = self.draw(sample_rng(seed, index, 0), None, {})
+        images, _, _ = self.render(sample_rng(seed, index, 1), label, attrs, self.check_size(size), lesion=False)
+        return images["image"]
+
     def draw(self, rng: np.random.Generator, label: str | None, fixed: Mapping[str, str]) -> tuple[str, dict[str, str]]:
         """Draw ``(label, attributes)``.
 
@@ -245,9 +260,10 @@ class DermPhantom(Phantom):
 
     # ---- image -----------------------------------------------------------------------------
     def render(
-        self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], size: tuple[int, ...]
+        self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], size: tuple[int, ...],
+        lesion: bool = True,
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-        """Render the dermoscopy frame.
+        """Render the dermoscopy frame (``lesion=False``: the same frame with bare skin, see :meth:`skin_only`).
 
         Returns:
             ``images``: ``{"image": uint8 (H, W, 3)}``; ``masks``: ``{"lesion", "hair"}`` bool ``(H, W)``;
@@ -324,6 +340,8 @@ class DermPhantom(Phantom):
         # dark structures darken the pigment towards a deeper shade of itself
         shading = (1 + mottle + grain) * illumination[..., None]  # the lesion shares the skin's light and grain
         lesion_rgb = pigment[None, None, :] * (1 - 0.65 * structure[..., None]) * shading
+        if not lesion:  # after every draw, so the rest of the frame (hair, vignette, noise) is the same
+            coverage = np.zeros_like(coverage)
         image = background * (1 - coverage[..., None]) + lesion_rgb * coverage[..., None]
 
         # hair: 0-4 dark curved strands (quadratic Bezier), drawn over the lesion

@@ -1,0 +1,416 @@
+"""What a user should expect from every bundle today: quality at each sampler setting, against its ceilings.
+
+For every bundle under ``bundles/``, with its shipped weights, at its shipped default sampler setting and at
+the alternatives it supports (deterministic and stochastic DDIM, 50 and 25 steps), ``--n`` images (default
+500) are generated through the bundle's own ``configs/inference.json`` (the same objects ``python -m
+monai.bundle run`` builds; only ``n``, ``seed``, ``output_dir``, the step count and ``sampler#eta`` are
+overridden), stratified by class, and scored by the bundle's audit network:
+
+* ``valid_fraction``: images the audit's validity output accepts as images of the kind;
+* ``attribute_accuracy``: requested attributes read back, an invalid image wrong on every attribute;
+  ``attribute_accuracy_valid``: the same over the valid images. A description bundle's request asks for
+  the attributes of the bank description it drew; a class-only bundle's request is scored against the
+  attributes of a fresh phantom of the class (the class attribute mix), which it cannot know;
+* ``ceiling``: fresh phantoms drawn with exactly the requested class and attributes, scored the same way;
+  ``label_only``: real images of the requested class (a perfect label-only generator);
+  ``autoencoder_ceiling``: the ceiling images through the bundle's autoencoder (what its latent space keeps);
+  ``gap_recovered = (generated - label_only) / (ceiling - label_only)``;
+* ``fid`` against a random reference of real phantoms stratified to the requests' classes, of the generated
+  set's size, in the audit network's feature space; ``fid_floor``: real vs real at that size (10 random
+  disjoint pairs, stratified the same way), ``fid_ratio = fid / fid_floor.mean``; ``kid`` with its 95% interval;
+* ``diversity``: ``1 - mean pairwise MS-SSIM`` within class; ``diversity_real``: the same on the reference;
+* ``class_accuracy``: the requested class read back (an invalid image wrong); ``class_accuracy_ceiling``: the
+  same on real images of the class (the phantoms' classes overlap in appearance, so it is below 1 for derm).
+
+Real images are phantoms of the ``quality`` seeds (medgen_monai.phantoms.seeds.QUALITY_SEEDS), which no
+bundle trains on and no audit network saw. Generated images are kept under ``--work`` (default
+runs/quality/<bundle>/<setting>/), so an interrupted run resumes where it stopped; scores are recomputed.
+
+Writes ``benchmarks/results/quality.json`` and ``docs/images/quality_<bundle>.png`` (per class: real
+images, then the default setting's, then the best stochastic setting's), then ``python docs/build_docs.py``
+turns the JSON into docs/quality.md.
+
+    python benchmarks/quality.py                                # every bundle, every setting, n=500
+    python benchmarks/quality.py --bundles vap_diffusion_cxr --settings default --n 100   # a quick look
+
+Cost on 2 CPU cores: about 0.5 s per image at 50 steps with guidance (one thread), so about 12 minutes of
+generation per bundle for the four settings, plus about 2 minutes of scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medgen_monai.describe import DescriptionBank  # noqa: E402
+from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
+from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, load_audit  # noqa: E402
+from medgen_monai.metrics.audit import parse_unit  # noqa: E402
+from medgen_monai.metrics.evaluation import load_images  # noqa: E402
+from medgen_monai.metrics.fid import fid_from_features  # noqa: E402
+from medgen_monai.metrics.negatives import bundle_autoencoders  # noqa: E402
+from medgen_monai.metrics.reference import fid_floor, kid  # noqa: E402
+from medgen_monai.phantoms import get_phantom  # noqa: E402
+from medgen_monai.phantoms.seeds import QUALITY_SEEDS  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+IMAGES = ROOT / "docs" / "images"
+#: sampler settings every DDIM bundle supports: name -> (steps, eta). The bundle's default is added when missing.
+SETTINGS: dict[str, tuple[int, float]] = {
+    "ddim50_eta0": (50, 0.0),
+    "ddim50_eta1": (50, 1.0),
+    "ddim25_eta0": (25, 0.0),
+    "ddim25_eta1": (25, 1.0),
+}
+#: the sampling seed of the first request of each class (a noise seed, not a dataset seed).
+SAMPLING_SEED = 0
+FLOOR_REPEATS = 10
+
+
+def setting_name(steps: int, eta: float) -> str:
+    return f"ddim{steps}_eta{eta:g}"
+
+
+# ---- bundles ------------------------------------------------------------------------------------
+def bundle_facts(root: Path) -> dict[str, Any]:
+    """What the benchmark needs to know about a bundle, read from its configs."""
+    inference = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    evaluate = json.loads((root / "configs" / "evaluate.json").read_text(encoding="utf-8"))
+    sampler = inference.get("sampler", {})
+    steps = int(inference.get("num_inference_steps", 50))
+    eta = float(sampler.get("eta", 0.0)) if not isinstance(sampler.get("eta"), str) else 0.0
+    unit = evaluate["audit_unit"]
+    kind, view = parse_unit(unit)
+    return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
+            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(),
+            "default": setting_name(steps, eta), "default_steps": steps, "default_eta": eta,
+            "guidance_scale": inference.get("guidance_scale")}
+
+
+def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None) -> dict[str, tuple[int, float]]:
+    settings = dict(SETTINGS)
+    settings.setdefault(facts["default"], (facts["default_steps"], facts["default_eta"]))
+    if chosen:
+        names = [facts["default"] if c == "default" else c for c in chosen]
+        unknown = [c for c in names if c not in settings]
+        if unknown:
+            raise ValueError(f"--settings: unknown {unknown}; expected 'default' or some of {list(settings)}")
+        settings = {c: settings[c] for c in names}
+    return settings
+
+
+def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float):
+    from monai.bundle import ConfigParser
+
+    root = facts["root"]
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.read_meta(str(root / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(root), "output_dir": str(out_dir), "n": n_per_class, "seed": SAMPLING_SEED,
+                   "num_inference_steps": steps, "sampler#eta": eta, "progress": False, "formats": "png"})
+    return parser
+
+
+def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float) -> dict[str, Any]:
+    """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
+    parser = _parser(facts, out_dir, n_per_class, steps, eta)
+    for item in parser.get_parsed_content("initialize"):
+        del item  # evaluated for its effect (loading the autoencoder weights)
+    runner = parser.get_parsed_content("runner")
+    requests = [dict(r) for r in runner.requests]
+    timing_path = out_dir / "timing.json"
+    start = time.perf_counter()
+    written = runner()
+    seconds = time.perf_counter() - start
+    if written:
+        previous = json.loads(timing_path.read_text()) if timing_path.is_file() else {"images": 0, "seconds": 0.0}
+        timing = {"images": previous["images"] + len(written), "seconds": previous["seconds"] + seconds,
+                  "threads": torch.get_num_threads()}
+        atomic_write_text(timing_path, json.dumps(timing) + "\n")
+    timing = json.loads(timing_path.read_text())
+    return {"requests": requests, "seconds_per_image": timing["seconds"] / max(timing["images"], 1),
+            "threads": timing.get("threads")}
+
+
+def requested_attributes(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """What each request asks for: its bank description's attributes, or (class-only) a fresh phantom's of its class."""
+    if facts["descriptions"]:
+        index = DescriptionBank(str(facts["root"] / "bank")).index()
+        return [dict(index[r["description_id"]]["attributes"]) for r in requests]
+    phantom = get_phantom(facts["kind"])
+    return [dict(_class_phantom(phantom, facts, i, r["category"]).attributes) for i, r in enumerate(requests)]
+
+
+def _label(phantom: Any, category: str) -> Any:
+    return (category,) if phantom.multilabel else category
+
+
+def _class_phantom(phantom: Any, facts: Mapping[str, Any], index: int, category: str) -> Any:
+    return phantom.generate(index, seed=QUALITY_SEEDS["ceiling"], label=_label(phantom, category))
+
+
+# ---- real sets ----------------------------------------------------------------------------------
+def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], attributes: Sequence[Mapping[str, str]],
+              autoencoders: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The real images one bundle's requests are compared with (the same for every setting)."""
+    phantom = get_phantom(facts["kind"])
+    view = facts["view"]
+    categories = [r["category"] for r in requests]
+    # reference pool: two real phantoms of each request's class (FID reference + floor halves, label-only images)
+    pool, pool_classes = [], []
+    for i, category in enumerate(categories * 2):
+        pool.append(phantom.generate(i, seed=QUALITY_SEEDS["reference"], label=_label(phantom, category)).images[view])
+        pool_classes.append(category)
+    # ceiling: exactly the requested class and attributes, drawn fresh
+    ceiling = []
+    for i, (category, wanted) in enumerate(zip(categories, attributes)):
+        if facts["descriptions"]:
+            sample = phantom.generate(i, seed=QUALITY_SEEDS["ceiling"], label=None if phantom.multilabel else category,
+                                      attributes=wanted)
+        else:
+            sample = _class_phantom(phantom, facts, i, category)
+        ceiling.append(sample.images[view])
+    # label-only: the i-th real image of the requested class, without its attributes forced
+    by_class: dict[str, list[int]] = {}
+    for index, category in enumerate(pool_classes):
+        by_class.setdefault(category, []).append(index)
+    taken: Counter[str] = Counter()
+    label_only = []
+    for category in categories:
+        label_only.append(pool[by_class[category][taken[category]]])
+        taken[category] += 1
+    own = [a for a in autoencoders if a["bundle"] == facts["name"]]
+    reconstructed = None
+    if own:
+        from medgen_monai.metrics.preprocess import preprocess_images
+
+        audit = load_audit(facts["unit"])
+        x = preprocess_images(ceiling, audit.spec.spatial_dims, audit.spec.in_channels)
+        with torch.inference_mode():
+            reconstructed = torch.cat([own[0]["autoencoder"].reconstruct(x[s : s + 64]).clamp(0, 1)
+                                       for s in range(0, x.shape[0], 64)])
+    return {"pool": pool, "pool_classes": pool_classes, "ceiling": ceiling, "label_only": label_only,
+            "reconstructed": reconstructed}
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+def _accuracy(images: Any, attributes: Sequence[Mapping[str, str]], audit: Any) -> dict[str, Any]:
+    return attribute_accuracy(images, attributes, audit=audit)
+
+
+def class_accuracy(images: Any, categories: Sequence[str], audit: Any) -> float:
+    """How often the audit reads the requested class back from a valid image (an invalid image is wrong).
+
+    Single-label units: the ``label`` head says the category. Multi-label units: the category's own
+    ``label:<class>`` head says present (the request names one positive class, not the absent ones).
+    """
+    assessed = audit.assess(images)
+    values = assessed["values"]
+    hits = []
+    for i, category in enumerate(categories):
+        read = values["label"][i] == category if "label" in values else values[f"label:{category}"][i] == "present"
+        hits.append(bool(assessed["valid"][i] and read))
+    return float(np.mean(hits))
+
+
+def score_setting(facts: Mapping[str, Any], images: list[np.ndarray], requests: Sequence[Mapping[str, Any]],
+                  attributes: Sequence[Mapping[str, str]], real: Mapping[str, Any], baselines: Mapping[str, Any],
+                  audit: Any, extractor: Any, seed: int = 0) -> dict[str, Any]:
+    categories = [r["category"] for r in requests]
+    n = len(images)
+    generated = _accuracy(images, attributes, audit)
+    spatial_dims, channels = audit.spec.spatial_dims, audit.spec.in_channels
+    # FID: against a random reference of n real images with the requests' class counts (the first half of the
+    # pool holds one image per request, in request order, so it has exactly those counts)
+    pool_features = baselines["pool_features"]
+    rng = np.random.default_rng(seed)
+    reference_index = _stratified_half(real["pool_classes"], categories, rng)
+    generated_features = extractor(images)
+    counts = dict(Counter(categories))
+    floor = fid_floor(pool_features, n, repeats=FLOOR_REPEATS, seed=seed, labels=real["pool_classes"], counts=counts)
+    fid_value = fid_from_features(pool_features[reference_index], generated_features)
+    kid_value = kid(pool_features[reference_index], generated_features, seed=seed)
+    ceiling, label_only = baselines["ceiling"]["mean"], baselines["label_only"]["mean"]
+    gap = (generated["mean"] - label_only) / (ceiling - label_only) if ceiling - label_only > 1e-9 else None
+    return {
+        "n": n,
+        "class_accuracy": class_accuracy(images, categories, audit),
+        "class_accuracy_ceiling": baselines["class_accuracy_ceiling"],
+        "valid_fraction": generated["valid_fraction"],
+        "attribute_accuracy": generated["mean"],
+        "attribute_accuracy_valid": generated["mean_valid"],
+        "per_attribute": generated["per_attribute"],
+        "ceiling": ceiling,
+        "label_only": label_only,
+        "gap_recovered": gap,
+        "autoencoder_ceiling": baselines["autoencoder_ceiling"]["mean"] if baselines["autoencoder_ceiling"] else None,
+        "fid": fid_value,
+        "fid_floor": {"mean": floor["mean"], "sd": floor["sd"]},
+        "fid_ratio": fid_value / floor["mean"] if floor["mean"] > 0 else None,
+        "kid": {"mean": kid_value["mean"], "ci95": kid_value["ci95"]},
+        "diversity": diversity(images, categories, spatial_dims, channels)["diversity"],
+        "diversity_real": baselines["diversity_real"],
+    }
+
+
+def _stratified_half(pool_classes: Sequence[str], categories: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+    """Indices of a random subset of the pool with exactly the requests' class counts."""
+    wanted = Counter(categories)
+    chosen = []
+    for category, count in wanted.items():
+        members = [i for i, c in enumerate(pool_classes) if c == category]
+        chosen += list(rng.choice(members, size=count, replace=False))
+    return np.sort(np.asarray(chosen))
+
+
+def baselines_of(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], attributes: Sequence[Mapping[str, str]],
+                 real: Mapping[str, Any], audit: Any, extractor: Any) -> dict[str, Any]:
+    categories = [r["category"] for r in requests]
+    rng = np.random.default_rng(1)
+    reference_index = _stratified_half(real["pool_classes"], categories, rng)
+    reference = [real["pool"][i] for i in reference_index]
+    return {
+        "class_accuracy_ceiling": class_accuracy(real["label_only"], categories, audit),
+        "ceiling": _accuracy(real["ceiling"], attributes, audit),
+        "label_only": _accuracy(real["label_only"], attributes, audit),
+        "autoencoder_ceiling": (_accuracy(real["reconstructed"], attributes, audit)
+                                if real["reconstructed"] is not None else None),
+        "pool_features": extractor(real["pool"]),
+        "diversity_real": diversity(reference, [real["pool_classes"][i] for i in reference_index],
+                                    audit.spec.spatial_dims, audit.spec.in_channels)["diversity"],
+    }
+
+
+# ---- contact sheet ------------------------------------------------------------------------------
+def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], columns: Mapping[str, list[np.ndarray]],
+                  real: Mapping[str, Any], path: Path, per_class: int = 4) -> None:
+    """Per class: ``per_class`` real images, then ``per_class`` of each setting in ``columns``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = [c for c in facts["classes"] if any(r["category"] == c for r in requests)]
+    groups = {"real": real["label_only"], **columns}
+    fig, axes = plt.subplots(len(classes), per_class * len(groups), squeeze=False,
+                             figsize=(0.8 * per_class * len(groups), 0.85 * len(classes) + 0.5))
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for row, category in enumerate(classes):
+        members = [i for i, r in enumerate(requests) if r["category"] == category][:per_class]
+        for g, (name, images) in enumerate(groups.items()):
+            for k, index in enumerate(members):
+                ax = axes[row, g * per_class + k]
+                image = np.asarray(images[index])
+                ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+                if row == 0 and k == 0:
+                    ax.set_title(name, fontsize=7, loc="left")
+            if g == 0:
+                axes[row, 0].set_frame_on(True)
+                axes[row, 0].set_ylabel(category, fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{facts['name']}: real images of the requested class, then generated (same requests)", fontsize=8)
+    fig.tight_layout(pad=0.2, w_pad=0.05, h_pad=0.05)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]], n: int, work: Path,
+               generate_only: bool = False) -> dict[str, Any] | None:
+    n_per_class = math.ceil(n / len(facts["classes"]))
+    generated: dict[str, dict[str, Any]] = {}
+    for name, (steps, eta) in settings.items():
+        print(f"{facts['name']} {name}: generating {n_per_class} per class", flush=True)
+        generated[name] = generate(facts, work / facts["name"] / name, n_per_class, steps, eta)
+    if generate_only:
+        return None
+    requests = next(iter(generated.values()))["requests"]
+    attributes = requested_attributes(facts, requests)
+    audit = load_audit(facts["unit"])
+    extractor = feature_extractor(audit)
+    real = real_sets(facts, requests, attributes, bundle_autoencoders(facts["kind"]))
+    baselines = baselines_of(facts, requests, attributes, real, audit, extractor)
+    report: dict[str, Any] = {"default": facts["default"], "unit": facts["unit"], "classes": facts["classes"],
+                              "descriptions": facts["descriptions"], "guidance_scale": facts["guidance_scale"],
+                              "settings": {}}
+    columns: dict[str, list[np.ndarray]] = {}
+    for name, result in generated.items():
+        if [r["id"] for r in result["requests"]] != [r["id"] for r in requests]:
+            raise RuntimeError(f"{facts['name']} {name}: the settings drew different requests; they must be paired")
+        images = load_images([work / facts["name"] / name / f"{r['id']}.png" for r in requests])
+        scores = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
+        steps, eta = settings[name]
+        report["settings"][name] = {"steps": steps, "eta": eta, "seconds_per_image": result["seconds_per_image"],
+                                    "threads": result["threads"], **scores}
+        columns[name] = images
+        print(f"{facts['name']} {name}: valid {scores['valid_fraction']:.3f}, accuracy {scores['attribute_accuracy']:.3f} "
+              f"(ceiling {scores['ceiling']:.3f}, label-only {scores['label_only']:.3f}), FID {scores['fid']:.1f} "
+              f"(floor {scores['fid_floor']['mean']:.1f}), diversity {scores['diversity']:.3f} "
+              f"(real {scores['diversity_real']:.3f})", flush=True)
+    shown = {facts["default"]: columns[facts["default"]]} if facts["default"] in columns else {}
+    stochastic = [s for s in columns if settings[s][1] > 0 and s not in shown]
+    if stochastic:
+        best = max(stochastic, key=lambda s: report["settings"][s]["valid_fraction"])
+        shown[best] = columns[best]
+    contact_sheet(facts, requests, shown or columns, real, IMAGES / f"quality_{facts['name']}.png")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundles", default="all", help="comma-separated bundle names, or all")
+    parser.add_argument("--settings", default="", help="comma-separated setting names (or 'default'); empty: all")
+    parser.add_argument("--n", type=int, default=500, help="generated images per setting (rounded up per class)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "quality"))
+    parser.add_argument("--out", default=str(RESULTS / "quality.json"))
+    parser.add_argument("--generate-only", action="store_true", help="generate (resumably) without scoring")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    roots = sorted(p.parents[1] for p in (ROOT / "bundles").glob("*/configs/evaluate.json"))
+    if args.bundles != "all":
+        wanted = [b.strip() for b in args.bundles.split(",") if b.strip()]
+        unknown = [b for b in wanted if b not in {r.name for r in roots}]
+        if unknown:
+            raise SystemExit(f"--bundles: unknown {unknown}; expected some of {[r.name for r in roots]}")
+        roots = [r for r in roots if r.name in wanted]
+    if args.n < 2:
+        raise SystemExit(f"--n must be >= 2, got {args.n}")
+    chosen = [s.strip() for s in args.settings.split(",") if s.strip()] or None
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"bundles": {}}
+    for root in roots:
+        facts = bundle_facts(root)
+        report = run_bundle(facts, bundle_settings(facts, chosen), args.n, Path(args.work), args.generate_only)
+        if report is None:
+            continue
+        previous = results["bundles"].get(facts["name"], {}).get("settings", {})
+        report["settings"] = {**{k: v for k, v in previous.items() if k not in report["settings"]}, **report["settings"]}
+        results["bundles"][facts["name"]] = report
+        results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                              "python": platform.python_version()}
+        results["command"] = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
