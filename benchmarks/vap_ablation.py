@@ -5,7 +5,10 @@ Writes benchmarks/results/vap_ablation.json, shaped
 condition ``label``, ``description``, ``description_prototype``, ``description_prototype_projection``; split
 ``seen``, ``heldout``; metric ``attribute_accuracy``, ``fid``, ``diversity``), plus
 benchmarks/results/vap_ablation_runs.json (every run's numbers, the reference values, the settings) and
-benchmarks/results/vap_ablation.png. ``python docs/build_docs.py`` turns the JSON into the table in docs/results.md.
+benchmarks/results/vap_ablation.png. Every run's row also holds ``fid_floor`` (``{"mean", "sd"}``), ``fid_ratio``
+(``fid / fid_floor.mean``) and ``kid`` (``{"mean", "ci95"}``); the summary adds ``fid_ratio`` and ``kid`` (the mean
+over seeds of each run's KID) where every run has them. ``python docs/build_docs.py`` turns the JSON into the table in
+docs/results.md.
 
     python benchmarks/vap_ablation.py [--modalities derm,colon,cxr] [--seeds 0,1,2] [--iterations 2500]
                                       [--per_class 8] [--steps 25] [--work_dir runs/vap_ablation] [--jobs 2]
@@ -35,15 +38,26 @@ model never sees them together:
 - ``seen``: per class, ``per_class`` descriptions drawn from the training bank (without the held-out
   combinations); the reference images are test phantoms (a seed disjoint from training and from the audit
   networks' training data) without the held-out combinations;
-- ``heldout``: descriptions of test phantoms that show a held-out combination; their images are the
-  reference.
+- ``heldout``: ``heldout_cap`` descriptions of test phantoms that show a held-out combination, a seeded random draw
+  in the test set's class proportions; the reference images are the other test phantoms that show one.
+
+The references. Each split's reference is a seeded random draw (:data:`REFERENCE_SEED`) of at most
+``reference_cap`` of those test phantoms, stratified to the split's requests' classes (largest-remainder shares,
+``medgen_monai.metrics.reference.stratified_reference``, shrunk when a class is short so the proportions hold) and
+without the requests' own source images; the draw is written to ``<work>/reference.json`` and summarised under
+``reference`` in the runs file. Held-out combinations are rare (2-10% of phantoms), so the test set is large
+(``--test_cases`` 10000): the held-out reference must hold twice the generated set's class counts for the floor.
+Settings (:data:`COMPARABLE`) include ``reference``, so runs scored against the earlier references (the first
+``reference_cap`` records of a class-sorted list) are never merged with these.
 
 The metrics, all from the audit network of the modality (medgen_monai.metrics): ``attribute_accuracy``, the
 share of the requested attribute values (those of the description's source image) read back from the
-generated image; ``fid`` in audit features against the split's reference images; ``diversity``,
-1 - mean pairwise MS-SSIM within a class. The label arm is scored against the same requests, so its
-attribute accuracy is what a generator that cannot be told the attributes reaches by matching the class's
-attribute mix.
+generated image; ``fid`` in audit features against the split's reference images, with ``fid_floor`` (the real-vs-real
+FID of two disjoint random subsets of the reference at the generated set's ``n`` and class counts, 10 repetitions,
+the same for every arm and seed of a split), ``fid_ratio`` and ``kid`` (with a 95% interval), all from features
+extracted once per split; ``diversity``, 1 - mean pairwise MS-SSIM within a class. The label arm is scored against
+the same requests, so its attribute accuracy is what a generator that cannot be told the attributes reaches by
+matching the class's attribute mix.
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +104,13 @@ ArmTask = tuple[str, str, int, str, str, str, int, int]
 METRICS = ("attribute_accuracy", "fid", "diversity")
 
 TRAIN_SEED, TEST_SEED = 0, 30000  # the audit networks train on seed 0 and test on 20000: 30000 is disjoint
+#: seed of the reference draws, the FID floors' subsets and the KID subsets
+REFERENCE_SEED = TEST_SEED + 1
+#: how the references are built (a setting: runs scored against other references are never merged with these);
+#: "stratified-v2": a seeded random draw stratified to the requests' classes, without the requests' sources.
+#: Earlier runs (no ``reference`` setting) took the first ``reference_cap`` records of a class-sorted list.
+REFERENCE_METHOD = "stratified-v2"
+FLOOR_REPEATS = 10
 
 
 def matches(attributes: Mapping[str, str], combinations: Sequence[Mapping[str, str]]) -> bool:
@@ -129,7 +151,15 @@ def ensure_bank(modality: str, layout: str, dataset_dir: Path, bank_dir: Path) -
 
 def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: Any, per_class: int,
                  heldout_cap: int) -> dict[str, list[dict[str, Any]]]:
-    """The generation requests of both splits; the same for every arm and seed (paired comparison)."""
+    """The generation requests of both splits; the same for every arm and seed (paired comparison).
+
+    ``seen``: ``per_class`` training-bank descriptions per class (without the held-out combinations). ``heldout``:
+    ``heldout_cap`` test-bank descriptions that show a held-out combination, a seeded random draw in the held-out
+    pool's own class proportions (never the first ones of a class-sorted list). Each request's ``source`` is the id
+    of the image its description was written for.
+    """
+    from medgen_monai.metrics.reference import stratified_reference
+
     heldout = HELDOUT[modality]
     seen = []
     for index, category in enumerate(classes):
@@ -147,7 +177,9 @@ def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: An
     for category in classes:
         if category in test_bank.categories:
             held.extend(r for r in test_bank.records(category) if matches(r["attributes"], heldout))
-    held = held[:heldout_cap]
+    if held:  # a random draw in the pool's class proportions (the pool is read class by class)
+        held = stratified_reference(held, [r["category"] for r in held], min(heldout_cap, len(held)), TEST_SEED,
+                                    class_of=lambda r: r["category"]).records
     held_requests = [{"id": f"heldout_{i:03d}", "seed": 500_000 + i, "category": r["category"],
                       "description": r["description"], "attributes": r["attributes"], "source": r["id"]}
                      for i, r in enumerate(held)]
@@ -233,25 +265,55 @@ def generate(modality: str, condition: str, weights: Path, requests: list[dict[s
                      batch_size=32, progress=False)()
 
 
-def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: list[np.ndarray],
-          audit: Any, extractor: Any) -> dict[str, float]:
+def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: Reference,
+          audit: Any, extractor: Any) -> dict[str, Any]:
+    """A generated split's scores against its reference: attribute accuracy, FID with its floor, KID, diversity."""
+    import torch
+
     from medgen_monai.metrics.attributes import attribute_accuracy
     from medgen_monai.metrics.diversity import diversity
     from medgen_monai.metrics.evaluation import load_images
-    from medgen_monai.metrics.fid import fid
+    from medgen_monai.metrics.fid import fid_from_features
+    from medgen_monai.metrics.reference import kid
 
     images = load_images([out_dir / f"{r['id']}.png" for r in requests])
     classes = [r["category"] for r in requests]
+    with torch.no_grad():
+        features = extractor(images)
+    fid_value = fid_from_features(reference.features, features)
+    kid_value = kid(reference.features, features, seed=REFERENCE_SEED)
+    floor = reference.floor
     if max(classes.count(c) for c in classes) < 2:  # only --quick gets here: too few images for a within-class score
         classes = ["all"] * len(classes)
+    scored = attribute_accuracy(images, [r["attributes"] for r in requests], audit=audit)
     return {
-        "attribute_accuracy": attribute_accuracy(images, [r["attributes"] for r in requests], audit=audit)["mean"],
-        "fid": fid(reference, images, extractor=extractor),
+        "attribute_accuracy": scored["mean"],  # an image the audit's validity output rejects is wrong on every attribute
+        "attribute_accuracy_valid": scored["mean_valid"],
+        "valid_fraction": scored["valid_fraction"],
+        "fid": fid_value,
         "diversity": diversity(images, classes, audit.spec.spatial_dims, audit.spec.in_channels)["diversity"],
+        # the floor is real vs real at this set's n and class counts (the same for every arm of the split)
+        "fid_floor": {"mean": floor["mean"], "sd": floor["sd"]},
+        "fid_ratio": fid_value / floor["mean"] if floor["mean"] > 0 else None,
+        "kid": {"mean": kid_value["mean"], "ci95": kid_value["ci95"]},
     }
 
 
 # ---- the benchmark --------------------------------------------------------------------------------
+@dataclass
+class Reference:
+    """One split's reference: the drawn real images, their classes and features, and the split's FID floor."""
+
+    images: list[np.ndarray]
+    classes: list[str]
+    features: Any
+    #: :func:`~medgen_monai.metrics.reference.fid_floor` at the split's request count and class counts
+    floor: dict[str, Any]
+    #: :meth:`~medgen_monai.metrics.reference.StratifiedReference.summary` of the draw
+    sampling: dict[str, Any]
+    ids: list[str]
+
+
 @dataclass
 class Evaluation:
     """What every arm of a modality is trained on, asked for and scored against (the same for all arms and seeds)."""
@@ -260,18 +322,50 @@ class Evaluation:
     train_dir: Path
     bank_dir: Path
     requests: dict[str, list[dict[str, Any]]]
-    reference: dict[str, list[np.ndarray]]
-    reference_classes: dict[str, list[str]]
+    reference: dict[str, Reference]
     audit: Any
     extractor: Any
 
 
+def draw_reference(modality: str, split: str, test_records: Sequence[Mapping[str, Any]],
+                   requests: Sequence[Mapping[str, Any]], cap: int) -> Any:
+    """A split's reference records: a seeded random draw of at most ``cap`` test records of the split (with or
+    without a held-out combination), stratified to the requests' classes and without their source images.
+
+    Returns:
+        a :class:`~medgen_monai.metrics.reference.StratifiedReference` (shrunk below ``cap`` when a class is short,
+        so the proportions stay the requests').
+
+    Raises:
+        ValueError: a requested class has no test record of the split left.
+    """
+    from medgen_monai.describe import get_task
+    from medgen_monai.metrics.reference import request_sources, stratified_reference
+
+    heldout = split == "heldout"
+    pool = [r for r in test_records if matches(r["attributes"], HELDOUT[modality]) == heldout]
+    drawn = stratified_reference(pool, [r["category"] for r in requests], cap, REFERENCE_SEED,
+                                 class_of=get_task(modality).category, exclude=request_sources(requests),
+                                 on_short="shrink")
+    if drawn.missing:
+        raise ValueError(f"{modality} {split}: no test phantom of the requested classes {drawn.missing} is left for "
+                         f"the reference ({drawn.excluded} excluded as the requests' sources); raise --test_cases")
+    return drawn
+
+
 def prepare(modality: str, args: argparse.Namespace) -> Evaluation:
-    """The modality's data, banks, requests (also written to ``<work>/requests.json``) and reference images."""
+    """The modality's data, banks, requests (``<work>/requests.json``) and references (``<work>/reference.json``).
+
+    Each split's reference is drawn by :func:`draw_reference`, its features are extracted once, and its FID floor
+    is computed once at the split's request count and class counts (every arm and seed of the split shares both).
+    """
+    import torch
+
     from medgen_monai.data import read_dataset
     from medgen_monai.metrics.audit import load_audit
     from medgen_monai.metrics.evaluation import load_images
     from medgen_monai.metrics.fid import feature_extractor
+    from medgen_monai.metrics.reference import fid_floor
 
     kind, layout, unit = MODALITIES[modality]
     work = Path(args.work_dir) / modality
@@ -293,37 +387,59 @@ def prepare(modality: str, args: argparse.Namespace) -> Evaluation:
     atomic_write_text(work / "requests.json", json.dumps(requests, indent=1) + "\n")  # what every arm was asked for
 
     test_records = read_dataset(layout, test_dir)
-    reference_records = {
-        "seen": [r for r in test_records if not matches(r["attributes"], HELDOUT[modality])][: args.reference_cap],
-        "heldout": [r for r in test_records if matches(r["attributes"], HELDOUT[modality])][: args.reference_cap],
-    }
     audit = load_audit(unit)
     extractor = feature_extractor(audit)
-    reference = {s: load_images([r["image"] for r in recs]) for s, recs in reference_records.items()}
-    reference_classes = {s: [test_bank_category(test_bank, r) for r in recs] for s, recs in reference_records.items()}
-    return Evaluation(work, train_dir, bank_dir, requests, reference, reference_classes, audit, extractor)
+    reference: dict[str, Reference] = {}
+    for split in SPLITS:
+        drawn = draw_reference(modality, split, test_records, requests[split], args.reference_cap)
+        if drawn.note:
+            print(f"{modality} {split}: reference of {len(drawn)} test phantoms: {drawn.note}", flush=True)
+        images = load_images([r["image"] for r in drawn.records])
+        with torch.no_grad():
+            features = extractor(images)
+        counts = Counter(r["category"] for r in requests[split])
+        try:  # real vs real at the generated set's n and class counts
+            floor = fid_floor(features, len(requests[split]), repeats=FLOOR_REPEATS, seed=REFERENCE_SEED,
+                              labels=drawn.classes, counts=counts)
+        except ValueError as error:
+            taken = {c: v["taken"] for c, v in drawn.per_class.items()}
+            raise ValueError(f"{modality} {split}: the reference ({len(drawn)} test phantoms, per class {taken}) is "
+                             f"too small for a FID floor at the {len(requests[split])} requests' class counts "
+                             f"{dict(counts)}: {error}; raise --test_cases") from error
+        floor["counts"] = dict(sorted(counts.items()))
+        reference[split] = Reference(images, list(drawn.classes), features, floor, drawn.summary(),
+                                     [str(r.get("id", r["image"])) for r in drawn.records])
+    # what every arm was compared with
+    atomic_write_text(work / "reference.json", json.dumps(
+        {s: [{"id": i, "category": c} for i, c in zip(ref.ids, ref.classes)] for s, ref in reference.items()},
+        indent=1) + "\n")
+    return Evaluation(work, train_dir, bank_dir, requests, reference, audit, extractor)
 
 
 def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask], Callable[[int, str, Path, float], None]]:
     """The arms of ``modality`` still to train, and the function that generates, scores and records a trained arm."""
     from medgen_monai.metrics.diversity import diversity
-    from medgen_monai.metrics.fid import fid
 
+    settings = settings_of(args)
+    check_settings(Path(args.out), modality, settings)  # before any training, not after the first arm
     ev = prepare(modality, args)
     work, train_dir, bank_dir, requests, reference = ev.work, ev.train_dir, ev.bank_dir, ev.requests, ev.reference
     audit, extractor = ev.audit, ev.extractor
     report: dict[str, Any] = {"requests": {s: len(v) for s, v in requests.items()},
                               "reference": {}, "runs": {c: {s: [] for s in SPLITS} for c in CONDITIONS}}
     for split in SPLITS:
-        half = len(reference[split]) // 2
+        ref = reference[split]
         report["reference"][split] = {
-            "n": len(reference[split]),
-            "diversity": diversity(reference[split], ev.reference_classes[split], audit.spec.spatial_dims,
+            "n": len(ref.images),
+            "diversity": diversity(ref.images, ref.classes, audit.spec.spatial_dims,
                                    audit.spec.in_channels)["diversity"],
-            "fid_split_half": fid(reference[split][:half], reference[split][half:], extractor=extractor) if half >= 2 else None,
+            "fid_floor": ref.floor,
+            "sampling": ref.sampling,
+            # no longer measured (each run has its fid_floor at the generated n); kept as null for readers of the key
+            "fid_split_half": None,
         }
     projection = {"alpha": args.projection_alpha, "k": args.projection_k}
-    measured = already_measured(Path(args.out), modality, settings_of(args))
+    measured = already_measured(Path(args.out), modality, settings)
     arms = [(seed, arm) for seed in args.seeds for arm in TRAINED
             if not all((seed, c) in measured for c in CONDITIONS if trained_as(c) == arm)]
     if len(arms) < len(args.seeds) * len(TRAINED):
@@ -340,7 +456,7 @@ def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask
             print(f"{modality} {condition} seed {seed}: trained in {seconds:.0f} s "
                   + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}), flush=True)
         # every finished arm lands at once: a session that ends mid-benchmark keeps what it measured
-        record(Path(args.out), modality, report, settings_of(args))
+        record(Path(args.out), modality, report, settings)
 
     tasks = [(modality, arm, seed, str(work / arm / f"seed{seed}"), str(train_dir), str(bank_dir), args.iterations,
               args.threads) for seed, arm in arms]
@@ -367,20 +483,36 @@ def run_arms(modalities: Sequence[str], args: argparse.Namespace) -> None:
             planned[task[0]][1](task[2], task[1], weights, seconds)
 
 
-def test_bank_category(bank: Any, record: Mapping[str, Any]) -> str:
-    """A test record's bank category (the describe task's own mapping)."""
-    from medgen_monai.describe import get_task
-
-    return get_task(bank.task).category(record)
-
-
-#: settings that change what a number means: runs made with different ones are never merged
+#: settings that change what a number means: runs made with different ones are never merged. ``reference`` is the
+#: reference method (:data:`REFERENCE_METHOD`); runs recorded before it was a setting have none, so they count as
+#: measured with other settings
 COMPARABLE = ("iterations", "per_class", "heldout_cap", "reference_cap", "steps", "projection_alpha", "projection_k",
-              "train_cases", "test_cases", "quick")
+              "train_cases", "test_cases", "quick", "reference")
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in COMPARABLE}
+    """The :data:`COMPARABLE` settings of a run; ``reference`` is always this script's :data:`REFERENCE_METHOD`."""
+    return {k: REFERENCE_METHOD if k == "reference" else getattr(args, k) for k in COMPARABLE}
+
+
+def check_settings(out: Path, modality: str, settings: Mapping[str, Any]) -> None:
+    """Refuse to add runs to a results file whose ``modality`` runs were made with other settings.
+
+    Raises:
+        ValueError: naming each setting that differs, as (there, now); a setting missing there reads ``None``
+            (e.g. ``reference`` for runs scored against the earlier, class-sorted references).
+    """
+    runs_path = out.with_name(out.stem + "_runs.json")
+    if not runs_path.is_file():
+        return
+    previous = json.loads(runs_path.read_text())
+    before = previous.get("settings", {}).get(modality)
+    if before is None or modality not in previous.get("runs", {}):
+        return
+    differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+    if differ:
+        raise ValueError(f"{runs_path}: the {modality} runs there were made with other settings "
+                         f"(setting: (there, now)) {differ}; pass another --out, or remove them")
 
 
 def merge(previous: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
@@ -411,13 +543,8 @@ def record(out: Path, modality: str, report: Mapping[str, Any], settings: Mappin
     runs_path = out.with_name(out.stem + "_runs.json")
     with open(out.with_name(out.stem + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        check_settings(out, modality, settings)
         previous = json.loads(runs_path.read_text()) if runs_path.is_file() else {"settings": {}, "runs": {}}
-        before = previous.get("settings", {}).get(modality)
-        if before is not None and modality in previous["runs"]:
-            differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
-            if differ:
-                raise ValueError(f"{runs_path}: the {modality} runs there were made with other settings "
-                                 f"(setting: (there, now)) {differ}; pass another --out, or remove them")
         all_runs = {**previous["runs"], modality: merge(previous["runs"].get(modality, {}), report)}
         all_settings = {**previous.get("settings", {}), modality: dict(settings)}
         summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
@@ -440,10 +567,14 @@ def summarise(runs: Mapping[str, Any]) -> dict[str, Any]:
             out[modality][condition] = {}
             for split in SPLITS:
                 values = report["runs"][condition][split]
+                cell = {m: [v[m] for v in values] for m in METRICS}
+                # runs scored against the stratified references also have these (earlier runs do not)
+                for m, read in (("fid_ratio", lambda v: v["fid_ratio"]), ("kid", lambda v: v["kid"]["mean"])):
+                    if all(v.get(m) is not None for v in values):
+                        cell[m] = [read(v) for v in values]
                 out[modality][condition][split] = {
-                    m: {"mean": float(np.mean([v[m] for v in values])),
-                        "sd": float(np.std([v[m] for v in values], ddof=1)) if len(values) > 1 else 0.0}
-                    for m in METRICS
+                    m: {"mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1)) if len(x) > 1 else 0.0}
+                    for m, x in cell.items()
                 }
     return out
 
@@ -496,12 +627,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2500, help="training iterations of every arm (batch 32)")
     parser.add_argument("--per_class", type=int, default=8, help="seen-split requests per class")
     parser.add_argument("--heldout_cap", type=int, default=48, help="at most this many held-out requests")
-    parser.add_argument("--reference_cap", type=int, default=400)
+    parser.add_argument("--reference_cap", type=int, default=400,
+                        help="at most this many reference images per split (a random draw in the requests' class "
+                             "proportions)")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--projection_alpha", type=float, default=0.5)
     parser.add_argument("--projection_k", type=int, default=8)
     parser.add_argument("--train_cases", type=int, default=5000)
-    parser.add_argument("--test_cases", type=int, default=1500)
+    # held-out combinations are 2-10% of the phantoms: the held-out split needs its requests plus a reference of at
+    # least twice their class counts (the FID floor), without the requests' own images (cxr at 1500: 42 in all)
+    parser.add_argument("--test_cases", type=int, default=10000)
     parser.add_argument("--data_root", default=str(ROOT / "data"))
     parser.add_argument("--work_dir", default=str(ROOT / "runs" / "vap_ablation"))
     parser.add_argument("--out", default=str(RESULTS / "vap_ablation.json"))

@@ -12,7 +12,9 @@ Writes benchmarks/results/vap_projection_sweep.json, shaped ``{"settings": {moda
 {alpha: {split: [{"seed": s, metric: x}]}}}, "summary": {modality: {alpha: {split: {metric: {"mean", "sd", "n"}}}}}}``,
 and vap_projection_sweep.png; ``python docs/build_docs.py`` puts the table in docs/results.md. Alpha 0 is the
 ablation's ``description_prototype`` condition and alpha 0.5 its ``description_prototype_projection`` condition: the
-sweep reproduces their numbers exactly (a check that it measures the same thing), and records whether it did.
+sweep reproduces their numbers exactly (a check that it measures the same thing), and records whether it did; so it
+refuses ablation runs scored against other references than today's (``vap_ablation.REFERENCE_METHOD``). Each row
+also carries ``fid_floor``, ``fid_ratio`` and ``kid``, scored as the ablation scores them (``vap_ablation.score``).
 (seed, alpha) pairs already in the results with the same settings are not rerun.
 """
 
@@ -64,6 +66,10 @@ def reproduced(runs_path: Path, modality: str, alpha: float, projection_alpha: f
 
 def sweep_modality(modality: str, args: argparse.Namespace, results: dict[str, Any]) -> None:
     settings = ablation_settings(Path(args.ablation_runs), modality)
+    if settings.get("reference") != vap_ablation.REFERENCE_METHOD:  # prepare() draws today's references
+        raise ValueError(f"{args.ablation_runs}: the {modality} ablation runs were scored against other references "
+                         f"({settings.get('reference')!r}, not {vap_ablation.REFERENCE_METHOD!r}); the sweep could not "
+                         "reproduce them: re-run `python benchmarks/vap_ablation.py` first")
     if results["settings"].get(modality) not in (None, settings):
         results["runs"].pop(modality, None)  # measured against other ablation settings: not comparable, redo
     results["settings"][modality] = settings

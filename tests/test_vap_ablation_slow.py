@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,10 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     measured = vap_ablation.already_measured(out / "vap_ablation.json", "derm", settings)
     assert measured == {(s, c) for s in (0, 1) for c in vap_ablation.CONDITIONS}
     assert vap_ablation.already_measured(out / "vap_ablation.json", "derm", {**settings, "steps": 3}) == set()
+    # runs scored against the old references (no "reference" setting) count as measured with other settings
+    assert settings["reference"] == vap_ablation.REFERENCE_METHOD
+    old = {k: v for k, v in settings.items() if k != "reference"}
+    assert vap_ablation.already_measured(out / "vap_ablation.json", "derm", old) == set()
     summary = json.loads((out / "vap_ablation.json").read_text())
     assert list(summary) == ["derm"]
     assert list(summary["derm"]) == list(vap_ablation.CONDITIONS)
@@ -36,13 +41,42 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
             for metric in ("attribute_accuracy", "fid", "diversity"):
                 cell = summary["derm"][condition][split][metric]
                 assert set(cell) == {"mean", "sd"} and cell["mean"] == cell["mean"]  # not NaN
+            for metric in ("fid_ratio", "kid"):  # from the per-run floors and KIDs
+                cell = summary["derm"][condition][split][metric]
+                assert set(cell) == {"mean", "sd"} and cell["mean"] == cell["mean"]
     runs = json.loads((out / "vap_ablation_runs.json").read_text())
     assert runs["heldout_combinations"]["derm"] == vap_ablation.HELDOUT["derm"]
     assert [r["seed"] for r in runs["runs"]["derm"]["runs"]["label"]["seen"]] == [0, 1]
     assert (out / "vap_ablation.png").is_file()
+    requests = json.loads((out / "derm" / "requests.json").read_text())
     # held-out combinations never reach training: every held-out request shows one, no training record does
-    for request in json.loads((out / "derm" / "requests.json").read_text())["heldout"]:
+    for request in requests["heldout"]:
         assert vap_ablation.matches(request["attributes"], vap_ablation.HELDOUT["derm"])
+    # every run reports the FID floor at the generated set's n and class counts, the FID / floor ratio and KID
+    derm = runs["runs"]["derm"]
+    for split in vap_ablation.SPLITS:
+        floor = derm["reference"][split]["fid_floor"]
+        assert floor["n"] == len(requests[split]) == derm["requests"][split]
+        assert floor["counts"] == dict(sorted(Counter(r["category"] for r in requests[split]).items()))
+        assert floor["repeats"] >= 10 and floor["mean"] > 0
+        for condition in vap_ablation.CONDITIONS:
+            for row in derm["runs"][condition][split]:
+                assert row["fid_floor"] == {"mean": floor["mean"], "sd": floor["sd"]}
+                assert row["fid_ratio"] == pytest.approx(row["fid"] / floor["mean"])
+                assert set(row["kid"]) == {"mean", "ci95"} and row["kid"]["ci95"][0] <= row["kid"]["ci95"][1]
+    # the old failure: each reference has the requests' class proportions (largest-remainder shares of its size),
+    # is not the first records of the class-sorted test list, and leaves out the requests' own source images
+    from medgen_monai.metrics.reference import largest_remainder
+
+    reference = json.loads((out / "derm" / "reference.json").read_text())
+    for split in vap_ablation.SPLITS:
+        wanted = Counter(r["category"] for r in requests[split])
+        got = Counter(r["category"] for r in reference[split])
+        assert set(got) == set(wanted)
+        assert dict(got) == largest_remainder(wanted, len(reference[split]))
+        assert not {r["id"] for r in reference[split]} & {r["source"] for r in requests[split]}
+        assert derm["reference"][split]["n"] == len(reference[split])
+        assert derm["reference"][split]["sampling"]["seed"] == vap_ablation.REFERENCE_SEED
 
     # the projection sweep samples the prototype weights of both seeds at each alpha; alpha 0 and the ablation's alpha
     # must reproduce the ablation's own numbers for those conditions (the same requests, seeds and steps)
@@ -86,6 +120,59 @@ def test_runs_with_other_settings_are_not_merged(tmp_path):
     summary = vap_ablation.record(out, "colon", {"runs": partial}, settings)
     assert list(summary) == ["derm"]
     assert json.loads(out.with_name("vap_ablation_runs.json").read_text())["runs"]["colon"]["runs"]["label"]["seen"]
+
+
+def test_runs_under_the_old_references_are_another_setting(tmp_path):
+    import vap_ablation
+
+    out = tmp_path / "vap_ablation.json"
+    runs = {c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
+            for c in vap_ablation.CONDITIONS}
+    settings = {k: 1 for k in vap_ablation.COMPARABLE}
+    old = {k: v for k, v in settings.items() if k != "reference"}  # as the runs file was written before the setting
+    vap_ablation.record(out, "derm", {"runs": runs}, old)
+    summary = json.loads(out.read_text())
+    assert "fid_ratio" not in summary["derm"]["label"]["seen"]  # old rows have no floor: summarised without it
+    assert vap_ablation.already_measured(out, "derm", settings) == set()
+    # refused up front (plan_modality calls this before training), and again when recording
+    with pytest.raises(ValueError, match="'reference': \\(None, 1\\)"):
+        vap_ablation.check_settings(out, "derm", settings)
+    with pytest.raises(ValueError, match="reference"):
+        vap_ablation.record(out, "derm", {"runs": runs}, settings)
+    vap_ablation.check_settings(out, "colon", settings)  # another modality is free
+    import argparse
+
+    args = argparse.Namespace(**{k: 1 for k in vap_ablation.COMPARABLE if k != "reference"})
+    assert vap_ablation.settings_of(args)["reference"] == vap_ablation.REFERENCE_METHOD
+
+
+def test_reference_is_stratified_to_the_requests_without_their_sources():
+    import vap_ablation
+
+    from medgen_monai.metrics.reference import largest_remainder
+
+    # a class-sorted test list, as the readers return it: the first 100 records are all NV
+    sizes = {"NV": 200, "MEL": 60, "BCC": 50, "DF": 12}
+    records = [{"id": f"{c}_{i:03d}", "image": f"/data/{c}_{i:03d}.png", "label_name": c, "attributes": {}}
+               for c, k in sizes.items() for i in range(k)]
+    records.append({"id": "held", "image": "/data/held.png", "label_name": "MEL",
+                    "attributes": dict(vap_ablation.HELDOUT["derm"][0])})
+    requests = [{"category": c, "source": f"{c}_{i:03d}"} for c in ("NV", "MEL", "BCC") for i in range(8)]
+    requests += [{"category": "MEL", "source": "MEL_039"}]
+    drawn = vap_ablation.draw_reference("derm", "seen", records, requests, cap=100)
+    wanted = Counter(r["category"] for r in requests)
+    assert Counter(drawn.classes) == largest_remainder(wanted, 100) == {"NV": 32, "MEL": 36, "BCC": 32}
+    ids = [r["id"] for r in drawn.records]
+    assert not set(ids) & {r["source"] for r in requests} and "held" not in ids and drawn.excluded == 25
+    assert all(r["label_name"] == c for r, c in zip(drawn.records, drawn.classes))
+    # the same seed, the same draw, whatever the records' order
+    again = vap_ablation.draw_reference("derm", "seen", records[::-1], requests, cap=100)
+    assert [r["id"] for r in again.records] == ids
+    # short classes shrink the reference (proportions kept); a requested class with no record left is refused
+    small = vap_ablation.draw_reference("derm", "seen", records, requests, cap=400)
+    assert len(small) < 400 and Counter(small.classes) == largest_remainder(wanted, len(small))
+    with pytest.raises(ValueError, match="raise --test_cases"):
+        vap_ablation.draw_reference("derm", "heldout", records, requests, cap=100)
 
 
 def _write_png(path: Path, value: int, channels: int) -> None:
