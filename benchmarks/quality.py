@@ -26,6 +26,10 @@ Real images are phantoms of the ``quality`` seeds (medgen_monai.phantoms.seeds.Q
 bundle trains on and no audit network saw. Generated images are kept under ``--work`` (default
 runs/quality/<bundle>/<setting>/), so an interrupted run resumes where it stopped; scores are recomputed.
 
+The same scoring is also applied, per bundle, to stand-ins whose answer is known (``checks``): fresh phantoms
+with exactly the requested attributes (a perfect generator: valid, accuracy at the ceiling, FID at its floor),
+real images of the wrong class, Gaussian noise and blanks (all invalid, accuracy 0).
+
 Writes ``benchmarks/results/quality.json`` and ``docs/images/quality_<bundle>.png`` (per class: real
 images, then the default setting's, then the best stochastic setting's), then ``python docs/build_docs.py``
 turns the JSON into docs/quality.md.
@@ -296,6 +300,26 @@ def baselines_of(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]
     }
 
 
+def check_sets(real: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_per_class: int) -> dict[str, list[np.ndarray]]:
+    """Stand-ins for a generator whose scores are known: a perfect one (fresh phantoms with exactly the requested
+    attributes), one that draws the wrong class (real images of the next class in request order), noise, blanks."""
+    n = len(requests)
+    example = np.asarray(real["ceiling"][0])
+    rng = np.random.default_rng(0)
+    if example.dtype == np.uint8:
+        noise = [rng.integers(0, 256, example.shape, dtype=np.uint8) for _ in range(n)]
+        blank = [np.full(example.shape, 128, dtype=np.uint8) for _ in range(n)]
+    else:  # volumes
+        noise = [rng.normal(size=example.shape).astype(np.float32) for _ in range(n)]
+        blank = [np.ones(example.shape, dtype=np.float32) for _ in range(n)]
+    return {
+        "real_requested": list(real["ceiling"]),
+        "real_wrong_class": [real["label_only"][(i + n_per_class) % n] for i in range(n)],
+        "gaussian_noise": noise,
+        "blank": blank,
+    }
+
+
 # ---- contact sheet ------------------------------------------------------------------------------
 def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], columns: Mapping[str, list[np.ndarray]],
                   real: Mapping[str, Any], path: Path, per_class: int = 4) -> None:
@@ -351,6 +375,14 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     report: dict[str, Any] = {"default": facts["default"], "unit": facts["unit"], "classes": facts["classes"],
                               "descriptions": facts["descriptions"], "guidance_scale": facts["guidance_scale"],
                               "settings": {}}
+    # the metrics must be able to fail: the same scoring on real images, on real images of another class,
+    # on noise and on blanks (no generator involved)
+    report["checks"] = {}
+    for name, images in check_sets(real, requests, n_per_class).items():
+        report["checks"][name] = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
+        c = report["checks"][name]
+        print(f"{facts['name']} check {name}: valid {c['valid_fraction']:.3f}, accuracy {c['attribute_accuracy']:.3f}, "
+              f"FID / floor {c['fid_ratio'] or float('nan'):.2f}", flush=True)
     columns: dict[str, list[np.ndarray]] = {}
     for name, result in generated.items():
         if [r["id"] for r in result["requests"]] != [r["id"] for r in requests]:

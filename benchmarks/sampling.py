@@ -94,6 +94,7 @@ def quality(images: torch.Tensor, categories: list[str], reference: dict, unit: 
     predicted = audit.predict(images)
     names = [h for h in audit.spec.head_names if h != "label"]
     return {
+        "valid_fraction": scored["valid_fraction"],  # an image the audit rejects counts as a wrong class
         "class_accuracy": scored["per_attribute"]["label"],
         "attribute_distance": attribute_distance({a: predicted[a] for a in names}, {a: reference["predicted"][a] for a in names},
                                                  categories, reference["classes"])["mean"],

@@ -14,6 +14,7 @@ from medgen_monai.metrics import attribute_accuracy, diversity, feature_extracto
 from medgen_monai.metrics.audit import BELOW_TARGET, WEIGHTS_DIR, AuditNet, AuditSpec, audit_spec, audit_units, parse_unit
 from medgen_monai.metrics.diversity import ms_ssim_settings
 from medgen_monai.metrics.fid import resnet50_extractor
+from medgen_monai.metrics.negatives import NEGATIVE_FAMILIES
 from medgen_monai.phantoms import get_phantom
 
 HEADS = (("size", ("small", "large")), ("label", ("a", "b", "c")))
@@ -61,8 +62,12 @@ def test_units_and_bad_unit():
 @pytest.fixture(scope="module")
 def quick_weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
-    reports = train_audit("cxr", n_train=16, n_val=8, epochs=1, out_dir=out, progress=False)
+    reports = train_audit("cxr", n_train=16, n_val=8, epochs=1, out_dir=out, validity_n=8, progress=False)
     return out, reports
+
+
+def net_heads(unit: str) -> list[str]:
+    return audit_spec(unit).head_names
 
 
 def test_train_audit_writes_loadable_weights(quick_weights):
@@ -72,7 +77,11 @@ def test_train_audit_writes_loadable_weights(quick_weights):
         weights = out / f"audit_{unit}.pt"
         assert weights.stat().st_size < 5_000_000
         assert (out / f"audit_{unit}.png").stat().st_size > 0
-        assert json.loads((out / f"audit_{unit}.json").read_text())["n_val"] == 8
+        recorded = json.loads((out / f"audit_{unit}.json").read_text())
+        assert recorded["n_val"] == 8
+        # the validity table covers every family, and the calibration every head
+        assert set(recorded["validity"]["rejected"]) == set(NEGATIVE_FAMILIES)
+        assert set(recorded["temperature"]) == set(recorded["ece"]) == set(net_heads(unit))
         state = torch.load(weights, weights_only=True)
         net = load_audit(unit, out)
         for key, value in net.state_dict().items():

@@ -97,10 +97,10 @@ def _bar_plot(report: Mapping[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["class_accuracy", "attribute_distance", "diversity"]
+    names = ["valid_fraction", "class_accuracy", "attribute_distance", "diversity"]
     generated = [report["generated"][n] for n in names]
     reference = [report["reference"].get(n, np.nan) for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(7, 3))
     x = np.arange(len(names))
     ax.bar(x - 0.2, generated, 0.4, label="generated")
     ax.bar(x + 0.2, reference, 0.4, label="reference (real)")
