@@ -326,7 +326,7 @@ CHECK_NAMES = {"real_requested": "fresh phantoms with the requested attributes (
                "real_wrong_class": "real images of another class", "gaussian_noise": "Gaussian noise",
                "blank": "blank (constant) images"}
 #: the quality gate (DESIGN): what a bundle's default setting must reach to ship as "done".
-GATE = {"valid_fraction": 0.95, "fid_ratio": 2.0, "diversity_gap": 0.15, "gap_recovered": 0.5}
+GATE = {"valid_fraction": 0.95, "fid_ratio": 2.0, "diversity_gap": 0.15, "gap_recovered": 0.5, "class_accuracy": 0.9}
 
 
 def gate_failures(setting: dict, descriptions: bool) -> list[str]:
@@ -342,6 +342,9 @@ def gate_failures(setting: dict, descriptions: bool) -> list[str]:
     if descriptions and (setting["gap_recovered"] is None or setting["gap_recovered"] < GATE["gap_recovered"]):
         failures.append(f"gap recovered {setting['gap_recovered'] if setting['gap_recovered'] is not None else float('nan'):.2f} "
                         f"< {GATE['gap_recovered']}")
+    if not descriptions and setting["class_accuracy"] < GATE["class_accuracy"] * setting["class_accuracy_ceiling"]:
+        failures.append(f"class accuracy {setting['class_accuracy']:.2f} < {GATE['class_accuracy']:g}x real "
+                        f"{setting['class_accuracy_ceiling']:.2f}")
     return failures
 
 
@@ -406,7 +409,7 @@ def bundle_quality_block(name: str) -> str:
     lines += ["", "`ddimK_etaE`: DDIM with K steps and stochasticity eta (0: deterministic). The gate asks for valid >= 0.95, "
               "FID <= 2x its real-vs-real floor at the same size, diversity within 15% of the real images'"
               + (", and at least half of the accuracy gap between a perfect label-only generator and the ceiling recovered."
-                 if bundle["descriptions"] else ".")]
+                 if bundle["descriptions"] else ", and class accuracy at least 0.9 of the real images'.")]
     return "\n".join(lines)
 
 
