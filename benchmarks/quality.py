@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.describe import DescriptionBank  # noqa: E402
+from medgen_monai.engines import inference_parser  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, load_audit  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
@@ -119,22 +120,13 @@ def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None) -> d
 
 
 def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float):
-    from monai.bundle import ConfigParser
-
-    root = facts["root"]
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.read_meta(str(root / "configs" / "metadata.json"))
-    parser.update({"bundle_root": str(root), "output_dir": str(out_dir), "n": n_per_class, "seed": SAMPLING_SEED,
-                   "num_inference_steps": steps, "sampler#eta": eta, "progress": False, "formats": "png"})
-    return parser
+    return inference_parser(facts["root"], output_dir=str(out_dir), n=n_per_class, seed=SAMPLING_SEED,
+                            num_inference_steps=steps, progress=False, formats="png", **{"sampler#eta": eta})
 
 
 def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float) -> dict[str, Any]:
     """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
     parser = _parser(facts, out_dir, n_per_class, steps, eta)
-    for item in parser.get_parsed_content("initialize"):
-        del item  # evaluated for its effect (loading the autoencoder weights)
     runner = parser.get_parsed_content("runner")
     requests = [dict(r) for r in runner.requests]
     timing_path = out_dir / "timing.json"

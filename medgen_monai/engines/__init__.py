@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bundles import inference_parser
 from .generation import ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, class_requests
 from .sampler import DiffusionSampler, initial_noise
 from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
@@ -17,6 +18,7 @@ __all__ = [
     "IndexedBatches",
     "LatentDiffusionTrainer",
     "class_requests",
+    "inference_parser",
     "initial_noise",
     "load_checkpoint",
 ]

@@ -151,6 +151,7 @@ class DiffusionSampler:
         condition: Condition | None = None,
         null_condition: Condition | None = None,
         device: torch.device | str = "cpu",
+        callback: Callable[[dict[str, torch.Tensor | int]], None] | None = None,
     ) -> torch.Tensor:
         """Run the reverse process and return latents ``(B, *latent_shape)``.
 
@@ -162,6 +163,9 @@ class DiffusionSampler:
             null_condition: the same keys for the unconditional half (the null condition); required when
                 ``guidance_scale != 1``.
             device: where the network runs.
+            callback: called after every step (as k-diffusion's samplers do) with ``{"i": step index, "t": the
+                timestep, "x": the latents before the step (B, *latent_shape), "output": the guided network
+                output (B, *latent_shape), "x_next": the latents after it}``; for diagnostics.
         """
         if len(seeds) == 0:
             raise ValueError("seeds: give at least one seed (one per sample)")
@@ -182,15 +186,18 @@ class DiffusionSampler:
         timesteps, following = self._timesteps(latent_shape, device)
         from tqdm import tqdm
 
-        for t, t_next in tqdm(list(zip(timesteps, following)), desc=f"{self.name} sampling", disable=not self.progress,
-                              unit="step", leave=False):
+        for i, (t, t_next) in enumerate(tqdm(list(zip(timesteps, following)), desc=f"{self.name} sampling",
+                                             disable=not self.progress, unit="step", leave=False)):
             model_input = torch.cat([x, x]) if guided else x
             t_batch = t.to(device).expand(model_input.shape[0])
             output = network(model_input, timesteps=t_batch, **inputs)
             if guided:
                 conditional, unconditional = output.chunk(2)
                 output = unconditional + self.guidance_scale * (conditional - unconditional)
-            x = self._step(output, t, t_next, x, generators)
+            x_next = self._step(output, t, t_next, x, generators)
+            if callback is not None:
+                callback({"i": i, "t": t, "x": x, "output": output, "x_next": x_next})
+            x = x_next
         return x
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

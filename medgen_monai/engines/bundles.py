@@ -1,0 +1,43 @@
+"""A bundle's inference objects, built from its own ``configs/inference.json`` (for benchmarks and diagnostics).
+
+The same objects ``python -m monai.bundle run`` builds; only the overridden config keys differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["inference_parser"]
+
+
+def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrides: Any):
+    """A MONAI ``ConfigParser`` of the bundle's ``configs/inference.json`` with ``bundle_root`` and ``overrides`` set.
+
+    Args:
+        bundle_root: the bundle folder.
+        initialize: evaluate the config's ``initialize`` list (loads the autoencoder weights).
+        overrides: config ids to set, e.g. ``n=4``, ``output_dir="out"``, ``**{"sampler#eta": 1.0}``.
+
+    Returns:
+        the parser; ``parser.get_parsed_content("runner")`` gives the generation runner, ``"sampler"``,
+        ``"network"``, ``"autoencoder"``, ``"conditioner"`` its parts.
+
+    Raises:
+        ValueError: ``bundle_root`` has no ``configs/inference.json``.
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_root)
+    config = root / "configs" / "inference.json"
+    if not config.is_file():
+        raise ValueError(f"{root}: not a bundle folder (no configs/inference.json)")
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    metadata = root / "configs" / "metadata.json"
+    if metadata.is_file():
+        parser.read_meta(str(metadata))
+    parser.update({"bundle_root": str(root), **overrides})
+    if initialize and "initialize" in parser.config:
+        parser.get_parsed_content("initialize")
+    return parser
