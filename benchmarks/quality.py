@@ -129,6 +129,7 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
     parser = _parser(facts, out_dir, n_per_class, steps, eta)
     runner = parser.get_parsed_content("runner")
     requests = [dict(r) for r in runner.requests]
+    _check_kept_outputs(facts, out_dir)
     timing_path = out_dir / "timing.json"
     start = time.perf_counter()
     written = runner()
@@ -138,9 +139,24 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
         timing = {"images": previous["images"] + len(written), "seconds": previous["seconds"] + seconds,
                   "threads": torch.get_num_threads()}
         atomic_write_text(timing_path, json.dumps(timing) + "\n")
+    if not timing_path.is_file():  # every image was there, made by a run that recorded no timing
+        return {"requests": requests, "seconds_per_image": None, "threads": None}
     timing = json.loads(timing_path.read_text())
     return {"requests": requests, "seconds_per_image": timing["seconds"] / max(timing["images"], 1),
             "threads": timing.get("threads")}
+
+
+def _check_kept_outputs(facts: Mapping[str, Any], out_dir: Path) -> None:
+    """Refuse to resume into images made by other weights (a bundle retrained since)."""
+    from medgen_monai.io.weights import file_sha256
+
+    current = {p.name: file_sha256(p) for p in sorted((facts["root"] / "models").glob("*.pt"))}
+    sidecars = [p for p in sorted(out_dir.glob("*.json")) if p.name != "timing.json"] if out_dir.is_dir() else []
+    for sidecar in sidecars[:1]:  # one run writes every sidecar with the same weights
+        recorded = json.loads(sidecar.read_text()).get("bundle", {}).get("weights_sha256", {})
+        if recorded and recorded != {k: v for k, v in current.items() if k in recorded}:
+            raise RuntimeError(f"{out_dir}: images of other {facts['name']} weights ({sidecar.name}); delete the folder "
+                               "to measure the current weights")
 
 
 def requested_attributes(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -150,6 +166,15 @@ def requested_attributes(facts: Mapping[str, Any], requests: Sequence[Mapping[st
         return [dict(index[r["description_id"]]["attributes"]) for r in requests]
     phantom = get_phantom(facts["kind"])
     return [dict(_class_phantom(phantom, facts, i, r["category"]).attributes) for i, r in enumerate(requests)]
+
+
+def category_of(facts: Mapping[str, Any], sample: Any) -> str:
+    """The class a bundle files a phantom under: its label, or (cxr) its bank category, the most acute finding."""
+    if not get_phantom(facts["kind"]).multilabel:
+        return str(sample.label)
+    from medgen_monai.describe import get_task
+
+    return get_task(facts["kind"]).category({"id": str(sample.index), "label_name": list(sample.label)})
 
 
 def _label(phantom: Any, category: str) -> Any:
@@ -167,11 +192,23 @@ def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], a
     phantom = get_phantom(facts["kind"])
     view = facts["view"]
     categories = [r["category"] for r in requests]
-    # reference pool: two real phantoms of each request's class (FID reference + floor halves, label-only images)
+    # reference pool: two real phantoms of each request's class, drawn naturally (never forced to the class:
+    # a forced cxr class would have that one finding alone) and kept when their bank category is the class
+    wanted = Counter(categories * 2)
+    taken_per_class: Counter[str] = Counter()
     pool, pool_classes = [], []
-    for i, category in enumerate(categories * 2):
-        pool.append(phantom.generate(i, seed=QUALITY_SEEDS["reference"], label=_label(phantom, category)).images[view])
-        pool_classes.append(category)
+    index = 0
+    while taken_per_class != wanted:
+        if index > 200 * len(categories):
+            missing = {c: wanted[c] - taken_per_class[c] for c in wanted if taken_per_class[c] < wanted[c]}
+            raise RuntimeError(f"{facts['name']}: the phantom rarely draws {missing}; cannot fill the reference pool")
+        sample = phantom.generate(index, seed=QUALITY_SEEDS["reference"])
+        index += 1
+        category = category_of(facts, sample)
+        if taken_per_class[category] < wanted[category]:
+            pool.append(sample.images[view])
+            pool_classes.append(category)
+            taken_per_class[category] += 1
     # ceiling: exactly the requested class and attributes, drawn fresh
     ceiling = []
     for i, (category, wanted) in enumerate(zip(categories, attributes)):
@@ -398,6 +435,17 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     return report
 
 
+def _finite(value: Any) -> Any:
+    """NaN (e.g. the diversity of blank images) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", default="all", help="comma-separated bundle names, or all")
@@ -432,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "python": platform.python_version()}
         results["command"] = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
         RESULTS.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
     return 0
 
 

@@ -91,7 +91,9 @@ def quality(images: torch.Tensor, categories: list[str], reference: dict, unit: 
 
     audit = reference["audit"]
     scored = attribute_accuracy(images, [{} for _ in categories], labels=categories, audit=audit)
-    predicted = audit.predict(images)
+    from medgen_monai.metrics.evaluation import predicted_or_invalid
+
+    predicted = predicted_or_invalid(audit, images)  # an invalid image's attributes are "invalid"
     names = [h for h in audit.spec.head_names if h != "label"]
     return {
         "valid_fraction": scored["valid_fraction"],  # an image the audit rejects counts as a wrong class

@@ -103,7 +103,7 @@ SPLITS = ("seen", "heldout")
 ArmTask = tuple[str, str, int, str, str, str, int, int]
 METRICS = ("attribute_accuracy", "fid", "diversity")
 
-TRAIN_SEED, TEST_SEED = 0, 30000  # the audit networks train on seed 0 and test on 20000: 30000 is disjoint
+TRAIN_SEED, TEST_SEED = 0, 30000  # the training and evaluation ranges of medgen_monai.phantoms.seeds (never an audit seed)
 #: seed of the reference draws, the FID floors' subsets and the KID subsets
 REFERENCE_SEED = TEST_SEED + 1
 #: how the references are built (a setting: runs scored against other references are never merged with these);
@@ -273,14 +273,14 @@ def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, referenc
     from medgen_monai.metrics.attributes import attribute_accuracy
     from medgen_monai.metrics.diversity import diversity
     from medgen_monai.metrics.evaluation import load_images
-    from medgen_monai.metrics.fid import fid_from_features
-    from medgen_monai.metrics.reference import kid
+    from medgen_monai.metrics.reference import kid, matched_fid
 
     images = load_images([out_dir / f"{r['id']}.png" for r in requests])
     classes = [r["category"] for r in requests]
     with torch.no_grad():
         features = extractor(images)
-    fid_value = fid_from_features(reference.features, features)
+    # against reference subsets of this set's size and class counts: the footing of the floor
+    fid_value = matched_fid(reference.features, features, reference.classes, Counter(classes), seed=REFERENCE_SEED)["mean"]
     kid_value = kid(reference.features, features, seed=REFERENCE_SEED)
     floor = reference.floor
     if max(classes.count(c) for c in classes) < 2:  # only --quick gets here: too few images for a within-class score

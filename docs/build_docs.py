@@ -325,7 +325,7 @@ def dicom_validation_block() -> str:
 CHECK_NAMES = {"real_requested": "fresh phantoms with the requested attributes (a perfect generator)",
                "real_wrong_class": "real images of another class", "gaussian_noise": "Gaussian noise",
                "blank": "blank (constant) images"}
-#: the quality gate (DESIGN): what a bundle's default setting must reach to ship as "done".
+#: the quality gate: what a bundle's default setting must reach to ship as "done" (docs/quality.md).
 GATE = {"valid_fraction": 0.95, "fid_ratio": 2.0, "diversity_gap": 0.15, "gap_recovered": 0.5, "class_accuracy": 0.9}
 
 
@@ -371,7 +371,7 @@ def quality_block() -> str:
                 return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
             lines.append(
-                f"| {label} | {st['n']} | {st['seconds_per_image']:.2f} | {st['valid_fraction']:.3f} | "
+                f"| {label} | {st['n']} | {number(st['seconds_per_image'], 2)} | {st['valid_fraction']:.3f} | "
                 f"{st['attribute_accuracy']:.3f} | {number(st['attribute_accuracy_valid'])} | {st['ceiling']:.3f} | "
                 f"{st['label_only']:.3f} | {number(st['gap_recovered'], 2)} | {number(st['autoencoder_ceiling'])} | "
                 f"{st['class_accuracy']:.3f} ({st['class_accuracy_ceiling']:.3f}) | {st['fid']:.1f} | {st['fid_floor']['mean']:.1f} ± {st['fid_floor']['sd']:.1f} | {number(st['fid_ratio'], 2)} | "

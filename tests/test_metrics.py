@@ -150,7 +150,7 @@ def test_attribute_accuracy_counts_invalid_images_as_wrong():
     valid = attribute_accuracy(images, requests, audit=_constant_audit(1))
     assert valid["mean"] == 1.0 and valid["valid_fraction"] == 1.0 and valid["mean_valid"] == 1.0
     invalid = attribute_accuracy(images, requests, audit=_constant_audit(1, valid=False))
-    assert invalid["mean"] == 0.0 and invalid["valid_fraction"] == 0.0 and np.isnan(invalid["mean_valid"])
+    assert invalid["mean"] == 0.0 and invalid["valid_fraction"] == 0.0 and invalid["mean_valid"] is None
     # calibrated confidence is gated by validity: no head is confident about a rejected image
     confidence = _constant_audit(1, valid=False).assess(images)["confidence"]
     assert max(max(c) for c in confidence.values()) < 0.01

@@ -280,3 +280,23 @@ def test_evaluate_generation_draws_a_fair_reference_and_reports_floor_and_kid(tm
     small = evaluate_generation(out, requests, records, "derm_image", classes, max_reference=20)
     assert small["generated"]["fid_floor"] is None and "needs" in small["generated"]["fid_floor_note"]
     assert small["generated"]["fid_ratio"] is None and small["generated"]["fid"] >= 0
+
+
+def test_matched_fid_puts_a_perfect_generator_at_its_floor():
+    """Against a large reference FID reads better than the n-vs-n floor; against matched subsets it sits at the floor."""
+    from medgen_monai.metrics.fid import fid_from_features
+    from medgen_monai.metrics.reference import fid_floor, matched_fid
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 8))
+    labels = ["a"] * 200 + ["b"] * 200
+    generated = rng.normal(size=(40, 8))  # same distribution: a perfect generator
+    counts = {"a": 20, "b": 20}
+    floor = fid_floor(real, 40, labels=labels, counts=counts)["mean"]
+    matched = matched_fid(real, generated, labels, counts, repeats=20)
+    assert 0.7 < matched["mean"] / floor < 1.3, (matched, floor)
+    assert fid_from_features(real, generated) < 0.8 * floor  # the full reference's smaller bias
+    shifted = matched_fid(real, generated + 1.0, labels, counts)["mean"]
+    assert shifted > 3 * floor
+    with pytest.raises(ValueError, match="too few images of 'b'"):
+        matched_fid(real[:210], generated, labels[:210], counts)

@@ -6,12 +6,15 @@ The same objects ``python -m monai.bundle run`` builds; only the overridden conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monai.bundle import ConfigParser
 
 __all__ = ["inference_parser"]
 
 
-def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrides: Any):
+def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrides: Any) -> ConfigParser:
     """A MONAI ``ConfigParser`` of the bundle's ``configs/inference.json`` with ``bundle_root`` and ``overrides`` set.
 
     Args:

@@ -45,7 +45,7 @@ def attribute_accuracy(
     Returns:
         ``{"mean": mean over scored heads (invalid images wrong on every head), "per_attribute": {head: accuracy},
         "support": {head: count}, "valid_fraction": share of images the validity output accepts,
-        "mean_valid": the mean over the valid images only (NaN when none is valid), "per_attribute_valid",
+        "mean_valid": the mean over the valid images only (``None`` when none is valid), "per_attribute_valid",
         "n": N, "unit": unit}``. Means are unweighted over heads, so a rare attribute counts as much as a
         frequent one.
 
@@ -85,7 +85,7 @@ def attribute_accuracy(
         "per_attribute": per_attribute,
         "support": {head: len(h) for head, h in hits.items()},
         "valid_fraction": float(np.mean(valid)),
-        "mean_valid": float(np.mean(list(per_attribute_valid.values()))) if per_attribute_valid else float("nan"),
+        "mean_valid": float(np.mean(list(per_attribute_valid.values()))) if per_attribute_valid else None,
         "per_attribute_valid": per_attribute_valid,
         "n": n,
         "unit": audit.unit,

@@ -40,7 +40,7 @@ from monai.networks.blocks import Convolution, ResidualUnit
 
 from ..io.atomic import atomic_path, atomic_write_text
 from ..phantoms import KINDS, Phantom, PhantomSample, get_phantom
-from ..phantoms.seeds import AUDIT_SEEDS, audit_seed_access
+from ..phantoms.seeds import AUDIT_SEEDS, audit_seed_access, seed_use
 from .preprocess import ImageInput, preprocess_images
 
 __all__ = [
@@ -801,6 +801,10 @@ def train_audit(
         raise ValueError(f"seed, calibration_seed and val_seed must be >= 0 and distinct, got {seed}, "
                          f"{calibration_seed}, {val_seed}")
     out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    if out.resolve() == WEIGHTS_DIR.resolve() and not all(seed_use(s) == "audit" for s in (seed, val_seed, calibration_seed)):
+        raise ValueError(f"the shipped audit weights ({WEIGHTS_DIR}) train and test on the audit seeds only "
+                         f"(medgen_monai.phantoms.seeds.AUDIT_SEEDS); got seed {seed}, calibration_seed "
+                         f"{calibration_seed}, val_seed {val_seed}. Write experiments elsewhere with out_dir")
     arguments = {"kind": kind, "view": view, "n_train": n_train, "n_val": n_val, "epochs": epochs, "seed": seed,
                  "val_seed": val_seed, "calibration_seed": calibration_seed, "batch_size": batch_size, "lr": lr,
                  "weight_decay": weight_decay, "balance": balance, "channels": list(channels) if channels else None,

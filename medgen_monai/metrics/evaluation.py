@@ -36,9 +36,9 @@ from .attributes import attribute_accuracy
 from .audit import load_audit, parse_unit
 from .diversity import diversity
 from .fid import feature_extractor, fid_from_features
-from .reference import fid_floor, kid, request_sources, stratified_reference
+from .reference import fid_floor, kid, matched_fid, request_sources, stratified_reference
 
-__all__ = ["load_images", "attribute_distance", "evaluate_generation"]
+__all__ = ["load_images", "predicted_or_invalid", "attribute_distance", "evaluate_generation"]
 
 
 def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
@@ -60,6 +60,14 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
 
             images.append(load_volume(path)[0])
     return images
+
+
+def predicted_or_invalid(audit: Any, images: Sequence[np.ndarray]) -> dict[str, list[str]]:
+    """The audit's read-back per head, with ``"invalid"`` for images its validity output rejects (so an attribute
+    mix made of noise is as far from the real mix as it looks)."""
+    assessed = audit.assess(images)
+    return {head: [v if ok else "invalid" for v, ok in zip(values, assessed["valid"])]
+            for head, values in assessed["values"].items()}
 
 
 def attribute_distance(generated: Mapping[str, Sequence[str]], reference: Mapping[str, Sequence[str]],
@@ -178,7 +186,7 @@ def evaluate_generation(
         scored = attribute_accuracy(images, [{} for _ in images], labels=labels, audit=audit)
         # single-label units have one "label" head, multi-label units one "label:<class>" head per class
         heads = [v for k, v in scored["per_attribute"].items() if k == "label" or k.startswith("label:")]
-        return audit.predict(images), float(np.mean(heads)), scored["valid_fraction"]
+        return predicted_or_invalid(audit, images), float(np.mean(heads)), scored["valid_fraction"]
 
     # a record's "labels" (the positive classes of a multi-label study) is scored instead of its category
     generated_pred, class_accuracy, generated_valid = read_back(
@@ -219,6 +227,10 @@ def evaluate_generation(
         floor = None
         report["generated"]["fid_floor_note"] = str(error)
     report["generated"]["fid_floor"] = floor
+    if floor is not None:  # the FID on the floor's footing: reference subsets of the generated set's size and classes
+        report["generated"]["fid_full_reference"] = report["generated"]["fid"]
+        report["generated"]["fid"] = matched_fid(reference_features, generated_features, reference_classes,
+                                                 Counter(generated_classes), seed=reference_seed)["mean"]
     fid_value = report["generated"]["fid"]
     report["generated"]["fid_ratio"] = fid_value / floor["mean"] if floor and floor["mean"] > 0 else None
     report["generated"]["kid"] = kid(reference_features, generated_features, seed=reference_seed)

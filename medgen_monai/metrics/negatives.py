@@ -41,7 +41,9 @@ __all__ = [
     "BUNDLES_DIR",
     "bundle_autoencoders",
     "negative_pools",
+    "LATENT_SCALES",
     "NegativeSampler",
+    "reconstructions",
     "gaussian_noise",
     "uniform_noise",
     "constant_field",
@@ -314,7 +316,10 @@ class NegativeSampler:
             return smooth_field(n, self.shape, g)
         if name in self.pools:
             pool = self.pools[name]
-            return pool[torch.randint(pool.shape[0], (n,), generator=g)].float()
+            # distinct images while the pool has enough (the held-out tables draw as many as the pool holds)
+            index = (torch.randperm(pool.shape[0], generator=g)[:n] if n <= pool.shape[0]
+                     else torch.randint(pool.shape[0], (n,), generator=g))
+            return pool[index].float()
         real = self.real[torch.randint(self.real.shape[0], (n,), generator=g)]
         return patch_shuffle(real, g) if name == "patch_shuffle" else _kind_transform(self.kind, real, g)
 
