@@ -379,7 +379,7 @@ def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
                 axes[row, 0].set_frame_on(True)
                 axes[row, 0].set_ylabel(category, fontsize=6, rotation=0, ha="right", va="center")
     fig.suptitle(f"{facts['name']}: real images of the requested class, then generated (same requests)", fontsize=8)
-    fig.tight_layout(pad=0.2, w_pad=0.05, h_pad=0.05)
+    fig.tight_layout(pad=0.2, w_pad=0.05, h_pad=0.05, rect=(0.07, 0, 1, 1))  # room for the class names
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -467,19 +467,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--n must be >= 2, got {args.n}")
     chosen = [s.strip() for s in args.settings.split(",") if s.strip()] or None
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {"bundles": {}}
+    command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for root in roots:
         facts = bundle_facts(root)
         report = run_bundle(facts, bundle_settings(facts, chosen), args.n, Path(args.work), args.generate_only)
         if report is None:
             continue
+        report["command"] = command.strip()
+        # read-merge-write at the moment of writing: runs for other bundles may have written meanwhile
+        results = json.loads(out.read_text()) if out.is_file() else {"bundles": {}}
         previous = results["bundles"].get(facts["name"], {}).get("settings", {})
         report["settings"] = {**{k: v for k, v in previous.items() if k not in report["settings"]}, **report["settings"]}
         results["bundles"][facts["name"]] = report
         results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                               "python": platform.python_version()}
-        results["command"] = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        results.pop("command", None)  # each bundle records the command that measured it
+        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")
     return 0
 

@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medgen_monai.engines import class_requests, inference_parser  # noqa: E402
+from medgen_monai.engines import inference_parser  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
 from medgen_monai.metrics.preprocess import preprocess_images  # noqa: E402
@@ -67,11 +67,9 @@ def _x0(scheduler: Any, x: torch.Tensor, output: torch.Tensor, t: int) -> torch.
     return output
 
 
-def sampling_trace(parser: Any, requests: Sequence[Mapping[str, Any]], eta: float) -> dict[str, list[float]]:
+def sampling_trace(runner: Any, requests: Sequence[Mapping[str, Any]], eta: float) -> dict[str, list[float]]:
     """Per-step statistics of one sampling run of ``requests`` at ``eta`` (the sampler's other settings as shipped)."""
-    sampler = parser.get_parsed_content("sampler")
-    network = parser.get_parsed_content("network").eval()
-    conditioner = parser.get_parsed_content("conditioner")
+    sampler, network, conditioner = runner.sampler, runner.network.eval(), runner.conditioner
     sampler.eta = float(eta)
     condition, null_condition = conditioner(requests)
     trace: dict[str, list[float]] = {k: [] for k in ("t", "x_std", "x0_std", "eps_rms", "eps_rms_conditional",
@@ -96,7 +94,7 @@ def sampling_trace(parser: Any, requests: Sequence[Mapping[str, Any]], eta: floa
             trace["eps_rms_unconditional"].append(_rms(unconditional))
 
     with torch.inference_mode():
-        latents = sampler.denoise(split_network, parser.get_parsed_content("latent_shape"),
+        latents = sampler.denoise(split_network, runner.latent_shape,
                                   [int(r["seed"]) for r in requests], condition, null_condition, callback=record)
     trace["x_final_std"] = [float(latents.std())]
     trace["x_final_channel_std"] = [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)]
@@ -121,16 +119,13 @@ def real_conditions(facts: Mapping[str, Any], samples: Sequence[Any]) -> list[di
 
 
 @torch.inference_mode()
-def denoising_loss(parser: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
+def denoising_loss(runner: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
     """The denoising loss per timestep on real latents, conditional and unconditional, and the latents' statistics."""
     phantom = get_phantom(facts["kind"])
     samples = list(phantom.generate_many(N_REAL, seed=TRAINING_SEED))
-    autoencoder = parser.get_parsed_content("autoencoder").eval()
-    sampler = parser.get_parsed_content("sampler")
-    network = parser.get_parsed_content("network").eval()
-    conditioner = parser.get_parsed_content("conditioner")
-    channels = int(parser.get_parsed_content("image_channels"))
-    images = preprocess_images([s.images[facts["view"]] for s in samples], 2, channels)
+    sampler, network, conditioner = runner.sampler, runner.network.eval(), runner.conditioner
+    autoencoder = sampler.autoencoder.eval()
+    images = preprocess_images([s.images[facts["view"]] for s in samples], 2, phantom.channels)
     z_mu, _ = autoencoder.encode(images)
     latents = z_mu * sampler.scale_factor
     condition, null_condition = conditioner(real_conditions(facts, samples))
@@ -147,6 +142,7 @@ def denoising_loss(parser: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
             row[f"eps_rms_{name}"] = _rms(prediction)
         rows.append(row)
     return {"per_timestep": rows, "real_latent_std": float(latents.std()),
+            "alpha_bar_999": _alpha_bar(sampler.scheduler, 999),
             "real_latent_channel_std": [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)],
             "scale_factor": sampler.scale_factor}
 
@@ -159,17 +155,16 @@ def bundle_facts(root: Path) -> dict[str, Any]:
 
 def diagnose(root: Path, n_per_class: int, etas: Sequence[float]) -> dict[str, Any]:
     facts = bundle_facts(root)
-    parser = inference_parser(root, n=n_per_class, seed=0, progress=False)
-    requests = parser.get_parsed_content("requests")
-    sampler = parser.get_parsed_content("sampler")
+    runner = inference_parser(root, n=n_per_class, seed=0, progress=False).get_parsed_content("runner")
+    requests, sampler = runner.requests, runner.sampler
     report: dict[str, Any] = {"kind": facts["kind"], "n": len(requests), "steps": sampler.num_inference_steps,
                               "guidance_scale": sampler.guidance_scale,
                               "prediction_type": sampler.scheduler.prediction_type, "sampling": {}}
     for eta in etas:
-        report["sampling"][f"eta{eta:g}"] = sampling_trace(parser, requests, eta)
+        report["sampling"][f"eta{eta:g}"] = sampling_trace(runner, requests, eta)
         print(f"{facts['name']} eta {eta:g}: final latent std {report['sampling'][f'eta{eta:g}']['x_final_std'][0]:.2f}",
               flush=True)
-    report.update(denoising_loss(parser, facts))
+    report.update(denoising_loss(runner, facts))
     return report
 
 

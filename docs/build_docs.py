@@ -31,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from medgen_monai.phantoms import KINDS, get_phantom
 
 DOCS = Path(__file__).parent
@@ -202,7 +204,6 @@ def phantoms_block() -> str:
 def vap_ablation_block() -> str:
     """The VAP-Diffusion ablation: mean +- sd over training seeds per modality, condition, split and metric, from the
     runs file (so a modality still being measured shows what it has; the summary JSON holds only complete ones)."""
-    import numpy as np
 
     path = RESULTS / "vap_ablation_runs.json"
     if not path.is_file():
@@ -352,13 +353,13 @@ def quality_block() -> str:
     """docs/quality.md: per bundle, every sampler setting's scores against its ceilings, the gate, the contact sheet."""
     r = _result("quality")
     m = r["machine"]
-    lines = [f"Measured by `{r['command']}` ({m['cpu_count']} CPU cores, torch {m['torch']}); "
-             "`benchmarks/results/quality.json`.", ""]
+    lines = [f"Measured by `python benchmarks/quality.py` ({m['cpu_count']} CPU cores, torch {m['torch']}; each bundle's "
+             "command below): `benchmarks/results/quality.json`.", ""]
     for name, bundle in sorted(r["bundles"].items()):
         kind = "description-conditioned" if bundle["descriptions"] else "class-conditioned"
         lines += [f"### `{name}`", "",
                   f"{kind}, audit unit `{bundle['unit']}`, guidance {bundle['guidance_scale']}, shipped default "
-                  f"**`{bundle['default']}`**.", "",
+                  f"**`{bundle['default']}`**; measured by `{bundle.get('command', r.get('command'))}`.", "",
                   "| setting | n | s / image | valid | accuracy | accuracy (valid only) | ceiling | label-only | gap recovered "
                   "| autoencoder ceiling | class accuracy (real) | FID | floor (mean ± sd) | FID / floor | KID (95% interval) "
                   "| diversity | real diversity | gate |",
@@ -413,6 +414,38 @@ def bundle_quality_block(name: str) -> str:
     return "\n".join(lines)
 
 
+def sampling_diagnostics_block() -> str:
+    """docs/engine.md: per bundle, how the latent and the predicted clean latent evolve, and the loss at high noise."""
+    r = _result("sampling_diagnostics")
+    lines = [f"Measured by `{r['command'].strip()}` (`benchmarks/results/sampling_diagnostics.json`, "
+             "`sampling_diagnostics.png`).", "",
+             "| bundle | sampling | final latent std | predicted clean latent std: first step / middle / last | "
+             "noise prediction RMS: first / last | conditional vs unconditional RMS gap (mean) |",
+             "|---|---|---|---|---|---|"]
+    for name, b in r["bundles"].items():
+        for setting, tr in b["sampling"].items():
+            mid = len(tr["x0_std"]) // 2
+            gap = (float(np.mean(np.abs(np.subtract(tr["eps_rms_conditional"], tr["eps_rms_unconditional"]))))
+                   if tr["eps_rms_conditional"] else float("nan"))
+            lines.append(f"| `{name}` | DDIM {setting.replace('eta', 'eta ')} | {tr['x_final_std'][0]:.2f} | "
+                         f"{tr['x0_std'][0]:.2f} / {tr['x0_std'][mid]:.2f} / {tr['x0_std'][-1]:.2f} | "
+                         f"{tr['eps_rms'][0]:.3f} / {tr['eps_rms'][-1]:.3f} | {gap:.4f} |")
+    lines += ["", "Real latents (training-seed phantoms through each bundle's autoencoder, times its scale factor) and "
+              "the denoising loss at the noisiest timesteps against what predicting `eps = x_t` would score "
+              "(`a_t var(x0)`, the trivial bound):", "",
+              "| bundle | real latent std | per-channel std | loss at t = 900 / 950 / 999 | trivial bound at t = 999 | "
+              "conditional / unconditional loss at t = 200 |", "|---|---|---|---|---|---|"]
+    for name, b in r["bundles"].items():
+        rows = {row["t"]: row for row in b["per_timestep"]}
+        bound = b["alpha_bar_999"] * b["real_latent_std"] ** 2
+        lines.append(f"| `{name}` | {b['real_latent_std']:.2f} | {', '.join(f'{c:.2f}' for c in b['real_latent_channel_std'])} | "
+                     f"{rows[900]['loss_conditional']:.4f} / {rows[950]['loss_conditional']:.4f} / "
+                     f"{rows[999]['loss_conditional']:.4f} | {bound:.5f} | "
+                     f"{rows[200]['loss_conditional']:.4f} / {rows[200]['loss_unconditional']:.4f} |")
+    lines += ["", "![sampling diagnostics](../benchmarks/results/sampling_diagnostics.png)"]
+    return "\n".join(lines)
+
+
 def fill(page: str, name: str, content: str, path: Path) -> str:
     pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)  # the block may be empty
     if not pattern.search(page):
@@ -452,7 +485,8 @@ def main() -> int:
         QUALITY_PAGE: lambda page: fill(page, "quality", quality_block(), QUALITY_PAGE),
         **{readme: (lambda page, name=readme.parents[1].name, path=readme: fill(page, "quality", bundle_quality_block(name), path))
            for readme in sorted((DOCS.parent / "bundles").glob("*/docs/README.md"))},
-        ENGINE_PAGE: lambda page: fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(), ENGINE_PAGE),
+        ENGINE_PAGE: lambda page: fill(fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(),
+                                            ENGINE_PAGE), "sampling_diagnostics", sampling_diagnostics_block(), ENGINE_PAGE),
         RESULTS_PAGE: lambda page: fill(fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
                                         "vap_projection_sweep", vap_projection_sweep_block(), RESULTS_PAGE),
         DICOM_PAGE: lambda page: fill(page, "dciodvfy", dicom_validation_block(), DICOM_PAGE),
