@@ -31,7 +31,8 @@ with exactly the requested attributes (a perfect generator: valid, accuracy at t
 real images of the wrong class, Gaussian noise and blanks (all invalid, accuracy 0).
 
 Writes ``benchmarks/results/quality.json`` and ``docs/images/quality_<bundle>.png`` (per class: real
-images, then the default setting's, then the best stochastic setting's), then ``python docs/build_docs.py``
+images, then the shipped default's, then the same requests with the other kind of sampling, deterministic or
+stochastic, at the default's steps), then ``python docs/build_docs.py``
 turns the JSON into docs/quality.md.
 
     python benchmarks/quality.py                                # every bundle, every setting, n=500
@@ -98,7 +99,8 @@ def bundle_facts(root: Path) -> dict[str, Any]:
     evaluate = json.loads((root / "configs" / "evaluate.json").read_text(encoding="utf-8"))
     sampler = inference.get("sampler", {})
     steps = int(inference.get("num_inference_steps", 50))
-    eta = float(sampler.get("eta", 0.0)) if not isinstance(sampler.get("eta"), str) else 0.0
+    eta = sampler.get("eta", 0.0)
+    eta = float(inference.get(eta[1:], 0.0) if isinstance(eta, str) and eta.startswith("@") else eta)
     unit = evaluate["audit_unit"]
     kind, view = parse_unit(unit)
     return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
@@ -426,11 +428,11 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
               f"(ceiling {scores['ceiling']:.3f}, label-only {scores['label_only']:.3f}), FID {scores['fid']:.1f} "
               f"(floor {scores['fid_floor']['mean']:.1f}), diversity {scores['diversity']:.3f} "
               f"(real {scores['diversity_real']:.3f})", flush=True)
+    # the sheet shows the shipped default and the other kind of sampling (deterministic vs stochastic) at its steps
     shown = {facts["default"]: columns[facts["default"]]} if facts["default"] in columns else {}
-    stochastic = [s for s in columns if settings[s][1] > 0 and s not in shown]
-    if stochastic:
-        best = max(stochastic, key=lambda s: report["settings"][s]["valid_fraction"])
-        shown[best] = columns[best]
+    other = setting_name(facts["default_steps"], 0.0 if facts["default_eta"] > 0 else 1.0)
+    if other in columns:
+        shown[other] = columns[other]
     contact_sheet(facts, requests, shown or columns, real, IMAGES / f"quality_{facts['name']}.png")
     return report
 

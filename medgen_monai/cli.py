@@ -163,7 +163,7 @@ def _description_options(root: Path, bank: str | None = None, description: str |
 def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
              guidance: float | None = None, format: str = "png", batch_size: int | None = None,
              description: str | None = None, projection: float | None = None, bank: str | None = None,
-             progress: bool = True) -> str:
+             progress: bool = True, eta: float | None = None) -> str:
     """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
 
     Args:
@@ -182,14 +182,17 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
             descriptions with this weight in [0, 1] (0: off).
         bank: description-conditioned bundles: draw descriptions from this bank instead of the bundle's.
         progress: show a progress bar.
+        eta: DDIM stochasticity, 0 (deterministic) to 1 (default: the bundle's; docs/quality.md compares them).
     """
     root = _bundle_root(bundle)
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
+    if eta is not None and not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"--eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
     options = _description_options(root, bank, description, projection)
     _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
                 num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
-                progress=bool(progress), **options)
+                progress=bool(progress), eta=None if eta is None else float(eta), **options)
     return str(out)
 
 
