@@ -1,6 +1,6 @@
 """Chain-of-thought prompts of the describe step, as chat messages.
 
-The prompt walks the model through three steps (METHODS.md, VAP-Diffusion 1.):
+The prompt walks the model through three steps (VAP-Diffusion, arXiv 2506.23641, step 1: describe):
 
 1. say what the image is: the imaging modality and the view;
 2. inspect every attribute of the task's fixed vocabulary one by one (its allowed values and what it

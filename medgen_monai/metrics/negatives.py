@@ -166,8 +166,7 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
         one ``{"bundle", "unit", "autoencoder" (eval mode), "scale_factor", "latent_shape"}`` per bundle;
         empty when the bundles folder is not there (an installed package without the repository).
     """
-    from monai.bundle import ConfigParser
-
+    from ..engines.bundles import inference_parser
     from ..io.weights import load_weights
 
     root = Path(bundles_dir) if bundles_dir is not None else BUNDLES_DIR
@@ -177,9 +176,8 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
         if not unit.startswith(f"{kind}_"):
             continue
         bundle = evaluate.parents[1]
-        parser = ConfigParser()
-        parser.read_config(str(bundle / "configs" / "inference.json"))
-        parser["bundle_root"] = str(bundle)
+        # the network definition only: neither the diffusion U-Net nor the text encoder is built
+        parser = inference_parser(bundle, initialize=False)
         autoencoder = parser.get_parsed_content("autoencoder_def", instantiate=True)
         load_weights(bundle / "models" / "autoencoder.pt", autoencoder, role="autoencoder")
         extra = load_weights(bundle / "models" / "diffusion.pt", role="diffusion")

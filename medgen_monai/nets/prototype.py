@@ -4,7 +4,7 @@ Random retrieval from a description bank pairs a class with descriptions (and co
 attributes) that were never seen together in training. The prototype mechanism keeps the U-Net's
 features close to what training saw: every class ``c`` owns learnable prototype tokens ``P_c``
 (plus a null prototype used for classifier-free guidance), and after the middle block the hidden
-tokens ``H`` read from their class's prototypes (METHODS.md, VAP-Diffusion, item 4)::
+tokens ``H`` read from their class's prototypes (VAP-Diffusion, arXiv 2506.23641, the Prototype Condition Mechanism)::
 
     Q = W_q LN(H),  K = W_k P_c,  V = W_v P_c,  A = softmax(Q K^T / sqrt(d)) V
     H <- H + Z1(A)                       # Z1: zero-initialised linear

@@ -1,4 +1,4 @@
-"""Procedural phantom datasets with known ground truth (DESIGN.md, Phantoms)."""
+"""Procedural phantom datasets with known ground truth (docs/phantoms.md)."""
 
 from __future__ import annotations
 
