@@ -244,10 +244,6 @@ def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], a
 
 
 # ---- scoring ------------------------------------------------------------------------------------
-def _accuracy(images: Any, attributes: Sequence[Mapping[str, str]], audit: Any) -> dict[str, Any]:
-    return attribute_accuracy(images, attributes, audit=audit)
-
-
 def class_accuracy(images: Any, categories: Sequence[str], audit: Any) -> float:
     """How often the audit reads the requested class back from a valid image (an invalid image is wrong).
 
@@ -268,7 +264,7 @@ def score_setting(facts: Mapping[str, Any], images: list[np.ndarray], requests: 
                   audit: Any, extractor: Any, seed: int = 0) -> dict[str, Any]:
     categories = [r["category"] for r in requests]
     n = len(images)
-    generated = _accuracy(images, attributes, audit)
+    generated = attribute_accuracy(images, attributes, audit=audit)
     spatial_dims, channels = audit.spec.spatial_dims, audit.spec.in_channels
     # FID: against a random reference of n real images with the requests' class counts (the first half of the
     # pool holds one image per request, in request order, so it has exactly those counts)
@@ -321,9 +317,9 @@ def baselines_of(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]
     reference = [real["pool"][i] for i in reference_index]
     return {
         "class_accuracy_ceiling": class_accuracy(real["label_only"], categories, audit),
-        "ceiling": _accuracy(real["ceiling"], attributes, audit),
-        "label_only": _accuracy(real["label_only"], attributes, audit),
-        "autoencoder_ceiling": (_accuracy(real["reconstructed"], attributes, audit)
+        "ceiling": attribute_accuracy(real["ceiling"], attributes, audit=audit),
+        "label_only": attribute_accuracy(real["label_only"], attributes, audit=audit),
+        "autoencoder_ceiling": (attribute_accuracy(real["reconstructed"], attributes, audit=audit)
                                 if real["reconstructed"] is not None else None),
         "pool_features": extractor(real["pool"]),
         "diversity_real": diversity(reference, [real["pool_classes"][i] for i in reference_index],
