@@ -161,27 +161,37 @@ class _Handler(BaseHTTPRequestHandler):
                 state["overlapped"].set()
             count = len(state["requests"])
         try:
-            mode = state["mode"]
-            if mode == "slow":
-                time.sleep(1.0)
-            if mode == "parallel":
-                # hold each request until two overlap (a fixed sleep alone missed the overlap on a loaded machine),
-                # then a little longer, so that a client exceeding its limit would show a third in flight
-                state["overlapped"].wait(10.0)
-                time.sleep(0.3)
-            if mode == "always500" or (mode == "500-then-ok" and count == 1):
-                return self._send(500, b'{"error": "internal"}')
-            if mode == "429-then-ok" and count == 1:
-                return self._send(429, b'{"error": "busy"}')
-            if mode == "400":
-                return self._send(400, b'{"error": "bad request: unknown model"}')
-            if mode == "malformed":
-                return self._send(200, b'{"choices": [{"message": ')
-            answer = f"Step 1: a dermoscopy image.\n```json\n{json.dumps(VALID)}\n```"
-            self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode())
+            status, body = self._answer(state, count)
         finally:
+            # leave the count before the answer goes out: the client sends its next request as soon as it has read
+            # this one, and counting this handler until after the write would show a third request that never overlapped
             with state["lock"]:
                 state["in_flight"] -= 1
+        try:
+            self._send(status, body)
+        except BrokenPipeError:  # the client gave up first (the timeout test): nothing to answer
+            pass
+
+    @staticmethod
+    def _answer(state: dict, count: int) -> tuple[int, bytes]:
+        mode = state["mode"]
+        if mode == "slow":
+            time.sleep(1.0)
+        if mode == "parallel":
+            # hold each request until two overlap (a fixed sleep alone missed the overlap on a loaded machine),
+            # then a little longer, so that a client exceeding its limit would show a third in flight
+            state["overlapped"].wait(10.0)
+            time.sleep(0.3)
+        if mode == "always500" or (mode == "500-then-ok" and count == 1):
+            return 500, b'{"error": "internal"}'
+        if mode == "429-then-ok" and count == 1:
+            return 429, b'{"error": "busy"}'
+        if mode == "400":
+            return 400, b'{"error": "bad request: unknown model"}'
+        if mode == "malformed":
+            return 200, b'{"choices": [{"message": '
+        answer = f"Step 1: a dermoscopy image.\n```json\n{json.dumps(VALID)}\n```"
+        return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
 
 
 @pytest.fixture()
