@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.describe import DescriptionBank  # noqa: E402
-from medgen_monai.engines import inference_parser  # noqa: E402
+from medgen_monai.engines import inference_parser, schedule_for  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, load_audit  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
@@ -76,20 +76,19 @@ from medgen_monai.phantoms.seeds import QUALITY_SEEDS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 IMAGES = ROOT / "docs" / "images"
-#: sampler settings every DDIM bundle supports: name -> (steps, eta). The bundle's default is added when missing.
-SETTINGS: dict[str, tuple[int, float]] = {
-    "ddim50_eta0": (50, 0.0),
-    "ddim50_eta1": (50, 1.0),
-    "ddim25_eta0": (25, 0.0),
-    "ddim25_eta1": (25, 1.0),
+#: sampler settings per scheduler kind: name -> (steps, eta). The bundle's default is added when missing.
+SETTINGS: dict[str, dict[str, tuple[int, float]]] = {
+    "ddim": {"ddim50_eta0": (50, 0.0), "ddim50_eta1": (50, 1.0), "ddim25_eta0": (25, 0.0), "ddim25_eta1": (25, 1.0)},
+    "rflow": {"rflow50": (50, 0.0), "rflow30": (30, 0.0), "rflow15": (15, 0.0)},
 }
 #: the sampling seed of the first request of each class (a noise seed, not a dataset seed).
 SAMPLING_SEED = 0
 FLOOR_REPEATS = 10
 
 
-def setting_name(steps: int, eta: float) -> str:
-    return f"ddim{steps}_eta{eta:g}"
+def setting_name(steps: int, eta: float, sampler: str = "ddim") -> str:
+    """``ddim50_eta1``: DDIM, 50 steps, eta 1; ``rflow30``: rectified flow, 30 Euler steps (deterministic)."""
+    return f"ddim{steps}_eta{eta:g}" if sampler == "ddim" else f"{sampler}{steps}"
 
 
 # ---- bundles ------------------------------------------------------------------------------------
@@ -103,14 +102,15 @@ def bundle_facts(root: Path) -> dict[str, Any]:
     eta = float(inference.get(eta[1:], 0.0) if isinstance(eta, str) and eta.startswith("@") else eta)
     unit = evaluate["audit_unit"]
     kind, view = parse_unit(unit)
+    sampler_kind = schedule_for(inference_parser(root, initialize=False).get_parsed_content("noise_scheduler")).name
     return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
-            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(),
-            "default": setting_name(steps, eta), "default_steps": steps, "default_eta": eta,
+            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(), "sampler": sampler_kind,
+            "default": setting_name(steps, eta, sampler_kind), "default_steps": steps, "default_eta": eta,
             "guidance_scale": inference.get("guidance_scale")}
 
 
 def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None) -> dict[str, tuple[int, float]]:
-    settings = dict(SETTINGS)
+    settings = dict(SETTINGS.get(facts["sampler"], {}))
     settings.setdefault(facts["default"], (facts["default_steps"], facts["default_eta"]))
     if chosen:
         names = [facts["default"] if c == "default" else c for c in chosen]
@@ -385,7 +385,9 @@ def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
 
 # ---- main ---------------------------------------------------------------------------------------
 def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]], n: int, work: Path,
-               generate_only: bool = False) -> dict[str, Any] | None:
+               generate_only: bool = False, sheet: Path | None = None) -> dict[str, Any] | None:
+    """Generate (resuming) and score every setting of one bundle; the report, or ``None`` with ``generate_only``.
+    The contact sheet goes to ``sheet`` (default docs/images/quality_<bundle>.png)."""
     n_per_class = math.ceil(n / len(facts["classes"]))
     generated: dict[str, dict[str, Any]] = {}
     for name, (steps, eta) in settings.items():
@@ -426,10 +428,10 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
               f"(real {scores['diversity_real']:.3f})", flush=True)
     # the sheet shows the shipped default and the other kind of sampling (deterministic vs stochastic) at its steps
     shown = {facts["default"]: columns[facts["default"]]} if facts["default"] in columns else {}
-    other = setting_name(facts["default_steps"], 0.0 if facts["default_eta"] > 0 else 1.0)
-    if other in columns:
+    other = setting_name(facts["default_steps"], 0.0 if facts["default_eta"] > 0 else 1.0, facts["sampler"])
+    if other in columns and other != facts["default"]:
         shown[other] = columns[other]
-    contact_sheet(facts, requests, shown or columns, real, IMAGES / f"quality_{facts['name']}.png")
+    contact_sheet(facts, requests, shown or columns, real, sheet or IMAGES / f"quality_{facts['name']}.png")
     return report
 
 

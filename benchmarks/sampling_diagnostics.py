@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.engines import inference_parser  # noqa: E402
+from medgen_monai.engines.latents import normalise_latents  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
 from medgen_monai.metrics.preprocess import preprocess_images  # noqa: E402
@@ -53,18 +54,10 @@ def _rms(x: torch.Tensor) -> float:
     return float(x.float().pow(2).mean().sqrt())
 
 
-def _alpha_bar(scheduler: Any, t: torch.Tensor | int) -> float:
-    return float(scheduler.alphas_cumprod[int(t)])
-
-
-def _x0(scheduler: Any, x: torch.Tensor, output: torch.Tensor, t: int) -> torch.Tensor:
-    a = _alpha_bar(scheduler, t)
-    kind = scheduler.prediction_type
-    if kind == "epsilon":
-        return (x - (1 - a) ** 0.5 * output) / a**0.5
-    if kind == "v_prediction":
-        return a**0.5 * x - (1 - a) ** 0.5 * output
-    return output
+def _alpha_bar(scheduler: Any, t: torch.Tensor | int) -> float | None:
+    """``alpha_bar`` of a DDPM/DDIM schedule at ``t`` (rectified flow has none)."""
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    return None if alphas is None else float(alphas[int(t)])
 
 
 def sampling_trace(runner: Any, requests: Sequence[Mapping[str, Any]], eta: float) -> dict[str, list[float]]:
@@ -86,7 +79,7 @@ def sampling_trace(runner: Any, requests: Sequence[Mapping[str, Any]], eta: floa
         t = int(step["t"])
         trace["t"].append(t)
         trace["x_std"].append(float(step["x"].std()))
-        trace["x0_std"].append(float(_x0(sampler.scheduler, step["x"], step["output"], t).std()))
+        trace["x0_std"].append(float(sampler.schedule.predicted_x0(step["output"], step["t"], step["x"]).std()))
         trace["eps_rms"].append(_rms(step["output"]))
         if halves:
             conditional, unconditional = halves.pop()
@@ -127,24 +120,25 @@ def denoising_loss(runner: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
     autoencoder = sampler.autoencoder.eval()
     images = preprocess_images([s.images[facts["view"]] for s in samples], 2, phantom.channels)
     z_mu, _ = autoencoder.encode(images)
-    latents = z_mu * sampler.scale_factor
+    latents = normalise_latents(z_mu, sampler.scale_factor, sampler.latent_shift)
     condition, null_condition = conditioner(real_conditions(facts, samples))
     generator = torch.Generator().manual_seed(0)
     rows = []
     for t in LOSS_TIMESTEPS:
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.full((latents.shape[0],), t, dtype=torch.long)
-        noisy = sampler.scheduler.add_noise(latents, noise, timesteps)
+        noisy = sampler.schedule.add_noise(latents, noise, timesteps)
+        target = sampler.schedule.training_target(latents, noise, timesteps)
         row: dict[str, float] = {"t": t}
         for name, inputs in (("conditional", condition), ("unconditional", null_condition)):
             prediction = network(noisy, timesteps=timesteps, **inputs)
-            row[f"loss_{name}"] = float((prediction - noise).pow(2).mean())
+            row[f"loss_{name}"] = float((prediction - target).pow(2).mean())
             row[f"eps_rms_{name}"] = _rms(prediction)
         rows.append(row)
     return {"per_timestep": rows, "real_latent_std": float(latents.std()),
             "alpha_bar_999": _alpha_bar(sampler.scheduler, 999),
             "real_latent_channel_std": [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)],
-            "scale_factor": sampler.scale_factor}
+            "scale_factor": sampler.scale_factor, "latent_shift": sampler.latent_shift}
 
 
 def bundle_facts(root: Path) -> dict[str, Any]:

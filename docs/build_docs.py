@@ -407,7 +407,8 @@ def bundle_quality_block(name: str) -> str:
         lines.append(f"| {label} | {st['valid_fraction']:.3f} | {st['attribute_accuracy']:.3f} ({valid_only}) | "
                      f"{st['ceiling']:.3f} / {st['label_only']:.3f} | {ratio} | {st['diversity']:.3f} ({st['diversity_real']:.3f}) | "
                      f"{'pass' if not failures else 'fails: ' + '; '.join(failures)} |")
-    lines += ["", "`ddimK_etaE`: DDIM with K steps and stochasticity eta (0: deterministic). The gate asks for valid >= 0.95, "
+    lines += ["", "`ddimK_etaE`: DDIM with K steps and stochasticity eta (0: deterministic); `rflowK`: rectified flow with K "
+              "Euler steps (deterministic). The gate asks for valid >= 0.95, "
               "FID <= 2x its real-vs-real floor at the same size, diversity within 15% of the real images'"
               + (", and at least half of the accuracy gap between a perfect label-only generator and the ceiling recovered."
                  if bundle["descriptions"] else ", and class accuracy at least 0.9 of the real images'.")]

@@ -96,6 +96,36 @@ def test_latent_diffusion_trainer_targets_and_sample_grid(tmp_path, scheduler):
     assert (tmp_path / "samples" / "iteration_0000002.png").is_file()
 
 
+def test_per_channel_latents_and_min_snr_weighting_train_resume_and_reach_the_sampler(tmp_path):
+    sampler = DiffusionSampler(DDIMScheduler(num_train_timesteps=100), num_inference_steps=2, progress=False)
+    kwargs = {"latent_normalisation": "per_channel", "min_snr_gamma": 5.0, "sampler": sampler, "sample_every": 4,
+              "sample_conditions": {"class_labels": torch.tensor([0, 1])}}
+    trainer = ldm_trainer(tmp_path / "a", max_iterations=4, **kwargs)
+    trainer.run_training()
+    extra = trainer.latent_normalisation_extra()
+    assert isinstance(extra["scale_factor"], list) and len(extra["scale_factor"]) == 2 == len(extra["latent_shift"])
+    assert sampler.scale_factor == extra["scale_factor"] and sampler.latent_shift == extra["latent_shift"]
+    latents = trainer.encode(toy_dataset()[0]["image"][None])
+    assert abs(float(latents.mean())) < 3.0  # shifted by the first batch's channel means
+    # killed at 2 and resumed: the normalisation comes back from the checkpoint, not refitted
+    first = ldm_trainer(tmp_path / "b", max_iterations=2, **kwargs)
+    first.run_training()
+    resumed = ldm_trainer(tmp_path / "b", max_iterations=4, **kwargs)
+    resumed.run_training()
+    assert resumed.latent_normalisation_extra() == extra
+    # the training wall time (for model cards) adds up over the resumed runs
+    stored = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")["train_seconds"]
+    assert stored == pytest.approx(resumed.train_seconds, abs=0.5) and resumed.train_seconds > first.train_seconds > 0
+    for a, b in zip(trainer.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="latent_normalisation must be one of"):
+        ldm_trainer(tmp_path / "c", latent_normalisation="batch")
+    with pytest.raises(ValueError, match="min-SNR weighting is defined for DDPM/DDIM"):
+        ldm_trainer(tmp_path / "c", scheduler=RFlowScheduler(num_train_timesteps=100), min_snr_gamma=5.0)
+    with pytest.raises(ValueError, match="min_snr_gamma must be > 0"):
+        ldm_trainer(tmp_path / "c", min_snr_gamma=0.0)
+
+
 def test_checkpoints_are_checked(tmp_path):
     trainer = ldm_trainer(tmp_path / "a", max_iterations=2)
     trainer.run_training()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from .bundles import inference_parser
 from .generation import ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, class_requests
-from .sampler import DiffusionSampler, initial_noise
+from .guidance import classifier_free_guidance, conditioned
+from .latents import LATENT_NORMALISATIONS, denormalise_latents, fit_latent_normalisation, normalise_latents
+from .sampler import DiffusionSampler, initial_noise, step_noise
+from .schedules import DDIMSchedule, DDPMSchedule, RFlowSchedule, Schedule, schedule_for
 from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
 
 __all__ = [
@@ -12,13 +15,25 @@ __all__ = [
     "CheckpointError",
     "ClassConditioner",
     "Conditioner",
+    "DDIMSchedule",
+    "DDPMSchedule",
     "DescriptionConditioner",
     "DiffusionSampler",
     "GenerationRunner",
     "IndexedBatches",
+    "LATENT_NORMALISATIONS",
     "LatentDiffusionTrainer",
+    "RFlowSchedule",
+    "Schedule",
     "class_requests",
+    "classifier_free_guidance",
+    "conditioned",
+    "denormalise_latents",
+    "fit_latent_normalisation",
     "inference_parser",
     "initial_noise",
     "load_checkpoint",
+    "normalise_latents",
+    "schedule_for",
+    "step_noise",
 ]

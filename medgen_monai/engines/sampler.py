@@ -1,4 +1,4 @@
-"""The one sampler of the project: MONAI schedulers, batched classifier-free guidance, per-sample seeds.
+"""The one sampler of the project: a short loop over a denoiser (k-diffusion's shape), MONAI schedulers.
 
 Every bundle samples through :class:`DiffusionSampler`. It differs from MONAI's
 ``LatentDiffusionInferer.sample`` in what the bundles need:
@@ -10,7 +10,9 @@ Every bundle samples through :class:`DiffusionSampler`. It differs from MONAI's
   ``extra_embedding`` (MONAI's inferers never pass class labels);
 * per-sample seeds: sample ``i`` with seed ``s`` draws its initial noise and every stochastic step's
   noise from its own generator, so it is the same whether made alone or inside a batch;
-* DDPM, DDIM and rectified flow (MONAI ``DDPMScheduler``, ``DDIMScheduler``, ``RFlowScheduler``);
+* DDPM, DDIM and rectified flow (MONAI ``DDPMScheduler``, ``DDIMScheduler``, ``RFlowScheduler``), each through
+  its adapter in :mod:`medgen_monai.engines.schedules` (the trainer uses the same adapters);
+* guidance is a wrapper around the denoiser (:mod:`medgen_monai.engines.guidance`), not code in the loop;
 * latent decoding through the autoencoder, with MONAI sliding windows for large 3D latents.
 """
 
@@ -21,12 +23,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 from monai.inferers import SlidingWindowInferer
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
+from monai.networks.schedulers import Scheduler
 
-__all__ = ["Condition", "DiffusionSampler", "initial_noise"]
+from .guidance import Condition, classifier_free_guidance, conditioned
+from .latents import denormalise_latents, numbers, plain
+from .schedules import Schedule, schedule_for
 
-#: U-Net keyword inputs, each ``(B, ...)``: ``context``, ``class_labels``, ``extra_embedding``.
-Condition = Mapping[str, torch.Tensor]
+__all__ = ["Condition", "DiffusionSampler", "initial_noise", "step_noise"]
 
 
 def initial_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[torch.Generator]]:
@@ -37,6 +40,12 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.devi
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     noise = torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
     return noise.to(device), generators
+
+
+def step_noise(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """One stochastic step's noise ``(len(generators), *shape)``: sample ``i`` draws from its own generator, so its
+    noise does not depend on which other samples share the batch."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
 
 
 def _check_condition(name: str, condition: Condition, batch: int) -> dict[str, torch.Tensor]:
@@ -54,11 +63,14 @@ class DiffusionSampler:
     """Reverse diffusion from noise to (decoded) samples.
 
     Args:
-        scheduler: a MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler`` configured as in training.
+        scheduler: a MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler`` configured as in training
+            (or its :class:`~medgen_monai.engines.schedules.Schedule`).
         num_inference_steps: reverse steps.
         guidance_scale: classifier-free guidance weight ``w`` in ``uncond + w * (cond - uncond)``; 1 disables it.
         autoencoder: decodes latents (MONAI ``AutoencoderKL``: ``decode_stage_2_outputs``); ``None``: return latents.
-        scale_factor: latent scale used in training (latents are divided by it before decoding).
+        scale_factor: latent scale used in training, one number or one per channel (the trainer's).
+        latent_shift: latent shift used in training, one number or one per channel (latents are divided by
+            ``scale_factor`` and shifted back before decoding: :func:`~medgen_monai.engines.latents.denormalise_latents`).
         decode_roi_size: latent window for sliding-window decoding (large 3D); ``None``: decode whole.
         decode_overlap: sliding-window overlap.
         eta: DDIM stochasticity (0 is deterministic DDIM).
@@ -67,37 +79,37 @@ class DiffusionSampler:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: Scheduler | Schedule,
         num_inference_steps: int = 50,
         guidance_scale: float = 1.0,
         autoencoder: nn.Module | None = None,
-        scale_factor: float = 1.0,
+        scale_factor: float | Sequence[float] = 1.0,
+        latent_shift: float | Sequence[float] = 0.0,
         decode_roi_size: Sequence[int] | None = None,
         decode_overlap: float = 0.25,
         eta: float = 0.0,
         progress: bool = True,
     ) -> None:
-        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
+        schedule = schedule_for(scheduler)
+        if not 1 <= int(num_inference_steps) <= schedule.num_train_timesteps:
             raise ValueError(
-                f"scheduler must be a MONAI DDPMScheduler, DDIMScheduler or RFlowScheduler, got {type(scheduler).__name__}"
-            )
-        if not 1 <= int(num_inference_steps) <= scheduler.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps must be in [1, {scheduler.num_train_timesteps}] (the training steps), got {num_inference_steps}"
+                f"num_inference_steps must be in [1, {schedule.num_train_timesteps}] (the training steps), got {num_inference_steps}"
             )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if scale_factor <= 0:
-            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+        if not all(v > 0 for v in numbers(scale_factor)):
+            raise ValueError(f"scale_factor must be positive (one number or one per channel), got {scale_factor}")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         if not 0 <= decode_overlap < 1:
             raise ValueError(f"decode_overlap must be in [0, 1), got {decode_overlap}")
-        self.scheduler = scheduler
+        self.schedule = schedule
+        self.scheduler = schedule.scheduler
         self.num_inference_steps = int(num_inference_steps)
         self.guidance_scale = float(guidance_scale)
         self.autoencoder = autoencoder
-        self.scale_factor = float(scale_factor)
+        self.scale_factor = plain(scale_factor)
+        self.latent_shift = plain(latent_shift)
         self.decode_roi_size = tuple(decode_roi_size) if decode_roi_size is not None else None
         self.decode_overlap = decode_overlap
         self.eta = float(eta)
@@ -106,42 +118,12 @@ class DiffusionSampler:
     @property
     def name(self) -> str:
         """``ddpm``, ``ddim`` or ``rflow`` (recorded in output sidecars)."""
-        return {DDPMScheduler: "ddpm", DDIMScheduler: "ddim", RFlowScheduler: "rflow"}[type(self.scheduler)]
+        return self.schedule.name
 
     def settings(self) -> dict[str, float | int | str]:
         """What a sidecar records about the sampling."""
         return {"sampler": self.name, "steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
                 "eta": self.eta}
-
-    def _timesteps(self, latent_shape: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.scheduler, RFlowScheduler):
-            numel = 1
-            for s in latent_shape[1:]:
-                numel *= int(s)
-            self.scheduler.set_timesteps(self.num_inference_steps, device=device, input_img_size_numel=numel)
-        else:
-            self.scheduler.set_timesteps(self.num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        following = torch.cat([timesteps[1:], torch.zeros(1, dtype=timesteps.dtype, device=timesteps.device)])
-        return timesteps, following
-
-    def _step(self, output: torch.Tensor, t: torch.Tensor, following: torch.Tensor, x: torch.Tensor,
-              generators: Sequence[torch.Generator]) -> torch.Tensor:
-        scheduler = self.scheduler
-        if isinstance(scheduler, RFlowScheduler):
-            return scheduler.step(output, t, x, following)[0]
-        stochastic = isinstance(scheduler, DDPMScheduler) or self.eta > 0
-        if not stochastic:
-            return scheduler.step(output, int(t), x, eta=0.0)[0]
-        # one generator per sample: its noise does not depend on which other samples share the batch
-        parts = []
-        for i, generator in enumerate(generators):
-            if isinstance(scheduler, DDPMScheduler):
-                parts.append(scheduler.step(output[i : i + 1].cpu(), int(t), x[i : i + 1].cpu(), generator=generator)[0])
-            else:
-                parts.append(scheduler.step(output[i : i + 1].cpu(), int(t), x[i : i + 1].cpu(), eta=self.eta,
-                                            generator=generator)[0])
-        return torch.cat(parts).to(x.device)
 
     def denoise(
         self,
@@ -171,30 +153,24 @@ class DiffusionSampler:
             raise ValueError("seeds: give at least one seed (one per sample)")
         batch = len(seeds)
         device = torch.device(device)
-        condition = _check_condition("condition", condition or {}, batch)
-        guided = self.guidance_scale != 1.0
-        if guided:
+        condition = {k: v.to(device) for k, v in _check_condition("condition", condition or {}, batch).items()}
+        if self.guidance_scale != 1.0:
             if null_condition is None:
                 raise ValueError("guidance_scale != 1 needs null_condition (the unconditional inputs)")
-            null_condition = _check_condition("null_condition", null_condition, batch)
-            if set(null_condition) != set(condition):
-                raise ValueError(f"null_condition keys {sorted(null_condition)} must match condition keys {sorted(condition)}")
-            inputs = {k: torch.cat([condition[k], null_condition[k]]).to(device) for k in condition}
+            null_condition = {k: v.to(device) for k, v in _check_condition("null_condition", null_condition, batch).items()}
+            denoiser = classifier_free_guidance(network, condition, null_condition, self.guidance_scale)
         else:
-            inputs = {k: v.to(device) for k, v in condition.items()}
+            denoiser = conditioned(network, condition)
         x, generators = initial_noise(seeds, latent_shape, device)
-        timesteps, following = self._timesteps(latent_shape, device)
+        timesteps, following = self.schedule.timesteps(self.num_inference_steps, latent_shape, device)
+        stochastic = self.schedule.stochastic(self.eta)
         from tqdm import tqdm
 
         for i, (t, t_next) in enumerate(tqdm(list(zip(timesteps, following)), desc=f"{self.name} sampling",
                                              disable=not self.progress, unit="step", leave=False)):
-            model_input = torch.cat([x, x]) if guided else x
-            t_batch = t.to(device).expand(model_input.shape[0])
-            output = network(model_input, timesteps=t_batch, **inputs)
-            if guided:
-                conditional, unconditional = output.chunk(2)
-                output = unconditional + self.guidance_scale * (conditional - unconditional)
-            x_next = self._step(output, t, t_next, x, generators)
+            output = denoiser(x, t)
+            noise = step_noise(generators, latent_shape, device) if stochastic else None
+            x_next = self.schedule.step(output, t, t_next, x, noise, self.eta)
             if callback is not None:
                 callback({"i": i, "t": t, "x": x, "output": output, "x_next": x_next})
             x = x_next
@@ -204,7 +180,7 @@ class DiffusionSampler:
         """Latents ``(B, C_z, *spatial_z)`` -> images ``(B, C, *spatial)`` through the autoencoder."""
         if self.autoencoder is None:
             return latents
-        z = latents / self.scale_factor
+        z = denormalise_latents(latents, self.scale_factor, self.latent_shift)
         decode = self.autoencoder.decode_stage_2_outputs
         if self.decode_roi_size is None:
             return decode(z)

@@ -23,6 +23,7 @@ or on pixels). Both are ignite :class:`~ignite.engine.Engine` subclasses sharing
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
+from monai.networks.schedulers import Scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..io.atomic import atomic_path
 from ..io.writers import image_grid, save_image_2d, to_uint8
+from .latents import LATENT_NORMALISATIONS, fit_latent_normalisation, normalise_latents
+from .latents import numbers as _numbers
+from .latents import plain as _plain
 from .sampler import DiffusionSampler
+from .schedules import schedule_for
 
 __all__ = [
     "IndexedBatches",
@@ -188,6 +193,8 @@ class GenerativeTrainer(Engine):
         self.grad_clip = grad_clip
         self.generator = torch.Generator().manual_seed(int(seed))
         self.tag = str(tag)
+        self._run_started: float | None = None
+        self._seconds_before = 0.0
         self.progress = progress
         self._tensorboard = tensorboard
         self._summary: Any = None
@@ -293,6 +300,7 @@ class GenerativeTrainer(Engine):
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
             "generator": self.generator.get_state(),
+            "train_seconds": self.train_seconds,
             "extra": self.extra_state(),
         }
 
@@ -311,8 +319,15 @@ class GenerativeTrainer(Engine):
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.generator.set_state(state["generator"])
+        self._seconds_before = float(state.get("train_seconds", 0.0))
         self.load_extra_state(state.get("extra") or {})
         return int(state["iteration"])
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds spent training so far, summed over resumed runs (for model cards)."""
+        running = 0.0 if self._run_started is None else time.perf_counter() - self._run_started
+        return self._seconds_before + running
 
     def run_training(self, resume: bool = True) -> Engine:
         """Train to ``max_iterations``, continuing from ``checkpoints/last.pt`` when it exists and ``resume``."""
@@ -321,6 +336,7 @@ class GenerativeTrainer(Engine):
             start = self.load_state(load_checkpoint(self.checkpoint_path, type(self).__name__, self.tag))
         if start >= self.max_iterations:
             return self
+        self._run_started = time.perf_counter()
         epoch_length = self.batches.epoch_length
         self.load_state_dict({"iteration": start, "epoch_length": epoch_length, "max_iters": self.max_iterations})
         bar = None
@@ -332,6 +348,7 @@ class GenerativeTrainer(Engine):
         try:
             self.run(data=None, max_iters=self.max_iterations, epoch_length=epoch_length)
         finally:
+            self._seconds_before, self._run_started = self.train_seconds, None
             if bar is not None:
                 bar.close()
         return self
@@ -449,10 +466,15 @@ class AutoencoderTrainer(GenerativeTrainer):
 class LatentDiffusionTrainer(GenerativeTrainer):
     """Diffusion U-Net training on (frozen) autoencoder latents, or on pixels without an autoencoder.
 
-    * **Latent scale factor**: ``1 / std`` of the first batch's latents (Rombach et al.), unless given;
-      saved in checkpoints and used by the sampler.
-    * **Targets**: ``epsilon`` / ``v_prediction`` / ``sample`` from a DDPM or DDIM scheduler's
-      ``prediction_type``; with an ``RFlowScheduler``, the flow velocity ``x0 - noise`` (MONAI's convention).
+    * **Latent normalisation**: latents are ``(z - latent_shift) * scale_factor``, fitted on the first batch
+      unless given: ``"global"`` is one ``1 / std`` (Rombach et al.) and no shift; ``"per_channel"`` is each
+      channel's mean and ``1 / std`` (an autoencoder's channels can differ in spread by an order of magnitude,
+      and one global factor then leaves some channels far from the unit noise the schedule assumes).
+      Saved in checkpoints and used by the sampler.
+    * **Targets and timesteps** come from the scheduler's adapter (:mod:`medgen_monai.engines.schedules`):
+      ``epsilon`` / ``v_prediction`` / ``sample`` from a DDPM or DDIM scheduler's ``prediction_type``; with an
+      ``RFlowScheduler``, the flow velocity ``x0 - noise`` (MONAI's convention). ``min_snr_gamma`` weights
+      each sample's loss by min-SNR-gamma (Hang et al. 2023; DDPM/DDIM only).
     * **Conditions**: ``conditions`` maps batch keys to U-Net keyword inputs, e.g.
       ``{"label": "class_labels"}`` or ``{"context": "context"}``. With probability
       ``condition_dropout`` a sample's conditions are replaced by the null condition (the U-Net's null
@@ -464,7 +486,10 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         batches: batches of dicts with ``image_key`` and the condition keys.
         scheduler: MONAI ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler``.
         autoencoder: frozen MONAI ``AutoencoderKL`` (its ``encode`` mean is the latent); ``None``: pixel space.
-        scale_factor: latent scale factor; ``None``: from the first batch.
+        scale_factor: latent scale factor, one number or one per channel; ``None``: fitted on the first batch.
+        latent_shift: latent shift, one number or one per channel (with a given ``scale_factor``).
+        latent_normalisation: how a missing ``scale_factor`` is fitted: ``"global"`` or ``"per_channel"``.
+        min_snr_gamma: min-SNR loss weighting's gamma (5 in the paper); ``None``: unweighted.
         image_key: the image key.
         conditions: batch key -> U-Net keyword.
         null_conditions: U-Net keyword -> the null value ``(1, ...)`` for keys other than ``class_labels``.
@@ -484,7 +509,10 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         batches: IndexedBatches,
         scheduler: Scheduler,
         autoencoder: nn.Module | None = None,
-        scale_factor: float | None = None,
+        scale_factor: float | Sequence[float] | None = None,
+        latent_shift: float | Sequence[float] = 0.0,
+        latent_normalisation: str = "global",
+        min_snr_gamma: float | None = None,
         image_key: str = "image",
         conditions: Mapping[str, str] | None = None,
         null_conditions: Mapping[str, torch.Tensor] | None = None,
@@ -495,16 +523,25 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         auxiliary_weights: Mapping[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
-            raise ValueError(f"scheduler must be a MONAI DDPMScheduler, DDIMScheduler or RFlowScheduler, got {type(scheduler).__name__}")
+        schedule = schedule_for(scheduler)
         if not 0.0 <= condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1), got {condition_dropout}")
-        if scale_factor is not None and not scale_factor > 0:
-            raise ValueError(f"scale_factor must be > 0, got {scale_factor}")
+        if scale_factor is not None and not all(v > 0 for v in _numbers(scale_factor)):
+            raise ValueError(f"scale_factor must be > 0 (one number or one per channel), got {scale_factor}")
+        if latent_normalisation not in LATENT_NORMALISATIONS:
+            raise ValueError(f"latent_normalisation must be one of {LATENT_NORMALISATIONS}, got {latent_normalisation!r}")
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0 (5 in Hang et al.) or None, got {min_snr_gamma}")
         super().__init__(network, optimizer, batches, **kwargs)
-        self.scheduler = scheduler
+        self.schedule = schedule
+        self.scheduler = schedule.scheduler
         self.autoencoder = None if autoencoder is None else autoencoder.to(self.device).eval().requires_grad_(False)
-        self.scale_factor = None if scale_factor is None else float(scale_factor)
+        self.scale_factor = None if scale_factor is None else _plain(scale_factor)
+        self.latent_shift = _plain(latent_shift)
+        self.latent_normalisation = latent_normalisation
+        self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
+        if self.min_snr_gamma is not None:  # a schedule without min-SNR weighting refuses it now, not at step one
+            self.schedule.loss_weights(torch.zeros(1, dtype=torch.long), self.min_snr_gamma)
         self.image_key = image_key
         self.conditions = dict(conditions or {})
         self.null_conditions = {k: torch.as_tensor(v) for k, v in (null_conditions or {}).items()}
@@ -527,9 +564,8 @@ class LatentDiffusionTrainer(GenerativeTrainer):
             return images
         z_mu, _ = self.autoencoder.encode(images)
         if self.scale_factor is None:
-            std = float(z_mu.flatten().std())
-            self.scale_factor = 1.0 / max(std, 1e-6)
-        return z_mu * self.scale_factor
+            self.scale_factor, self.latent_shift = fit_latent_normalisation(z_mu, self.latent_normalisation)
+        return normalise_latents(z_mu, self.scale_factor, self.latent_shift)
 
     def _null_class(self) -> int:
         null = getattr(self.network, "null_class", None)
@@ -555,34 +591,20 @@ class LatentDiffusionTrainer(GenerativeTrainer):
             out[name] = value
         return out
 
-    def _timesteps(self, x0: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.scheduler, RFlowScheduler):
-            # MONAI draws these from the global RNG: seed it from ours so that resume stays exact
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-                return self.scheduler.sample_timesteps(x0)
-        return torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=self.generator).to(self.device)
-
     def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the network learns to predict."""
-        if isinstance(self.scheduler, RFlowScheduler):
-            return x0 - noise
-        kind = self.scheduler.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.scheduler.get_velocity(x0, noise, timesteps)
-        return x0
+        return self.schedule.training_target(x0, noise, timesteps)
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if self.image_key not in batch:
             raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
         x0 = self.encode(torch.as_tensor(batch[self.image_key]).float().to(self.device))
         noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
-        timesteps = self._timesteps(x0)
-        noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
+        timesteps = self.schedule.training_timesteps(x0, self.generator)
+        noisy = self.schedule.add_noise(x0, noise, timesteps)
         prediction = self.network(noisy, timesteps, **self._conditions(batch, x0.shape[0]))
-        diffusion = F.mse_loss(prediction.float(), self.target(x0, noise, timesteps).float())
+        errors = (prediction.float() - self.target(x0, noise, timesteps).float()).pow(2).flatten(1).mean(1)
+        diffusion = (self.schedule.loss_weights(timesteps, self.min_snr_gamma).to(errors) * errors).mean()
         losses = {"diffusion": diffusion}
         loss = diffusion
         # networks with training-only terms (VAP-Diffusion's L_proto) publish them after each forward; taking them
@@ -607,7 +629,8 @@ class LatentDiffusionTrainer(GenerativeTrainer):
             return None
         count = len(next(iter(self.sample_conditions.values())))
         self.sampler.autoencoder = self.autoencoder
-        self.sampler.scale_factor = self.scale_factor or 1.0
+        self.sampler.scale_factor = 1.0 if self.scale_factor is None else self.scale_factor
+        self.sampler.latent_shift = self.latent_shift
         null = {}
         for name, value in self.sample_conditions.items():
             if name == "class_labels" and not value.is_floating_point():
@@ -620,8 +643,15 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         return images
 
     def extra_state(self) -> dict[str, Any]:
-        return {"scale_factor": math.nan if self.scale_factor is None else float(self.scale_factor)}
+        return {"scale_factor": math.nan if self.scale_factor is None else self.scale_factor,
+                "latent_shift": self.latent_shift}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         value = state.get("scale_factor", math.nan)
-        self.scale_factor = None if value is None or math.isnan(value) else float(value)
+        self.scale_factor = None if value is None or (isinstance(value, float) and math.isnan(value)) else _plain(value)
+        self.latent_shift = _plain(state.get("latent_shift", 0.0))
+
+    def latent_normalisation_extra(self) -> dict[str, Any]:
+        """What inference needs to map sampled latents back to the autoencoder's: ``scale_factor`` and
+        ``latent_shift`` (for the weights file's ``extra``)."""
+        return {"scale_factor": self.scale_factor, "latent_shift": self.latent_shift}

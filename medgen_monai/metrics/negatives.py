@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engines.latents import denormalise_latents
 from ..phantoms import KINDS, get_phantom
 from .preprocess import preprocess_images
 
@@ -163,7 +164,8 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
     """The autoencoders of the repository's bundles whose audit unit is of ``kind``.
 
     Returns:
-        one ``{"bundle", "unit", "autoencoder" (eval mode), "scale_factor", "latent_shape"}`` per bundle;
+        one ``{"bundle", "unit", "autoencoder" (eval mode), "scale_factor", "latent_shift", "latent_shape"}`` per
+        bundle (the latent normalisation its diffusion model was trained with);
         empty when the bundles folder is not there (an installed package without the repository).
     """
     from ..engines.bundles import inference_parser
@@ -182,7 +184,7 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
         load_weights(bundle / "models" / "autoencoder.pt", autoencoder, role="autoencoder")
         extra = load_weights(bundle / "models" / "diffusion.pt", role="diffusion")
         found.append({"bundle": bundle.name, "unit": unit, "autoencoder": autoencoder.eval(),
-                      "scale_factor": float(extra.get("scale_factor", 1.0)),
+                      "scale_factor": extra.get("scale_factor", 1.0), "latent_shift": extra.get("latent_shift", 0.0),
                       "latent_shape": [int(s) for s in parser.get_parsed_content("latent_shape")]})
     return found
 
@@ -199,7 +201,8 @@ def _decodes(autoencoders: Sequence[Mapping[str, Any]], n: int, g: torch.Generat
             b = min(64, per - start)
             scale = torch.tensor(LATENT_SCALES)[torch.randint(len(LATENT_SCALES), (b,), generator=g)]
             z = torch.randn((b, *entry["latent_shape"]), generator=g) * scale.view(b, *([1] * len(entry["latent_shape"])))
-            images = entry["autoencoder"].decode_stage_2_outputs(z / entry["scale_factor"]).clamp(0, 1)
+            z = denormalise_latents(z, entry["scale_factor"], entry["latent_shift"])
+            images = entry["autoencoder"].decode_stage_2_outputs(z).clamp(0, 1)
             parts.append(preprocess_images(images, spatial_dims, channels, size).half())
     return torch.cat(parts)[:n]
 
