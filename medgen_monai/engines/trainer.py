@@ -323,6 +323,12 @@ class GenerativeTrainer(Engine):
         self.load_extra_state(state.get("extra") or {})
         return int(state["iteration"])
 
+    def training_record(self) -> dict[str, Any]:
+        """How the weights were trained, for a weights file's ``extra`` and the model card: iterations, wall-clock
+        seconds (summed over resumed runs), CPU threads and device."""
+        return {"iterations": int(self.state.iteration or 0), "train_seconds": round(self.train_seconds, 1),
+                "threads": torch.get_num_threads(), "device": str(self.device)}
+
     @property
     def train_seconds(self) -> float:
         """Wall-clock seconds spent training so far, summed over resumed runs (for model cards)."""

@@ -1,0 +1,281 @@
+"""Pilot training recipes: recipe x iterations -> the quality metrics of ``benchmarks/quality.py``.
+
+Each recipe is a set of config overrides of a bundle's diffusion stage (its scheduler, prediction target,
+loss weighting, latent normalisation, sampler). For every recipe and bundle, the bundle is copied to
+``--work/<recipe>/<bundle>`` (configs, description bank and the shipped autoencoder; the diffusion model
+starts from scratch), its configs are rewritten with the recipe's overrides, and its diffusion stage is
+trained with the bundle's own configs (``medgen-monai train``) to each of ``--iterations`` in turn, resuming
+exactly from the last checkpoint; after each, ``--n`` images are generated at the recipe's sampler and scored
+by the same code as ``benchmarks/quality.py``. Training wall time is the trainer's own (summed over resumed
+runs, read from its checkpoint).
+
+Writes ``benchmarks/results/recipes.json`` and ``benchmarks/results/recipes.png``;
+``python docs/build_docs.py`` puts the table in docs/engine.md.
+
+    python benchmarks/recipes.py --bundles vap_diffusion_cxr --recipes eps,rflow --iterations 1000,2500 --n 120
+
+Cost on 2 CPU cores: the cxr bundle trains at about one iteration per second on one thread; scoring is
+about 3 minutes per point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+sys.path.insert(0, str(ROOT / "docs"))
+
+import autoencoders  # noqa: E402
+import build_docs  # noqa: E402
+import quality  # noqa: E402
+
+from medgen_monai import cli  # noqa: E402
+from medgen_monai.engines import load_checkpoint  # noqa: E402
+from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
+from medgen_monai.metrics.negatives import bundle_autoencoders  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+_RFLOW = {"_target_": "monai.networks.schedulers.RFlowScheduler", "num_train_timesteps": 1000,
+          "use_discrete_timesteps": True, "sample_method": "logit-normal", "use_timestep_transform": False,
+          "spatial_dim": 2}
+
+#: recipe -> {config file -> {config id -> value}}; ``#`` in an id reaches into a nested item.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    # the shipped recipe: epsilon prediction on a DDPM schedule, stochastic DDIM sampling (eta 1, 50 steps)
+    "eps": {},
+    # v prediction with min-SNR-5 loss weighting on the same schedule, same sampler
+    "v_min_snr": {"train_diffusion.json": {"train_scheduler#prediction_type": "v_prediction", "min_snr_gamma": 5.0},
+                  "inference.json": {"noise_scheduler#prediction_type": "v_prediction"}},
+    # rectified flow (MAISI v2's choice): velocity target, logit-normal timesteps, 30 Euler steps
+    "rflow": {"train_diffusion.json": {"train_scheduler": _RFLOW},
+              "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    # rectified flow on per-channel normalised latents
+    "rflow_per_channel": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_normalisation": "per_channel"},
+                          "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+}
+#: autoencoder recipes (the autoencoder stage, scored by benchmarks/autoencoders.py): the shipped autoencoder,
+#: and the same network with twice the latent channels (the same 4x downsampling, so the diffusion model's
+#: cost barely changes; a twice wider autoencoder trained at a quarter of the speed on two cores)
+AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "ae_shipped": {},
+    "ae_latent8": {"inference.json": {"latent_channels": 8}},
+}
+
+
+def _set(config: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split("#")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise KeyError(f"config has no {key!r}")
+        node = node[part]
+    if last not in node and not parents:  # a top-level setting must exist; a constructor argument may be new
+        raise KeyError(f"config has no {key!r}")
+    node[last] = copy.deepcopy(value)
+
+
+def stage_of(recipe: str) -> str:
+    return "autoencoder" if recipe in AUTOENCODER_RECIPES else "diffusion"
+
+
+def overrides_of(recipe: str) -> dict[str, dict[str, Any]]:
+    return {**RECIPES, **AUTOENCODER_RECIPES}[recipe]
+
+
+def prepare(bundle: Path, recipe: str, work: Path) -> Path:
+    """The recipe's copy of ``bundle`` under ``work`` (made once; an existing copy must carry the same recipe).
+
+    A diffusion recipe gets the shipped autoencoder; an autoencoder recipe gets the shipped diffusion weights
+    file only for its latent normalisation record (its autoencoder is trained from scratch)."""
+    target = work / recipe / bundle.name
+    stamp = target / "recipe.json"
+    wanted = {"bundle": bundle.name, "recipe": recipe, "overrides": overrides_of(recipe)}
+    if stamp.is_file():
+        if json.loads(stamp.read_text()) != json.loads(json.dumps(wanted)):
+            raise RuntimeError(f"{target} was made for another recipe; delete it or use another --work")
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # renamed into place when complete
+    try:
+        shutil.copytree(bundle / "configs", tmp / "configs")
+        if (bundle / "bank").is_dir():
+            shutil.copytree(bundle / "bank", tmp / "bank")
+        (tmp / "models").mkdir()
+        kept = "diffusion.pt" if stage_of(recipe) == "autoencoder" else "autoencoder.pt"
+        shutil.copy2(bundle / "models" / kept, tmp / "models" / kept)
+        for name, overrides in overrides_of(recipe).items():
+            path = tmp / "configs" / name
+            config = json.loads(path.read_text())
+            for key, value in overrides.items():
+                _set(config, key, value)
+            path.write_text(json.dumps(config, indent=4) + "\n")
+        (tmp / "recipe.json").write_text(json.dumps(wanted, indent=2) + "\n")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def trained_to(copy_root: Path, stage: str) -> int:
+    """The iteration of the copy's last checkpoint of ``stage`` (0 when none)."""
+    path = copy_root / "train" / stage / "checkpoints" / "last.pt"
+    return int(load_checkpoint(path)["iteration"]) if path.is_file() else 0
+
+
+def train_to(copy_root: Path, stage: str, iterations: int, dataset_dir: str) -> float:
+    """Train the copy's ``stage`` to ``iterations`` (resuming); its training wall time so far, in seconds."""
+    cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False)
+    return float(load_checkpoint(copy_root / "train" / stage / "checkpoints" / "last.pt").get("train_seconds", 0.0))
+
+
+#: the metrics of a point, as quality.py names them
+METRICS = ("valid_fraction", "attribute_accuracy", "gap_recovered", "fid", "fid_ratio", "diversity", "diversity_real",
+           "class_accuracy", "class_accuracy_ceiling")
+
+
+def score_autoencoder(copy_root: Path, n: int) -> dict[str, Any]:
+    """benchmarks/autoencoders.py's measurement of the copy's autoencoder."""
+    (entry,) = [e for e in bundle_autoencoders(quality.bundle_facts(copy_root)["kind"], copy_root.parent)
+                if e["bundle"] == copy_root.name]
+    return autoencoders.measure(entry, n)
+
+
+def score(copy_root: Path, iterations: int, n: int) -> dict[str, Any]:
+    """quality.py's scoring of the copy at its default sampler setting."""
+    facts = quality.bundle_facts(copy_root)
+    settings = quality.bundle_settings(facts, ["default"])
+    report = quality.run_bundle(facts, settings, n, copy_root / "quality" / f"it{iterations}",
+                                sheet=copy_root / "quality" / f"it{iterations}.png")
+    result = report["settings"][facts["default"]]
+    point = {k: result.get(k) for k in METRICS}
+    point["setting"] = facts["default"]
+    point["gate_failures"] = build_docs.gate_failures(result, facts["descriptions"])
+    return point
+
+
+def plot(results: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = {"recipes": {recipe: {b: e for b, e in per_bundle.items()
+                                    if all(p.get("stage", "diffusion") == "diffusion" for p in e["points"].values())}
+                           for recipe, per_bundle in results["recipes"].items()}}
+    bundles = sorted({b for r in results["recipes"].values() for b in r})
+    if not bundles:
+        return
+    fig, axes = plt.subplots(len(bundles), 3, figsize=(12, 3.2 * len(bundles)), squeeze=False)
+    for row, bundle in enumerate(bundles):
+        for col, (metric, label) in enumerate((("valid_fraction", "valid fraction"), ("fid_ratio", "FID / real floor"),
+                                               ("gap_recovered", "gap recovered (or class accuracy)"))):
+            ax = axes[row][col]
+            for recipe, per_bundle in results["recipes"].items():
+                points = sorted(per_bundle.get(bundle, {}).get("points", {}).values(), key=lambda p: p["iterations"])
+                if not points:
+                    continue
+                values = [p[metric] if p[metric] is not None or metric != "gap_recovered" else p["class_accuracy"]
+                          for p in points]
+                ax.plot([p["iterations"] for p in points], values, marker="o", label=recipe)
+            ax.set_title(f"{bundle}: {label}", fontsize=9)
+            ax.set_xlabel("training iterations")
+            if metric == "fid_ratio":
+                ax.axhline(2.0, color="grey", ls="--", lw=0.8)
+                ax.set_yscale("log")
+            elif metric == "valid_fraction":
+                ax.axhline(0.95, color="grey", ls="--", lw=0.8)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundles", default="vap_diffusion_cxr", help="comma-separated bundle names")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {list(RECIPES)}")
+    parser.add_argument("--iterations", default="1000,2500", help="comma-separated training lengths, ascending")
+    parser.add_argument("--n", type=int, default=120, help="generated images per point")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "recipes"))
+    parser.add_argument("--data", default=str(ROOT / "data"), help="phantom datasets: <data>/<kind>")
+    parser.add_argument("--out", default=str(RESULTS / "recipes.json"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in recipes if r not in {**RECIPES, **AUTOENCODER_RECIPES}]
+    if unknown:
+        raise SystemExit(f"--recipes: unknown {unknown}; expected some of {list(RECIPES) + list(AUTOENCODER_RECIPES)}")
+    stages = sorted(int(i) for i in args.iterations.split(","))
+    out, work = Path(args.out), Path(args.work)
+    command = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for name in [b.strip() for b in args.bundles.split(",") if b.strip()]:
+        bundle = ROOT / "bundles" / name
+        if not (bundle / "configs" / "inference.json").is_file():
+            raise SystemExit(f"--bundles: {bundle} is not a bundle")
+        kind = quality.bundle_facts(bundle)["kind"]
+        for recipe in recipes:
+            copy_root = prepare(bundle, recipe, work)
+            stage = stage_of(recipe)
+            for iterations in stages:
+                done = trained_to(copy_root, stage)
+                if done > iterations:
+                    print(f"{recipe} {name}: already trained to {done} > {iterations}; no score at {iterations}", flush=True)
+                    continue
+                print(f"{recipe} {name}: training to {iterations} (from {done})", flush=True)
+                seconds = train_to(copy_root, stage, iterations, str(Path(args.data) / kind))
+                scores = score(copy_root, iterations, args.n) if stage == "diffusion" else score_autoencoder(copy_root, args.n)
+                point = {"iterations": iterations, "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                         "stage": stage, **scores}
+                print(f"{recipe} {name} @ {iterations}: {json.dumps(point)}", flush=True)
+                with _locked(out):  # several runs (one per core) write the same file
+                    _record(out, recipe, name, iterations, point, args.n, command)
+    return 0
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _record(out: Path, recipe: str, name: str, iterations: int, point: Mapping[str, Any], n: int, command: str) -> None:
+    """Read-merge-write one point into the results, and redraw the plot."""
+    results = json.loads(out.read_text()) if out.is_file() else {"recipes": {}}
+    entry = results["recipes"].setdefault(recipe, {}).setdefault(name, {"points": {}})
+    entry["overrides"] = overrides_of(recipe)
+    entry["points"][str(iterations)] = dict(point)
+    entry["command"] = command.strip()
+    results["n"] = n
+    results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    atomic_write_text(out, json.dumps(quality._finite(results), indent=2, allow_nan=False) + "\n")
+    plot(results, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
