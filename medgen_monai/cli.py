@@ -286,7 +286,8 @@ def describe(images: str, task: str, out: str, backend: str = "oracle", layout: 
                                limit=None if limit is None else int(limit))
     lines = [f"bank {summary['bank']}: task {summary['task']}, backend {summary['backend']}, model {summary['model']}",
              f"this run: {summary['described']} described, {summary['accepted_now']} accepted, "
-             f"{summary['rejected_now']} rejected, {summary['skipped']} skipped (already in the bank)",
+             f"{summary['rejected_now']} rejected, {summary['failed']} failed (server errors, timeouts: asked again by "
+             f"the next run), {summary['skipped']} skipped (already in the bank)",
              f"bank: {summary['accepted']} accepted, {summary['rejected']} rejected, "
              f"rejection rate {summary['rejection_rate']:.3f}"]
     lines += [f"  {category}: {n}" for category, n in summary["counts"].items()]

@@ -45,8 +45,18 @@ ImageLike = Image.Image | np.ndarray
 class RequestFailed(str):
     """A backend's failure to answer for one image; the string is the reason (e.g. "server error 500 after 4 tries").
 
-    ``describe_dataset`` records it in ``rejected.jsonl`` as ``"request_failed: <reason>"``.
+    A final failure (``transient=False``: a client error, a malformed response) is recorded by
+    ``describe_dataset`` in ``rejected.jsonl`` as ``"request_failed: <reason>"``. A transient one (server
+    errors, timeouts, lost connections, after the backend's own retries) is not recorded: the next run asks
+    again.
     """
+
+    transient: bool
+
+    def __new__(cls, reason: str, transient: bool = False) -> RequestFailed:
+        failure = super().__new__(cls, reason)
+        failure.transient = bool(transient)
+        return failure
 
     @property
     def reason(self) -> str:
@@ -380,7 +390,7 @@ class OpenAIDescriber(Describer):
                     f"connection failed ({reason})"
                 continue
             return self._content(payload)
-        return RequestFailed(f"{last} after {tries} {'try' if tries == 1 else 'tries'}")
+        return RequestFailed(f"{last} after {tries} {'try' if tries == 1 else 'tries'}", transient=True)
 
     @staticmethod
     def _content(payload: bytes) -> str:

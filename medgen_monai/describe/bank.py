@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_path
-from .run import BANK_FILE, REJECTED_FILE, read_bank_lines
+from .run import BANK_FILE, REJECTED_FILE, read_bank_lines, rejection_reasons
 from .tasks import category_slug
 
 __all__ = ["DescriptionBank", "attach_descriptions", "exclude_combinations"]
@@ -194,9 +194,7 @@ class DescriptionBank:
         rate = self.meta.get("rejection_rate")
         if rate is None:
             rate = rejected / (rejected + total) if rejected + total else 0.0
-        reasons: Counter[str] = Counter()
-        for line in rejected_lines:
-            reasons.update({str(r).split(":", 1)[0] for r in line.get("reasons", [])})
+        reasons = rejection_reasons(rejected_lines)
         overall: dict[str, Counter[str]] = {}
         by_category: dict[str, dict[str, dict[str, int]]] = {}
         for category in self.categories:
@@ -226,7 +224,7 @@ class DescriptionBank:
             "counts": counts,
             "rejected": rejected,
             "rejection_rate": float(rate),
-            "rejection_reasons": dict(sorted(reasons.items())),
+            "rejection_reasons": reasons,
             "attributes": {name: dict(sorted(c.items())) for name, c in sorted(overall.items())},
             "attributes_by_category": by_category,
             "coverage": coverage,

@@ -8,9 +8,11 @@ The bank layout (the reader is :class:`medgen_monai.describe.DescriptionBank`)::
     <bank>/bank.json                {"task", "backend", "model", "vocabulary", "counts", "rejected",
                                      "rejection_rate", ...} (rewritten atomically at the end of a run)
 
-Lines are appended a batch at a time and flushed, each line complete; a line cut short by a killed run
-is ignored with a warning and dropped before the next append. A rerun skips every image id already in
-a category file or in ``rejected.jsonl``.
+Lines are appended a batch at a time and flushed, each line complete (ASCII JSON, so no answer's text can
+fail to encode); a line cut short by a killed run is ignored with a warning and dropped before the next
+append. ``bank.json`` is rewritten atomically at the end of every run, also one that fails. A rerun skips
+every image id already in a category file or in ``rejected.jsonl``; an image whose request failed
+transiently (server error, timeout, lost connection) is in neither, so the next run asks again.
 """
 
 from __future__ import annotations
@@ -29,10 +31,27 @@ from .prompts import PROMPT_VERSION
 from .tasks import DescribeTask, category_slug, get_task
 from .validation import validate
 
-__all__ = ["BANK_FILE", "REJECTED_FILE", "describe_dataset", "read_bank_lines", "load_datalist"]
+__all__ = ["BANK_FILE", "REJECTED_FILE", "describe_dataset", "read_bank_lines", "load_datalist", "rejection_reasons"]
 
 BANK_FILE = "bank.json"
 REJECTED_FILE = "rejected.jsonl"
+#: how much of a rejected raw answer is kept (a hostile server may send megabytes)
+RAW_KEPT = 4000
+
+
+def rejection_reasons(lines: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Rejection code -> the number of rejected answers with at least one reason of that code (``describe``'s
+    summary and ``bank-stats`` count with this one function)."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update({str(r).split(":", 1)[0] for r in line.get("reasons", [])})
+    return dict(sorted(counts.items()))
+
+
+def _kept_raw(raw: str) -> str:
+    """A rejected answer as stored: at most :data:`RAW_KEPT` characters, unpaired surrogates escaped."""
+    text = raw if len(raw) <= RAW_KEPT else raw[:RAW_KEPT] + f" ... [{len(raw) - RAW_KEPT} more characters]"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def read_bank_lines(path: str | Path) -> list[dict[str, Any]]:
@@ -106,7 +125,7 @@ def _append(path: Path, lines: Iterable[Mapping[str, Any]]) -> None:
     _drop_partial_line(path)
     with path.open("a", encoding="utf-8") as f:
         for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.write(json.dumps(line) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -140,7 +159,7 @@ def load_datalist(source: str | Path, layout: str | None = None) -> list[dict[st
 
 def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask | str, describer: Describer,
                      bank_dir: str | Path, batch_size: int = 8, progress: bool = True,
-                     limit: int | None = None) -> dict[str, Any]:
+                     limit: int | None = None, max_chars: int | None = None) -> dict[str, Any]:
     """Describe every record of ``datalist`` not yet in the bank, validate the answers and store them.
 
     Args:
@@ -152,11 +171,14 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
         batch_size: records per backend call (and per flush to disk).
         progress: show a tqdm progress bar.
         limit: describe at most this many new records in this run (None: all).
+        max_chars: the longest description accepted (default: the task's, see
+            :func:`~medgen_monai.describe.validation.validate`).
 
     Returns:
         the summary: ``bank.json``'s content plus ``bank`` (the folder), ``described`` (records asked in
         this run), ``accepted`` / ``rejected_now`` (of them), ``skipped`` (already in the bank) and
-        ``reasons`` (rejection codes of this run -> count).
+        ``reasons`` (rejection codes of this run -> answers with that code) and ``failed`` (transient request
+        failures of this run, not recorded: the next run asks again).
 
     Raises:
         ValueError: a record without an id, a duplicate id, an unknown class, a missing image file, a record
@@ -207,39 +229,58 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
     if limit is not None:
         todo = todo[: int(limit)]
 
-    reasons: Counter[str] = Counter()
-    accepted_now = rejected_now = 0
+    rejected_lines: list[dict[str, Any]] = []
+    accepted_now = failed = 0
     bar = tqdm(total=len(todo), desc=f"describe {task.name} ({describer.name})", unit="image", disable=not progress)
-    for start in range(0, len(todo), int(batch_size)):
-        batch = todo[start:start + int(batch_size)]
-        records = [r for r, _ in batch]
-        images = [_load_image(r, task.image_key) if describer.needs_images else None for r in records]
-        answers = describer.describe(images, records)
-        if len(answers) != len(records):
-            raise RuntimeError(f"{type(describer).__name__} returned {len(answers)} answers for {len(records)} images")
-        lines: dict[str, list[dict[str, Any]]] = {}
-        for (record, category), raw in zip(batch, answers):
-            common = {"id": str(record["id"]), "image": str(record[task.image_key]), "category": category}
-            stamp = {"task": task.name, "backend": describer.name, "model": describer.model}
-            verdict = None if isinstance(raw, RequestFailed) else validate(task, raw, category)
-            if verdict is not None and verdict.ok:
-                line = {**common, "description": verdict.description, "attributes": verdict.attributes, **stamp}
-                lines.setdefault(f"{category_slug(category)}.jsonl", []).append(line)
-                counts[category] = counts.get(category, 0) + 1
-                accepted_now += 1
-            else:
-                why = [f"request_failed: {raw.reason}"] if verdict is None else verdict.reasons
-                line = {**common, "reasons": why, "raw": "" if verdict is None else str(raw), **stamp}
-                lines.setdefault(REJECTED_FILE, []).append(line)
-                reasons.update(r.split(":", 1)[0] for r in why)
-                rejected += 1
-                rejected_now += 1
-        for name, file_lines in lines.items():
-            _append(bank / name, file_lines)
-        bar.update(len(batch))
-        bar.set_postfix(accepted=accepted_now, rejected=rejected_now)
-    bar.close()
+    try:
+        for start in range(0, len(todo), int(batch_size)):
+            batch = todo[start:start + int(batch_size)]
+            records = [r for r, _ in batch]
+            images = [_load_image(r, task.image_key) if describer.needs_images else None for r in records]
+            answers = describer.describe(images, records)
+            if len(answers) != len(records):
+                raise RuntimeError(f"{type(describer).__name__} returned {len(answers)} answers for {len(records)} images")
+            lines: dict[str, list[dict[str, Any]]] = {}
+            batch_counts: Counter[str] = Counter()
+            batch_rejected: list[dict[str, Any]] = []
+            for (record, category), raw in zip(batch, answers):
+                if isinstance(raw, RequestFailed) and raw.transient:
+                    failed += 1  # not an answer: the next run asks again
+                    continue
+                common = {"id": str(record["id"]), "image": str(record[task.image_key]), "category": category}
+                stamp = {"task": task.name, "backend": describer.name, "model": describer.model}
+                verdict = None if isinstance(raw, RequestFailed) else validate(task, raw, category, max_chars)
+                if verdict is not None and verdict.ok:
+                    line = {**common, "description": verdict.description, "attributes": verdict.attributes, **stamp}
+                    lines.setdefault(f"{category_slug(category)}.jsonl", []).append(line)
+                    batch_counts[category] += 1
+                else:
+                    why = [f"request_failed: {raw.reason}"] if verdict is None else verdict.reasons
+                    line = {**common, "reasons": why, "raw": "" if verdict is None else _kept_raw(str(raw)), **stamp}
+                    lines.setdefault(REJECTED_FILE, []).append(line)
+                    batch_rejected.append(line)
+            for name, file_lines in lines.items():
+                _append(bank / name, file_lines)
+            # counted once on disk, so that bank.json always matches the files
+            for category, n in batch_counts.items():
+                counts[category] = counts.get(category, 0) + n
+            accepted_now += sum(batch_counts.values())
+            rejected_lines += batch_rejected
+            rejected += len(batch_rejected)
+            bar.update(len(batch))
+            bar.set_postfix(accepted=accepted_now, rejected=len(rejected_lines), failed=failed)
+    finally:
+        bar.close()
+        # whatever happened to a request, the bank's summary matches its files
+        meta = _write_meta(meta_path, task, describer, counts, rejected)
 
+    return {**meta, "bank": str(bank), "described": accepted_now + len(rejected_lines) + failed,
+            "accepted_now": accepted_now, "rejected_now": len(rejected_lines), "failed": failed, "skipped": skipped,
+            "reasons": rejection_reasons(rejected_lines)}
+
+
+def _write_meta(path: Path, task: DescribeTask, describer: Describer, counts: Mapping[str, int],
+                rejected: int) -> dict[str, Any]:
     total = sum(counts.values()) + rejected
     meta = {
         "task": task.name,
@@ -253,6 +294,5 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
         "rejected": rejected,
         "rejection_rate": rejected / total if total else 0.0,
     }
-    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-    return {**meta, "bank": str(bank), "described": accepted_now + rejected_now, "accepted_now": accepted_now,
-            "rejected_now": rejected_now, "skipped": skipped, "reasons": dict(reasons)}
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    return meta

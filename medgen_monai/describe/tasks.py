@@ -15,6 +15,7 @@ Categories (the keys of a description bank):
 from __future__ import annotations
 
 import abc
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -200,6 +201,11 @@ class DescribeTask(abc.ABC):
         return [f"{name} {attributes[name]!r} contradicts class {category!r} (allowed: {list(values)})"
                 for name, values in allowed.items() if name in attributes and attributes[name] not in values]
 
+    def shown_classes(self, category: str, attributes: Mapping[str, str]) -> tuple[str, ...]:
+        """The classes a description of an image of ``category`` with these validated attributes may name (default:
+        its own class; multi-label tasks: every class the attributes show)."""
+        return (category,)
+
     def modality_matches(self, text: str) -> bool:
         """Whether a free-text modality names this task's modality (a keyword match, case-insensitive)."""
         text = text.lower()
@@ -219,8 +225,56 @@ class DescribeTask(abc.ABC):
         attribute other than the one chosen (see :func:`medgen_monai.describe.validation.validate`).
         """
 
+    # ---- what a description may say -------------------------------------------------------------
+    def lexicon(self) -> frozenset[str]:
+        """The words a description of this task may use (lower case, letters only): the vocabulary's values and
+        names, the classes' names, the modality and view, and every word the oracle's phrasings use
+        (:func:`medgen_monai.describe.validation.validate` adds the common words)."""
+        return _lexicon(self.name)
+
+    @property
+    def max_description_chars(self) -> int:
+        """Twice the longest description the oracle writes: the default bound on a description's length."""
+        return 2 * _longest_oracle_description(self.name)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+_LEXICON_DRAWS = 300  # oracle descriptions per category: every phrasing is drawn many times over
+
+
+def _oracle_descriptions(name: str) -> list[str]:
+    task = get_task(name)
+    rng = np.random.default_rng(0)
+    texts = []
+    for category in task.classes:
+        allowed = task.class_constraints(category)
+        drawn = 0
+        while drawn < _LEXICON_DRAWS:
+            attributes = {a: str(rng.choice(values)) for a, values in allowed.items()}
+            if task.consistent(category, attributes):  # e.g. an opacity with a lobe but no side
+                continue
+            texts.append(task.compose(attributes, rng, category if rng.random() < 0.5 else None))
+            drawn += 1
+    return texts
+
+
+@functools.lru_cache(maxsize=None)
+def _lexicon(name: str) -> frozenset[str]:
+    task = get_task(name)
+    words: set[str] = set()
+    sources = [task.modality, task.view, *task.classes, *(task.class_text(c) for c in task.classes)]
+    for attribute in task.attributes:
+        sources += [attribute.name, *attribute.values]
+    for text in sources + _oracle_descriptions(name):
+        words.update(re.findall(r"[a-z]+", text.lower().replace("_", " ")))
+    return frozenset(words)
+
+
+@functools.lru_cache(maxsize=None)
+def _longest_oracle_description(name: str) -> int:
+    return max(len(t) for t in _oracle_descriptions(name))
 
 
 # ---- dermoscopy ----------------------------------------------------------------------------------
@@ -460,6 +514,11 @@ class CXRTask(DescribeTask):
                 implied = cxr_category(label_from_attributes(attributes))
                 reasons.append(f"the attributes imply {implied!r}, the image is filed under {category!r}")
         return reasons
+
+    def shown_classes(self, category: str, attributes: Mapping[str, str]) -> tuple[str, ...]:
+        if all(n in attributes for n in self.attribute_names):
+            return tuple(label_from_attributes(attributes)) + (category,)
+        return (category,)
 
     def view_reasons(self, view: str) -> list[str]:
         text = view.lower()

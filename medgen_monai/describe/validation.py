@@ -17,7 +17,12 @@
 ``empty_description``      the description is empty or blank
 ``too_many_sentences``     the description has more than 3 sentences
 ``description_contradiction``  the description names a value its own attributes did not choose
-``request_failed``         (set by the backends) the model could not be asked, e.g. a server error
+``unsupported_text``       the description uses words outside the task's lexicon (see below)
+``unprintable_text``       the description holds control, format or unpaired surrogate characters
+``too_long``               the description is longer than ``max_chars`` characters
+``request_failed``         (set by the backends) the model gave no answer, e.g. a client error; a transient
+                           failure (server error, timeout, lost connection) is not recorded, and is asked again
+                           by the next run
 =========================  =====================================================================
 
 Tolerances, on purpose: code fences and text around the JSON (a chain of thought) are ignored, the
@@ -32,23 +37,49 @@ but only when that value belongs to this attribute alone in the task's vocabular
 contradict ``effusion_size: none``). So "a large oval lesion" with ``shape: round`` is rejected.
 Sentences are counted by splitting after ``.``, ``!`` or ``?`` followed by a space (abbreviations such
 as "e.g." count as sentence ends).
+
+**A description may only say what its attributes say.** Its words must come from the task's lexicon
+(:meth:`~medgen_monai.describe.tasks.DescribeTask.lexicon`: every word of the task's vocabulary, class names
+and the phrasings the oracle writes, plus a short list of function words and the common words of a
+finding's description); a class named in it must be the image's class (every task, also derm, whose
+attributes do not constrain the class). Text that is not a description of these attributes, an
+instruction to a later reader ("ignore previous instructions ...") or an unrelated sentence, fails by
+construction, whatever its wording. The cost: a model that phrases a finding in words outside the lexicon
+is rejected too (``unsupported_text`` names the words); extend :data:`COMMON_WORDS` for such a model.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .tasks import DescribeTask, get_task
 
-__all__ = ["ValidationResult", "validate", "extract_json", "normalise_value", "count_sentences", "REQUIRED_KEYS",
-           "MAX_SENTENCES"]
+__all__ = ["ValidationResult", "validate", "extract_json", "normalise_value", "count_sentences", "printable_text",
+           "REQUIRED_KEYS", "MAX_SENTENCES", "COMMON_WORDS"]
 
 REQUIRED_KEYS: tuple[str, ...] = ("modality", "view", "attributes", "description")
 MAX_SENTENCES = 3
+#: words any task's description may use besides its own lexicon: function words and the plain words of a
+#: finding's description
+COMMON_WORDS: frozenset[str] = frozenset("""
+a an the and or but with without of in on at to from by for as is are was were be been being has have had
+it its this that these those there here which who whose where while also both either neither nor no not
+none any each every all some one two three several single multiple more most less few many much very
+than then so such same other another only just about around near over under above below between within
+into onto across along through up down left right upper lower middle central centre center side sided
+seen see shows show showing shown visible appears appear appearing noted note present presence absent
+absence image images picture view frame field photo photograph area region part portion zone
+lesion lesions finding findings feature features structure structures pattern colour color shape size
+border edge margin surface appearance consistent suggestive suggests suggest likely possibly probably
+compatible typical characteristic overall mostly mainly slightly mildly moderately markedly clearly
+well ill defined demarcated sharp smooth regular irregular fairly rather relatively
+""".split())
+_WORD = re.compile(r"[a-z]+")
 _NEGATIONS = frozenset({"no", "not", "without", "nor", "neither"})
 
 
@@ -89,6 +120,11 @@ def extract_json(raw: str) -> tuple[dict[str, Any] | None, str | None]:
             value, end = decoder.raw_decode(raw, position)
         except json.JSONDecodeError as e:
             first_error = first_error or f"{e.msg} at character {e.pos}"
+            closing = _closing_brace(raw, position)
+            if closing is None:
+                # the object never closes (a cut-off answer): what follows is inside it, so a complete inner
+                # object (its "attributes") is not the answer
+                return None, f"malformed_json: the JSON object starting at character {position} is cut off ({first_error})"
             position = raw.find("{", position + 1)
             continue
         if isinstance(value, dict):
@@ -98,6 +134,38 @@ def extract_json(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     if found is None:
         return None, f"malformed_json: no complete JSON object could be decoded ({first_error})"
     return found, None
+
+
+def _closing_brace(text: str, start: int) -> int | None:
+    """The index of the brace closing the one at ``start`` (braces in JSON strings ignored), or None."""
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
+
+
+def printable_text(text: str) -> str | None:
+    """Why ``text`` is not plain printable text (control, format, private-use, unassigned or unpaired surrogate
+    characters), or None; ordinary spaces are fine."""
+    bad = sorted({f"U+{ord(c):04X}" for c in text if c != " " and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")})
+    if bad:
+        return f"the description holds {len(bad)} kind(s) of non-printable character ({', '.join(bad[:5])})"
+    return None
 
 
 def normalise_value(value: Any) -> Any:
@@ -118,16 +186,41 @@ def _prose(text: str) -> str:
 
 
 def _mentions(prose: str, phrase: str) -> bool:
-    """Whether ``phrase`` occurs in ``prose`` as whole words and not right after a negation."""
+    """Whether ``phrase`` occurs in ``prose`` as whole words and not negated: a negation word earlier in its clause
+    (the words since the last ``.``, ``;``, ``:``, "but" or "however", at most eight) negates it, so "no
+    opacity, pleural effusion or pneumothorax" negates all three and "no effusion but a pneumothorax" only the
+    first."""
     for match in re.finditer(rf"\b{re.escape(phrase)}\b", prose):
-        before = re.findall(r"[a-z]+", prose[: match.start()])[-3:]
-        if not _NEGATIONS.intersection(before):
+        clause = re.split(r"[.;:]|\bbut\b|\bhowever\b", prose[: match.start()])[-1]
+        if not _NEGATIONS.intersection(re.findall(r"[a-z]+", clause)[-8:]):
             return True
     return False
 
 
-def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], description: str) -> list[str]:
+def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], description: str, category: str,
+                         max_chars: int) -> list[str]:
     reasons = []
+    if len(description) > max_chars:
+        reasons.append(f"too_long: the description has {len(description)} characters (at most {max_chars})")
+        return reasons  # the other checks would only repeat what is wrong with a text this long
+    unprintable = printable_text(description)
+    if unprintable:
+        reasons.append(f"unprintable_text: {unprintable}")
+        return reasons
+    words = set(_WORD.findall(unicodedata.normalize("NFKD", description).encode("ascii", "ignore").decode().lower()))
+    unsupported = sorted(words - task.lexicon() - COMMON_WORDS)
+    if unsupported:
+        shown = ", ".join(repr(w) for w in unsupported[:8]) + (" ..." if len(unsupported) > 8 else "")
+        reasons.append(f"unsupported_text: {len(unsupported)} word(s) outside the {task.name} lexicon: {shown}")
+    prose_text = _prose(description)
+    shown = task.shown_classes(category, attributes)
+    own = " | ".join(_prose(task.class_text(c)) for c in shown)
+    for other in task.classes:
+        name = _prose(task.class_text(other))
+        # a class whose name is part of a shown one ("polyp" in "dyed and lifted polyp") is not another class
+        if other not in shown and not re.search(rf"\b{re.escape(name)}\b", own) and _mentions(prose_text, name):
+            reasons.append(f"class_contradiction: the description names {task.class_text(other)!r}; the image is "
+                           f"{task.class_text(category)!r}")
     sentences = count_sentences(description)
     if sentences > MAX_SENTENCES:
         reasons.append(f"too_many_sentences: the description has {sentences} sentences (at most {MAX_SENTENCES})")
@@ -143,13 +236,14 @@ def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], desc
     return reasons
 
 
-def validate(task: DescribeTask | str, raw_answer: str, category: str) -> ValidationResult:
+def validate(task: DescribeTask | str, raw_answer: str, category: str, max_chars: int | None = None) -> ValidationResult:
     """Check one raw model answer against the task's vocabulary and the image's known class.
 
     Args:
         task: the describe task (or its name).
         raw_answer: the model's full text answer.
         category: the image's bank category (its class; cxr: :func:`~medgen_monai.describe.tasks.cxr_category`).
+        max_chars: the longest description accepted (default: the task's, twice its longest oracle description).
 
     Returns:
         a :class:`ValidationResult`; ``ok`` only when no check fails. Every failing check adds a reason.
@@ -159,6 +253,9 @@ def validate(task: DescribeTask | str, raw_answer: str, category: str) -> Valida
     """
     task = get_task(task)
     task.check_category(category)
+    max_chars = task.max_description_chars if max_chars is None else int(max_chars)
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
     answer, error = extract_json(raw_answer if isinstance(raw_answer, str) else "")
     if answer is None:
         return ValidationResult(False, reasons=[str(error)])
@@ -207,5 +304,5 @@ def validate(task: DescribeTask | str, raw_answer: str, category: str) -> Valida
     if "description" in answer and isinstance(answer.get("description"), str) and not description:
         reasons.append("empty_description: the description is empty")
     if description:
-        reasons.extend(_description_reasons(task, attributes, description))
+        reasons.extend(_description_reasons(task, attributes, description, category, max_chars))
     return ValidationResult(not reasons, attributes, description, reasons, answer)
