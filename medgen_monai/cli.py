@@ -222,7 +222,7 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
 
 
 def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,
-             bank: str | None = None, progress: bool = True) -> str:
+             bank: str | None = None, progress: bool = True, size: int | str | Sequence[int] | None = None) -> str:
     """Generate ``n`` images per class with a bundle and score them against the test split of ``dataset_dir``
     (``configs/inference.json`` + ``configs/evaluate.json``); writes ``evaluation.json`` and ``evaluation.png`` in ``out``.
 
@@ -234,11 +234,18 @@ def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | Non
         steps: sampling steps (default: the bundle's).
         bank: description-conditioned bundles: the description bank (default: the bundle's bank/).
         progress: show progress bars.
+        size: ``H,W``: the size generated and real images are compared at (default: the bundle's image size;
+            real images of any size are resized to it).
     """
     root = _bundle_root(bundle)
+    eval_size = None if size is None else _size(size)
+    if isinstance(eval_size, int):
+        eval_size = (eval_size, eval_size)
+    if eval_size is not None and (len(eval_size) != 2 or min(eval_size) < 1):
+        raise ValueError(f"--size: expected two positive integers H,W (e.g. 64,64) for 2D bundles, got {size!r}")
     _run_bundle(root, ["inference.json", "evaluate.json"], output_dir=str(out), dataset_dir=dataset_dir,
                 n=None if n is None else int(n), num_inference_steps=steps, progress=bool(progress),
-                **_description_options(root, bank))
+                eval_size=eval_size, **_description_options(root, bank))
     return str(Path(out) / "evaluation.json")
 
 

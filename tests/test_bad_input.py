@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from medgen_monai.describe.backends import Describer, RequestFailed
 from medgen_monai.describe.run import read_bank_lines
 from medgen_monai.phantoms import get_phantom
 
+ROOT = Path(__file__).resolve().parents[1]
 LAYOUTS = {"derm": "isic", "colon": "kvasir", "cxr": "mimic_cxr"}
 
 
@@ -155,3 +157,76 @@ def test_cli_describe_reports_failed_requests(datalists, tmp_path, capsys, monke
     cli.main(["describe", "--images", str(datalist), "--task", "derm", "--backend", "oracle", "--out", str(tmp_path / "bank"),
               "--progress", "False"])
     assert "3 failed" in capsys.readouterr().out
+
+
+# ---- image files ------------------------------------------------------------------------------------
+def _write(path, mode: str, size=(40, 30)):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    image = {"L": rgb.convert("L"), "P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"), "RGBA": rgb.convert("RGBA"),
+             "RGB": rgb, "LA": rgb.convert("LA"),
+             "I;16": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))}[mode]
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode, suffix", [("L", ".jpg"), ("CMYK", ".jpg"), ("RGBA", ".png"), ("P", ".png"), ("LA", ".png"),
+                                          ("RGB", ".jpg"), ("I;16", ".png")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_files_of_any_common_mode_become_the_bundles_channels(tmp_path, mode, suffix, channels):
+    from medgen_monai.transforms import LoadImageChannelsd
+
+    path = _write(tmp_path / f"image{suffix}", mode)
+    out = LoadImageChannelsd("image", channels)({"image": str(path)})["image"]
+    assert out.shape == (channels, 30, 40) and out.dtype.name == "float32"
+    assert 0 <= out.min() and out.max() <= 255 and out.max() > 50  # 16 bit scaled to 8 bit, not clipped to white
+
+
+@pytest.mark.parametrize("content, message", [(b"not an image at all", "not an image file PIL can read"),
+                                              (None, "image file not found")])
+def test_an_unreadable_image_is_refused_naming_the_file(tmp_path, content, message):
+    from medgen_monai.transforms import LoadImageChannelsd
+
+    path = tmp_path / "ISIC_0000001.jpg"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"ISIC_0000001.jpg: {message}"):
+        LoadImageChannelsd("image", 3)({"image": str(path)})
+
+
+def test_a_grayscale_jpeg_in_an_rgb_training_folder_trains(tmp_path):
+    """The ISIC case: one grayscale (and one CMYK) JPEG among RGB ones; the training transforms give every image
+    3 channels when the cache fills, before the first iteration."""
+    from monai.data import CacheDataset
+
+    from medgen_monai.engines import inference_parser
+
+    root = ROOT / "bundles" / "ldm_label_derm"
+    datalist = [{"image": str(_write(tmp_path / f"{i}.jpg", mode)), "label": 0} for i, mode in enumerate(["RGB", "L", "CMYK"])]
+    parser = inference_parser(root, initialize=False)
+    parser.read_config([str(root / "configs" / n) for n in ("inference.json", "train_common.json", "train_diffusion.json")])
+    parser["bundle_root"] = str(root)
+    transforms = parser.get_parsed_content("train_transforms")
+    shapes = {tuple(item["image"].shape) for item in CacheDataset(datalist, transforms, progress=False)}
+    assert shapes == {(3, 64, 64)}
+
+
+def test_an_image_size_the_networks_cannot_divide_is_refused_when_the_config_is_built(tmp_path):
+    with pytest.raises(ValueError) as error:
+        cli._run_bundle(ROOT / "bundles" / "vap_diffusion_cxr", ["inference.json"], image_size=[72, 72],
+                        output_dir=str(tmp_path / "out"), n=1)
+    assert "image_size [72, 72]: every side must be a multiple of 16" in str(error.value) and "try [64, 80]" in str(error.value)
+    assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_evaluation_compares_a_reference_folder_of_mixed_sizes(tmp_path):
+    from medgen_monai.metrics.evaluation import load_images
+
+    paths = [_write(tmp_path / f"{i}.png", "RGB", size) for i, size in enumerate([(64, 64), (90, 70), (300, 200)])]
+    images = load_images(paths, size=(64, 64))
+    assert {im.shape for im in images} == {(64, 64, 3)}
+    with pytest.raises(ValueError, match="--size: expected two positive integers H,W"):
+        cli.evaluate(str(ROOT / "bundles" / "vap_diffusion_cxr"), str(tmp_path / "eval"), size="64,64,3")

@@ -41,10 +41,18 @@ from .reference import fid_floor, kid, matched_fid, request_sources, stratified_
 __all__ = ["load_images", "predicted_or_invalid", "attribute_distance", "evaluate_generation"]
 
 
-def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
+def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None) -> list[np.ndarray]:
     """Read 2D images (PNG / JPEG) as uint8 ``(H, W)`` or ``(H, W, 3)``, or volumes (NIfTI, MetaImage, a DICOM
     series folder) as float32 ``(X, Y, Z)`` in RAS voxel order (:func:`medgen_monai.io.volumes.load_volume`), the
-    phantoms' (and so the audit networks') orientation."""
+    phantoms' (and so the audit networks') orientation.
+
+    Args:
+        paths: the files.
+        size: ``(H, W)``: resize 2D images to it (area averaging), so that a folder of mixed sizes (real ISIC)
+            can be compared; ``None`` keeps each image's size.
+    """
+    if size is not None and (len(size) != 2 or min(int(s) for s in size) < 1):
+        raise ValueError(f"size must be (H, W), two positive integers for 2D images, got {list(size)}")
     images = []
     for path in paths:
         path = Path(path)
@@ -53,9 +61,18 @@ def load_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
         if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
             from PIL import Image
 
+            from ..transforms.images import read_image_channels
+
             with Image.open(path) as image:
-                images.append(np.array(image.convert("RGB") if image.mode not in ("L", "RGB") else image))
+                channels = 1 if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L") else 3
+            array = read_image_channels(path, channels)  # the bundles' reading rule (palette, CMYK, alpha, 16 bit)
+            image = Image.fromarray(array[0].astype(np.uint8) if channels == 1 else np.moveaxis(array, 0, -1).astype(np.uint8))
+            if size is not None and image.size != (int(size[1]), int(size[0])):
+                image = image.resize((int(size[1]), int(size[0])), Image.BOX)
+            images.append(np.array(image))
         else:
+            if size is not None:
+                raise ValueError(f"{path}: size applies to 2D images only; volumes are compared at their own size")
             from ..io.volumes import load_volume
 
             images.append(load_volume(path)[0])
@@ -132,6 +149,7 @@ def evaluate_generation(
     image_format: str = "png",
     max_reference: int | None = 500,
     reference_seed: int = 0,
+    size: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Score the outputs of a generation run and write ``evaluation.json`` and ``evaluation.png``.
 
@@ -150,6 +168,8 @@ def evaluate_generation(
             (:func:`~medgen_monai.metrics.reference.stratified_reference` with ``on_short="shrink"``: smaller when a
             class is short, as ``report["reference"]["sampling"]["note"]`` says); ``None``: as large as the data allow.
         reference_seed: seed of the reference draw, the FID floor's subsets and the KID subsets.
+        size: ``(H, W)`` both the generated and the reference 2D images are resized to (a real folder holds
+            images of many sizes); ``None``: the generated images' size, the reference resized to it.
 
     Returns:
         the report written to ``evaluation.json``; besides the scores, ``generated.fid_floor`` (``{"mean", "sd", "n",
@@ -162,7 +182,9 @@ def evaluate_generation(
     output_dir = Path(output_dir)
     kind, _ = parse_unit(unit)
     suffix = {"png": ".png", "nifti": ".nii.gz"}[image_format]
-    generated = load_images([output_dir / f"{r['id']}{suffix}" for r in requests])
+    generated = load_images([output_dir / f"{r['id']}{suffix}" for r in requests], size)
+    if size is None and image_format == "png":  # the reference at the generated images' size
+        size = generated[0].shape[:2]
     generated_classes = [str(r["category"]) for r in requests]
     # a seeded random draw in the requests' class proportions, without the requests' own source images
     drawn = stratified_reference(reference, generated_classes, max_reference, reference_seed,
@@ -174,7 +196,7 @@ def evaluate_generation(
                          f"{sorted(set(generated_classes))} (draw: {drawn.summary()}); need at least 2")
     if drawn.note:
         warnings.warn(f"evaluate_generation: reference of {len(reference)} images: {drawn.note}", stacklevel=2)
-    reference_images = load_images([r["image"] for r in reference])
+    reference_images = load_images([r["image"] for r in reference], size)
     reference_classes = drawn.classes
     audit = load_audit(unit)
     extractor = feature_extractor(audit)  # loaded once: FID, its floor and KID share the features

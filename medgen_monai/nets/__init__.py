@@ -5,6 +5,7 @@ from __future__ import annotations
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
 from .projection import NearestNeighbourProjection
 from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
+from .shapes import latent_shape
 
 __all__ = [
     "ConditionedDiffusionUNet",
@@ -13,4 +14,5 @@ __all__ = [
     "PrototypeConditioning",
     "MiddleBlockWithPrototypes",
     "VAPDiffusionUNet",
+    "latent_shape",
 ]
