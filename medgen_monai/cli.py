@@ -189,6 +189,10 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
         raise ValueError(f"--n must be >= 1, got {n}")
     if eta is not None and not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"--eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+    if description is not None:  # de-identified before anything (MONAI's run logs its arguments) sees it
+        from .text.deid import scrub_text
+
+        description = scrub_text(str(description))[0]
     options = _description_options(root, bank, description, projection)
     _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
                 num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
@@ -407,8 +411,12 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     with tempfile.TemporaryDirectory(prefix="medgen-pacs-study-") as pulled:
         files = client.retrieve_study(study, pulled)
         conditioning = conditioning_from_study(read_study(pulled))
-    report = conditioning.get("report")
+    report = conditioning.get("report")  # de-identified by the reader with the study's own identifying values
     report_used = False
+    if description is not None:  # free text from the command line is scrubbed as well, before MONAI logs it
+        from .text.deid import scrub_text
+
+        description = scrub_text(str(description))[0]
     if description is None and category is None and description_bundle and report:
         description, report_used = report, True
 

@@ -230,3 +230,75 @@ def test_evaluation_compares_a_reference_folder_of_mixed_sizes(tmp_path):
     assert {im.shape for im in images} == {(64, 64, 3)}
     with pytest.raises(ValueError, match="--size: expected two positive integers H,W"):
         cli.evaluate(str(ROOT / "bundles" / "vap_diffusion_cxr"), str(tmp_path / "eval"), size="64,64,3")
+
+
+# ---- free text and DICOM in -------------------------------------------------------------------------
+@pytest.mark.parametrize("text, identifier, tag", [
+    ("Discussed with Dr. Gregory House.", "Gregory House", "[NAME]"),
+    ("Electronically signed by: Lisa Cuddy", "Lisa Cuddy", "[NAME]"),
+    ("Reported by SMITH^JOHN.", "SMITH^JOHN", "[NAME]"),
+    ("Seen on 05/03/2023.", "05/03/2023", "[DATE]"),
+    ("Seen on March 5, 2023 and 2023-03-06 and 20230307.", "March 5", "[DATE]"),
+    ("Seen at 14:05.", "14:05", "[TIME]"),
+    ("Call (617) 555-0123.", "555-0123", "[PHONE]"),
+    ("Mail greg.house@example.org today.", "greg.house@example.org", "[EMAIL]"),
+    ("MRN: 4711-0815, accession A2024-99812.", "4711", "[ID]"),
+    ("Lives at 221 Baker Street.", "221 Baker", "[ADDRESS]"),
+    ("A 93-year-old woman.", "93", "[AGE>89]"),
+    ("See https://pacs.example.org/study/1 for images.", "pacs.example.org", "[URL]"),
+])
+def test_free_text_loses_each_kind_of_identifier(text, identifier, tag):
+    from medgen_monai.text.deid import scrub_text
+
+    scrubbed, counts = scrub_text(text)
+    assert identifier not in scrubbed and tag in scrubbed and counts.get(tag), (scrubbed, counts)
+
+
+def test_clinical_text_passes_unchanged_and_known_names_go_anywhere():
+    from medgen_monai.text.deid import scrub_text
+
+    clinical = ("PA chest X-ray: a large right pleural effusion, 3.2 cm, with no pneumothorax. PI-RADS 4 lesion of 12 mm, "
+                "Gleason 3+4, at L5. A 45-year-old woman with a small round dark brown lesion in the centre.")
+    assert scrub_text(clinical) == (clinical, {})
+    scrubbed, _ = scrub_text("jane doe's lesion; Mrs DOE agreed", known=["Doe^Jane", "Doe", "Jane"])
+    assert "doe" not in scrubbed.lower() and "jane" not in scrubbed.lower()
+
+
+def test_body_part_only_from_defined_terms_and_the_reference_from_an_image_whatever_the_file_order(tmp_path):
+    import highdicom as hd
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medgen_monai.io.dicom import conditioning_from_study, read_study
+    from medgen_monai.io.dicom.marking import deidentified_reference
+
+    named = Dataset()
+    named.BodyPartExamined = "JOHN SMITH"  # code-string shaped, but a person
+    assert "BodyPartExamined" not in deidentified_reference(named)
+    named.BodyPartExamined = "chest"
+    assert deidentified_reference(named)["BodyPartExamined"] == "CHEST"
+
+    study = generate_uid()
+    image = hd.sc.SCImage(
+        pixel_array=np.zeros((8, 8, 3), dtype=np.uint8), photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", study_instance_uid=study, series_instance_uid=generate_uid(), series_number=1,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="x", patient_orientation=("L", "F"),
+        laterality="L")
+    image.BodyPartExamined = "SKIN"
+    image.PatientName, image.PatientSex = "Doe^Jane", "F"
+    sr = Dataset()
+    sr.file_meta = FileMetaDataset()
+    sr.file_meta.MediaStorageSOPClassUID = sr.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.Modality, sr.SeriesNumber = study, generate_uid(), "SR", 2
+    sr.PatientName, sr.PatientSex = "Doe^Jane", "F"
+    sr.ContentSequence = []
+    for names in (("0_report.dcm", "1_image.dcm"), ("1_report.dcm", "0_image.dcm")):
+        folder = tmp_path / names[0].split("_")[0]
+        folder.mkdir()
+        sr.save_as(folder / names[0], enforce_file_format=True)
+        image.save_as(folder / names[1], enforce_file_format=True)
+        reference = conditioning_from_study(read_study(folder))["reference"]
+        assert reference["BodyPartExamined"] == "SKIN" and reference["Laterality"] == "L", names

@@ -108,7 +108,9 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
         seed: first seed.
         categories: the categories to make (a name, a comma-separated string or a list); ``None``: all.
         description: an explicit description for every request (description-conditioned bundles; it
-            overrides retrieval from the bank).
+            overrides retrieval from the bank). It is de-identified first
+            (:func:`medgen_monai.text.deid.scrub_text`): free text may name people, dates or record numbers, and
+            what conditions generation also goes into every sidecar.
 
     Returns:
         requests ``{"id": "<category>_<seed>", "seed", "category"}`` (characters other than letters, digits,
@@ -131,8 +133,11 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     if description is not None:
         if not str(description).strip():
             raise ValueError("description is empty: give a description, or leave it out to draw one from the bank")
+        from ..text.deid import scrub_text
+
+        scrubbed = scrub_text(str(description))[0]
         for r in requests:
-            r["description"] = str(description)
+            r["description"] = scrubbed
     return requests
 
 

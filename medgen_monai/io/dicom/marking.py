@@ -21,7 +21,8 @@ attributes of the input may reach the output, through :func:`deidentified_refere
 - ``PatientSex``: ``M``, ``F`` or ``O`` only (anything else is dropped).
 - ``PatientAge``: whole years as ``NNNY``, from the input's ``PatientAge`` or, when absent, from ``PatientBirthDate``
   and ``StudyDate``; ages above 89 become ``090Y`` (HIPAA safe harbour: ages over 89 are aggregated).
-- ``BodyPartExamined``: a defined-term code string (``CHEST``, ``SKIN``, ...), not free text.
+- ``BodyPartExamined``: only one of DICOM's defined terms (:data:`BODY_PART_DEFINED_TERMS`, PS3.16 Annex L:
+  ``CHEST``, ``SKIN``, ``PROSTATE``, ...); any other value, which may be free text or a name, is dropped.
 - ``Laterality``: ``R``, ``L`` or empty (unknown), from the input's ``Laterality`` or, when absent, its
   ``ImageLaterality`` (``B``/``U`` become empty); left out when the input has neither. The writer follows it: the
   General Series requires Laterality for paired and unknown body parts and forbids it for unpaired ones, and the
@@ -45,6 +46,7 @@ import pydicom
 
 __all__ = [
     "ALLOWED_FROM_INPUT",
+    "BODY_PART_DEFINED_TERMS",
     "SOFTWARE",
     "SYNTHETIC_PATIENT_KEYWORDS",
     "Provenance",
@@ -65,7 +67,19 @@ ALLOWED_FROM_INPUT: tuple[str, ...] = ("PatientSex", "PatientAge", "BodyPartExam
 
 _AGE_OVER_89 = 90
 _AS = re.compile(r"^(\d{3})([DWMY])$")
-_CS = re.compile(r"^[A-Z0-9 _]{1,16}$")
+#: BodyPartExamined defined terms (DICOM PS3.16 Annex L, the terms of the anatomic regions this project's
+#: modalities image and their neighbours); a value outside this list never reaches an output
+BODY_PART_DEFINED_TERMS: frozenset[str] = frozenset("""
+ABDOMEN ABDOMENPELVIS ACJOINT ADRENAL AMNIOTICFLUID ANKLE ANUS AORTA AORTICARCH APPENDIX ARM AXILLA BACK BILEDUCT
+BLADDER BRACHIALARTERY BRAIN BREAST BRONCHUS BUTTOCK CALCANEUS CALF CAROTID CECUM CEREBELLUM CERVIX CHEEK CHEST
+CHESTABDOMEN CHESTABDPELVIS CIRCLEOFWILLIS CLAVICLE COCCYX COLON CORNEA CORONARYARTERY CSPINE CTSPINE DUODENUM EAR
+ELBOW ESOPHAGUS EXTREMITY EYE EYELID FACE FEMUR FINGER FOOT FOREARM GALLBLADDER HAND HEAD HEADNECK HEART HIP HUMERUS
+IAC ILEUM ILIUM JAW JEJUNUM KIDNEY KNEE LARYNX LEG LIVER LSPINE LSSPINE LUNG MAXILLA MEDIASTINUM MOUTH NECK NECKCHEST
+NECKCHESTABDOMEN NECKCHESTABDPELV NOSE ORBIT OVARY PANCREAS PAROTID PATELLA PELVIS PENIS PHARYNX PROSTATE RADIUS
+RADIUSULNA RECTUM RIB SACRUM SCALP SCAPULA SCLERA SCROTUM SHOULDER SIGMOID SKULL SKIN SPINE SPLEEN SSPINE STERNUM
+STOMACH SUBMANDIBULAR TESTIS THIGH THUMB THYMUS THYROID TIBIA TIBIAFIBULA TLSPINE TMJ TOE TONGUE TRACHEA TSPINE ULNA
+URETER URETHRA UTERUS VAGINA VULVA WHOLEBODY WRIST ZYGOMA
+""".split())
 _DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
 
 
@@ -186,7 +200,7 @@ def deidentified_reference(ds: pydicom.Dataset, date_shift_days: int | None = No
     if years is not None:
         out["PatientAge"] = f"{min(years, _AGE_OVER_89):03d}Y"
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-    if _CS.match(body_part):
+    if body_part in BODY_PART_DEFINED_TERMS:
         out["BodyPartExamined"] = body_part
     for keyword in ("Laterality", "ImageLaterality"):
         if keyword in ds:

@@ -94,9 +94,14 @@ class DicomStudy:
         study_uid: the StudyInstanceUID shared by every instance.
         series: SeriesInstanceUID -> the files of that series (sorted by name), every series of the study.
         images: the image series among them (instances with Rows and Columns), same mapping.
-        reports: the texts of the structured reports (:func:`report_text`), in file order.
-        patient: the first instance's dataset (pixel data not read): patient and study attributes.
+        reports: the texts of the structured reports (:func:`report_text`), in (SeriesNumber, InstanceNumber,
+            SOPInstanceUID) order.
+        patient: the dataset (pixel data not read) that patient and study attributes are read from: the first image
+            instance in (SeriesNumber, InstanceNumber, SOPInstanceUID) order, whatever the files are called and
+            the order they come in (a report is only used when the study has no image).
         folder: the folder read.
+        identifiers: the identifying values of every instance (names and their parts, IDs, accession number,
+            institution: :func:`medgen_monai.text.deid.identifying_strings`), to scrub from the reports.
     """
 
     study_uid: str
@@ -105,6 +110,7 @@ class DicomStudy:
     reports: list[str]
     patient: Dataset
     folder: Path = field(default_factory=Path)
+    identifiers: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------- one file
@@ -550,16 +556,35 @@ def read_study(folder: str | PathLike) -> DicomStudy:
         raise DicomError(folder, "StudyInstanceUID", f"one study, found {len(studies)}: {', '.join(studies)}")
     series: dict[str, list[Path]] = {}
     images: dict[str, list[Path]] = {}
-    reports: list[str] = []
+    reports: list[tuple[tuple[int, int, str], str]] = []
     for path, ds in instances:
         uid = str(ds.get("SeriesInstanceUID", ""))
         series.setdefault(uid, []).append(path)
         if "Rows" in ds and "Columns" in ds:
             images.setdefault(uid, []).append(path)
         elif str(ds.get("SOPClassUID", "")).startswith(_SR_ROOT):
-            reports.append(report_text(ds))
-    return DicomStudy(study_uid=studies[0], series=series, images=images, reports=reports, patient=instances[0][1],
-                      folder=folder)
+            reports.append((_order(ds), report_text(ds)))
+    # the reference dataset: an image instance, chosen by content, not by file name or order
+    image_instances = [(p, ds) for p, ds in instances if "Rows" in ds and "Columns" in ds] or instances
+    patient = min(image_instances, key=lambda item: _order(item[1]))[1]
+    from ...text.deid import identifying_strings
+
+    identifiers = sorted({value for _, ds in instances for value in identifying_strings(ds)})
+    return DicomStudy(study_uid=studies[0], series=series, images=images, reports=[text for _, text in sorted(reports)],
+                      patient=patient, folder=folder, identifiers=identifiers)
+
+
+def _order(ds: Dataset) -> tuple[int, int, str]:
+    """(SeriesNumber, InstanceNumber, SOPInstanceUID): an instance's place whatever its file is called."""
+    return _number(ds, "SeriesNumber"), _number(ds, "InstanceNumber"), str(ds.get("SOPInstanceUID", ""))
+
+
+def _number(ds: Dataset, keyword: str) -> int:
+    """An IS attribute as an int for ordering (absent or malformed: after every numbered one)."""
+    try:
+        return int(str(ds.get(keyword, "")).strip())
+    except ValueError:
+        return 2**31
 
 
 def _is_stack(paths: Sequence[Path]) -> bool:
@@ -575,7 +600,9 @@ def conditioning_from_study(study: DicomStudy) -> dict[str, Any]:
     """What a study offers a conditioned generator.
 
     Returns:
-        ``{"report": str | None`` (the SR texts joined by blank lines), ``"age": float | None`` (years),
+        ``{"report": str | None`` (the SR texts joined by blank lines, de-identified by
+        :func:`medgen_monai.text.deid.scrub_text` with the study's own identifying values: the raw report never
+        leaves this function), ``"age": float | None`` (years),
         ``"sex": "M" | "F" | "O" | None``, ``"images"``: per image series, a :class:`DicomVolume` for a
         cross-sectional stack, else each file's ``(H, W)`` / ``(H, W, 3)`` array; ``"reference"``: the allow-listed,
         de-identified attributes of the first instance (:func:`.marking.deidentified_reference`)}.
@@ -588,7 +615,9 @@ def conditioning_from_study(study: DicomStudy) -> dict[str, Any]:
             images.append(read_series(paths))
         else:
             images.extend(read_image_2d(p) for p in paths)
-    reports = [text for text in study.reports if text.strip()]
+    from ...text.deid import scrub_text
+
+    reports = [scrub_text(text, study.identifiers)[0] for text in study.reports if text.strip()]
     return {
         "report": "\n\n".join(reports) if reports else None,
         "age": patient_age(study.patient),
