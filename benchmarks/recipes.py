@@ -77,10 +77,30 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "ae_shipped": {},
     "ae_latent8": {"inference.json": {"latent_channels": 8}},
+    # and a patch discriminator after 1000 iterations (MONAI's generative tutorials' weights), so that the decoder
+    # draws texture instead of averaging it away
+    "ae_latent8_adv": {
+        "inference.json": {"latent_channels": 8},
+        "train_autoencoder.json": {
+            "+discriminator": {"_target_": "monai.networks.nets.PatchDiscriminator", "spatial_dims": 2,
+                               "num_layers_d": 3, "channels": 32, "in_channels": "@image_channels", "out_channels": 1},
+            "+discriminator_optimizer": {"_target_": "torch.optim.Adam", "params": "$@discriminator.parameters()",
+                                         "lr": "@learning_rate"},
+            "trainer#discriminator": "@discriminator",
+            "trainer#discriminator_optimizer": "@discriminator_optimizer",
+            "trainer#adversarial_weight": 0.01,
+            "trainer#adversarial_start": 1000,
+        },
+    },
 }
 
 
 def _set(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (``#`` reaches into nested items); a top-level setting must exist unless ``key`` starts with
+    ``+`` (a new object the recipe adds)."""
+    if key.startswith("+"):
+        config[key[1:]] = copy.deepcopy(value)
+        return
     *parents, last = key.split("#")
     node = config
     for part in parents:

@@ -302,3 +302,68 @@ def test_body_part_only_from_defined_terms_and_the_reference_from_an_image_whate
         image.save_as(folder / names[1], enforce_file_format=True)
         reference = conditioning_from_study(read_study(folder))["reference"]
         assert reference["BodyPartExamined"] == "SKIN" and reference["Laterality"] == "L", names
+
+
+# ---- the earlier cases, through the command line: one line on stderr, exit code 2, nothing written ----------
+def _derm_folder(tmp_path):
+    cli.main(["phantoms", "--kind", "derm", "--n", "4", "--out", str(tmp_path / "derm"), "--progress", "False"])
+    return tmp_path / "derm"
+
+
+def _missing_column(tmp_path):
+    folder = _derm_folder(tmp_path)
+    csv = folder / "ISIC_2019_Training_GroundTruth.csv"
+    csv.write_text("\n".join(",".join(line.split(",")[:3]) for line in csv.read_text().splitlines()) + "\n")
+    return ["describe", "--images", str(folder), "--layout", "isic", "--task", "derm", "--out", str(tmp_path / "out")]
+
+
+def _unknown_class(tmp_path):
+    return ["generate", "--bundle", str(ROOT / "bundles" / "ldm_label_derm"), "--out", str(tmp_path / "out"),
+            "--category", "FOO", "--n", "1"]
+
+
+def _empty_bank(tmp_path):
+    (tmp_path / "bank").mkdir()
+    return ["generate", "--bundle", str(ROOT / "bundles" / "vap_diffusion_derm"), "--out", str(tmp_path / "out"),
+            "--bank", str(tmp_path / "bank"), "--n", "1"]
+
+
+def _foreign_checkpoint(tmp_path):
+    import shutil
+
+    bundle = tmp_path / "vap_diffusion_derm"
+    shutil.copytree(ROOT / "bundles" / "vap_diffusion_derm", bundle, ignore=shutil.ignore_patterns("train", "output"))
+    shutil.copy(ROOT / "bundles" / "vap_diffusion_colon" / "models" / "diffusion.pt", bundle / "models" / "diffusion.pt")
+    return ["generate", "--bundle", str(bundle), "--out", str(tmp_path / "out"), "--n", "1"]
+
+
+def _corrupt_dicom(tmp_path):
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x04\x001.2\x00")  # file meta, then nothing
+    return ["pacs-store", "--pacs", "dicom://X@127.0.0.1:9", "--path", str(path)]
+
+
+CLI_CASES = {
+    "missing_column": (_missing_column, "ISIC_2019_Training_GroundTruth.csv: BCC: required column missing"),
+    "unknown_class": (_unknown_class, "unknown category ['FOO']; expected some of ['MEL'"),
+    "empty_bank": (_empty_bank, "no category file (<category>.jsonl)"),
+    "foreign_checkpoint": (_foreign_checkpoint, "diffusion.pt: weights of bundle 'vap_diffusion_colon', expected "
+                                                "'vap_diffusion_derm'"),
+    "corrupt_dicom": (_corrupt_dicom, "cut.dcm: file meta: MediaStorageSOPClassUID"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_bad_input_on_the_command_line_is_one_line_and_writes_nothing(case, tmp_path, capsys):
+    make, message = CLI_CASES[case]
+    argv = make(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # MONAI's bundle runner may log its settings first; the error is one line, the last
+    errors = [line for line in err if "error" in line.lower() and "medgen-monai" in line]
+    assert len(errors) == 1 and err[-1] == errors[0] and errors[0].startswith("medgen-monai: error: "), err[-3:]
+    assert message in errors[0], errors[0]
+    assert not (tmp_path / "out").exists()  # nothing half-written

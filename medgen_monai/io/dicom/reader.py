@@ -548,6 +548,10 @@ def read_study(folder: str | PathLike) -> DicomStudy:
         except _NotPart10:
             continue
         if ds.file_meta.get("MediaStorageSOPClassUID") != _DICOMDIR:
+            for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+                if not str(ds.get(keyword, "") or "").strip():  # a cut-off or hand-made file
+                    raise DicomError(path, keyword, "a study instance with a SOP class and instance, study and series "
+                                                    "UIDs; the file has none")
             instances.append((path, ds))
     if not instances:
         raise DicomError(folder, "study", "DICOM files, found none")
