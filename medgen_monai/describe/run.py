@@ -49,9 +49,12 @@ def rejection_reasons(lines: Iterable[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def _kept_raw(raw: str) -> str:
-    """A rejected answer as stored: at most :data:`RAW_KEPT` characters, unpaired surrogates escaped."""
+    """A rejected answer as stored: at most :data:`RAW_KEPT` characters, de-identified (a model may read a name
+    burned into an image), unpaired surrogates escaped."""
+    from ..text.deid import scrub_text
+
     text = raw if len(raw) <= RAW_KEPT else raw[:RAW_KEPT] + f" ... [{len(raw) - RAW_KEPT} more characters]"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return scrub_text(text.encode("utf-8", "backslashreplace").decode("utf-8"))[0]
 
 
 def read_bank_lines(path: str | Path) -> list[dict[str, Any]]:
