@@ -70,6 +70,9 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # rectified flow on per-channel normalised latents
     "rflow_per_channel": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_normalisation": "per_channel"},
                           "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    # rectified flow on latents drawn from a cache of the training set's posteriors (no encoder per iteration)
+    "rflow_cache": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True},
+                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
 }
 #: autoencoder recipes (the autoencoder stage, scored by benchmarks/autoencoders.py): the shipped autoencoder,
 #: and the same network with twice the latent channels (the same 4x downsampling, so the diffusion model's

@@ -177,3 +177,26 @@ if __name__ == "__main__":  # the killed run of test_resume_after_a_kill_is_exac
     trainer = ldm_trainer(out)
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=kill_at), lambda engine: os._exit(17))
     trainer.run_training()
+
+
+def test_latent_cache_encodes_once_samples_posteriors_and_resumes_exactly(tmp_path):
+    calls = []
+    trainer = ldm_trainer(tmp_path / "a", max_iterations=4, latent_cache=True)
+    encode = trainer.autoencoder.encode
+    trainer.autoencoder.encode = lambda x: (calls.append(x.shape[0]), encode(x))[1]
+    trainer.run_training()
+    n = len(trainer.batches.dataset)
+    assert sum(calls) == n  # every item once, before the first iteration; none during the iterations
+    mu, sigma = trainer._posteriors
+    assert mu.shape[0] == n and (sigma > 0).all()
+    first = ldm_trainer(tmp_path / "b", max_iterations=2, latent_cache=True)
+    first.run_training()
+    resumed = ldm_trainer(tmp_path / "b", max_iterations=4, latent_cache=True)
+    resumed.run_training()
+    for a, b in zip(trainer.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="latent_cache needs an autoencoder"):
+        network = tiny_unet(2)
+        LatentDiffusionTrainer(network, torch.optim.Adam(network.parameters()), IndexedBatches(toy_dataset(), 4),
+                               DDPMScheduler(num_train_timesteps=100), autoencoder=None, latent_cache=True,
+                               max_iterations=1, output_dir=tmp_path / "c")

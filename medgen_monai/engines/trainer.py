@@ -481,6 +481,11 @@ class LatentDiffusionTrainer(GenerativeTrainer):
       ``epsilon`` / ``v_prediction`` / ``sample`` from a DDPM or DDIM scheduler's ``prediction_type``; with an
       ``RFlowScheduler``, the flow velocity ``x0 - noise`` (MONAI's convention). ``min_snr_gamma`` weights
       each sample's loss by min-SNR-gamma (Hang et al. 2023; DDPM/DDIM only).
+    * **Latent cache** (``latent_cache=True``): the whole training set is encoded once, in dataset order, before
+      the first iteration (the encoder's mean and spread of every item), and each iteration draws its latents
+      from those posteriors, ``mu + sigma * eps``, instead of running the encoder. Only for deterministic
+      training transforms (a random augmentation would be frozen into the cache). A resumed run refills the
+      cache the same way, so resume stays exact.
     * **Conditions**: ``conditions`` maps batch keys to U-Net keyword inputs, e.g.
       ``{"label": "class_labels"}`` or ``{"context": "context"}``. With probability
       ``condition_dropout`` a sample's conditions are replaced by the null condition (the U-Net's null
@@ -496,6 +501,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         latent_shift: latent shift, one number or one per channel (with a given ``scale_factor``).
         latent_normalisation: how a missing ``scale_factor`` is fitted: ``"global"`` or ``"per_channel"``.
         min_snr_gamma: min-SNR loss weighting's gamma (5 in the paper); ``None``: unweighted.
+        latent_cache: encode the training set once and sample latents from the cached posteriors.
         image_key: the image key.
         conditions: batch key -> U-Net keyword.
         null_conditions: U-Net keyword -> the null value ``(1, ...)`` for keys other than ``class_labels``.
@@ -519,6 +525,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         latent_shift: float | Sequence[float] = 0.0,
         latent_normalisation: str = "global",
         min_snr_gamma: float | None = None,
+        latent_cache: bool = False,
         image_key: str = "image",
         conditions: Mapping[str, str] | None = None,
         null_conditions: Mapping[str, torch.Tensor] | None = None,
@@ -546,6 +553,10 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         self.latent_shift = _plain(latent_shift)
         self.latent_normalisation = latent_normalisation
         self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
+        if latent_cache and autoencoder is None:
+            raise ValueError("latent_cache needs an autoencoder (pixel-space training has no latents to cache)")
+        self.latent_cache = bool(latent_cache)
+        self._posteriors: tuple[torch.Tensor, torch.Tensor] | None = None
         if self.min_snr_gamma is not None:  # a schedule without min-SNR weighting refuses it now, not at step one
             self.schedule.loss_weights(torch.zeros(1, dtype=torch.long), self.min_snr_gamma)
         self.image_key = image_key
@@ -572,6 +583,32 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         if self.scale_factor is None:
             self.scale_factor, self.latent_shift = fit_latent_normalisation(z_mu, self.latent_normalisation)
         return normalise_latents(z_mu, self.scale_factor, self.latent_shift)
+
+    @torch.no_grad()
+    def _fill_latent_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's ``(mu, sigma)`` of every training item, ``(N, C, *spatial)`` each, in dataset order."""
+        dataset, size = self.batches.dataset, self.batches.batch_size
+        mus, sigmas = [], []
+        for start in range(0, len(dataset), size):
+            items = self.batches.collate_fn([dataset[i] for i in range(start, min(start + size, len(dataset)))])
+            mu, sigma = self.autoencoder.encode(torch.as_tensor(items[self.image_key]).float().to(self.device))
+            mus.append(mu.cpu())
+            sigmas.append(sigma.cpu())
+        return torch.cat(mus), torch.cat(sigmas)
+
+    def latents(self, batch: Mapping[str, Any], iteration: int) -> torch.Tensor:
+        """The normalised latents of batch ``iteration`` (0-based): encoded now, or drawn from the cache."""
+        if not self.latent_cache:
+            return self.encode(torch.as_tensor(batch[self.image_key]).float().to(self.device))
+        if self._posteriors is None:
+            self._posteriors = self._fill_latent_cache()
+            if self.scale_factor is None:  # fitted on the whole training set's means
+                self.scale_factor, self.latent_shift = fit_latent_normalisation(self._posteriors[0],
+                                                                                self.latent_normalisation)
+        index = torch.as_tensor(self.batches.indices(iteration))
+        mu, sigma = self._posteriors[0][index], self._posteriors[1][index]
+        z = mu + sigma * torch.randn(mu.shape, generator=self.generator)
+        return normalise_latents(z.to(self.device), self.scale_factor, self.latent_shift)
 
     def _null_class(self) -> int:
         null = getattr(self.network, "null_class", None)
@@ -604,7 +641,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if self.image_key not in batch:
             raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
-        x0 = self.encode(torch.as_tensor(batch[self.image_key]).float().to(self.device))
+        x0 = self.latents(batch, self.state.iteration - 1)
         noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
         timesteps = self.schedule.training_timesteps(x0, self.generator)
         noisy = self.schedule.add_noise(x0, noise, timesteps)
