@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
+from .connector import CLASS_HEAD_MODES, AdaLayerNorm, PerceiverBlock, TimestepAwareConnector
 from .projection import NearestNeighbourProjection
 from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
 from .shapes import latent_shape
 
 __all__ = [
+    "AdaLayerNorm",
+    "CLASS_HEAD_MODES",
+    "PerceiverBlock",
+    "TimestepAwareConnector",
     "ConditionedDiffusionUNet",
     "SoftClassEmbedding",
     "NearestNeighbourProjection",
