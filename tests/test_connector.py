@@ -71,3 +71,60 @@ def test_bad_inputs():
         connector(torch.randn(2, 12), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="timesteps must be"):
         connector(torch.randn(2, 7, 12), torch.tensor([1]))
+
+
+# ---- CCELLA's U-Net -------------------------------------------------------------------------------------
+def _ccella(class_path: str = "predicted", connector: bool = True, **kwargs):
+    from medgen_monai.nets import CCELLAUNet
+
+    torch.manual_seed(0)
+    return CCELLAUNet(connector=_connector(output_dim=8) if connector else None, class_path=class_path, spatial_dims=3,
+                      in_channels=2, out_channels=2, channels=(8, 8), attention_levels=(False, True), num_res_blocks=1,
+                      norm_num_groups=8, num_head_channels=8, condition_dim=8, **kwargs)
+
+
+@pytest.mark.parametrize("class_path, connector", [("predicted", True), ("true", True), ("none", True), ("true", False),
+                                                   ("none", False)])
+def test_ccella_unet_paths_in_3d(class_path, connector):
+    net = _ccella(class_path, connector).train()
+    x, t = torch.randn(2, 2, 8, 8, 8), torch.tensor([3, 700])
+    inputs = {"spacing": torch.tensor([[0.5, 0.5, 3.0], [0.6, 0.6, 3.6]]), "report_class": torch.tensor([1, -1])}
+    if connector:
+        inputs["context"] = torch.randn(2, 7, 12)
+    out = net(x, t, **inputs)
+    assert out.shape == x.shape
+    assert set(net.auxiliary_losses) == ({"class"} if class_path == "predicted" else set())
+    if class_path == "predicted":
+        assert net.last_class_probabilities.shape == (2, 2)
+        net.auxiliary_losses["class"].backward()  # the class loss trains the connector's heads
+        assert net.connector.heads[0][1].weight.grad.abs().sum() > 0
+
+
+def test_ccella_class_loss_skips_empty_reports_and_inference():
+    net = _ccella().train()
+    inputs = {"context": torch.randn(2, 7, 12), "spacing": torch.ones(2, 3), "report_class": torch.tensor([-1, -1])}
+    net(torch.randn(2, 2, 8, 8, 8), torch.tensor([3, 7]), **inputs)
+    assert net.auxiliary_losses == {}
+    net.eval()
+    net(torch.randn(2, 2, 8, 8, 8), torch.tensor([3, 7]), context=inputs["context"], spacing=inputs["spacing"])
+    assert net.auxiliary_losses == {}
+
+
+def test_ccella_spacing_changes_the_output_and_bad_arguments_are_refused():
+    net = _ccella().eval()
+    with torch.no_grad():  # MONAI zero-initialises the output layer, we the extra projection: open them
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.5)
+    x, t, context = torch.randn(1, 2, 8, 8, 8), torch.tensor([500]), torch.randn(1, 7, 12)
+    a = net(x, t, context=context, spacing=torch.tensor([[0.5, 0.5, 3.0]]))
+    b = net(x, t, context=context, spacing=torch.tensor([[1.0, 1.0, 1.0]]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="spacing must be"):
+        net(x, t, context=context)
+    with pytest.raises(ValueError, match="needs a connector with class heads"):
+        _ccella("predicted", connector=False)
+    with pytest.raises(ValueError, match="class_path must be one of"):
+        _ccella("soft")
+    with pytest.raises(ValueError, match="set by CCELLAUNet"):
+        _ccella(cross_attention_dim=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ccella import CLASS_PATHS, CCELLAUNet
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
 from .connector import CLASS_HEAD_MODES, AdaLayerNorm, PerceiverBlock, TimestepAwareConnector
 from .projection import NearestNeighbourProjection
@@ -9,6 +10,8 @@ from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiff
 from .shapes import latent_shape
 
 __all__ = [
+    "CCELLAUNet",
+    "CLASS_PATHS",
     "AdaLayerNorm",
     "CLASS_HEAD_MODES",
     "PerceiverBlock",
