@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup system-deps demo test test-slow bench bench-vap audit quality clean
+.PHONY: setup system-deps demo test test-slow bench bench-vap audit quality recipes clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,17 @@ audit: $(STAMP)
 # every bundle at every sampler setting against its ceilings (about an hour on 2 cores): docs/quality.md
 quality: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/quality.py
+	$(PY) docs/build_docs.py
+
+# training-recipe pilots (hours on 2 cores; two runs share the cores, one torch thread each) and what each
+# bundle's autoencoder keeps of the attributes: benchmarks/results/{recipes,autoencoders}.json, docs/engine.md
+recipes: $(STAMP)
+	test -d data/cxr || $(PY) -m medgen_monai phantoms --kind cxr --n 5000 --out data/cxr --seed 0
+	test -d data/derm || $(PY) -m medgen_monai phantoms --kind derm --n 5000 --out data/derm --seed 0
+	OMP_NUM_THREADS=1 $(PY) benchmarks/recipes.py --recipes rflow,rflow_per_channel & \
+	OMP_NUM_THREADS=1 $(PY) benchmarks/recipes.py --recipes eps,v_min_snr; wait
+	OMP_NUM_THREADS=1 $(PY) benchmarks/recipes.py --bundles vap_diffusion_derm --recipes ae_latent8,ae_latent8_adv --iterations 2500,5000 --n 400
+	OMP_NUM_THREADS=1 $(PY) benchmarks/autoencoders.py
 	$(PY) docs/build_docs.py
 
 clean:

@@ -152,9 +152,10 @@ def diagnose(root: Path, n_per_class: int, etas: Sequence[float]) -> dict[str, A
     runner = inference_parser(root, n=n_per_class, seed=0, progress=False).get_parsed_content("runner")
     requests, sampler = runner.requests, runner.sampler
     report: dict[str, Any] = {"kind": facts["kind"], "n": len(requests), "steps": sampler.num_inference_steps,
-                              "guidance_scale": sampler.guidance_scale,
+                              "guidance_scale": sampler.guidance_scale, "sampler": sampler.name,
                               "prediction_type": sampler.scheduler.prediction_type, "sampling": {}}
-    for eta in etas:
+    # eta is DDIM's; a deterministic sampler (rectified flow's Euler steps) is traced once
+    for eta in etas if sampler.schedule.stochastic(1.0) else etas[:1]:
         report["sampling"][f"eta{eta:g}"] = sampling_trace(runner, requests, eta)
         print(f"{facts['name']} eta {eta:g}: final latent std {report['sampling'][f'eta{eta:g}']['x_final_std'][0]:.2f}",
               flush=True)
