@@ -109,9 +109,14 @@ def bundle_facts(root: Path) -> dict[str, Any]:
             "guidance_scale": inference.get("guidance_scale")}
 
 
-def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None) -> dict[str, tuple[int, float]]:
-    settings = dict(SETTINGS.get(facts["sampler"], {}))
+def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None,
+                    guidance: Sequence[float] = ()) -> dict[str, tuple[Any, ...]]:
+    """Setting name -> ``(steps, eta)`` or ``(steps, eta, guidance_scale)``; ``guidance`` adds the default sampler
+    at other guidance scales (``<default>_g<scale>``)."""
+    settings: dict[str, tuple[Any, ...]] = dict(SETTINGS.get(facts["sampler"], {}))
     settings.setdefault(facts["default"], (facts["default_steps"], facts["default_eta"]))
+    for scale in guidance:
+        settings[f"{facts['default']}_g{float(scale):g}"] = (facts["default_steps"], facts["default_eta"], float(scale))
     if chosen:
         names = [facts["default"] if c == "default" else c for c in chosen]
         unknown = [c for c in names if c not in settings]
@@ -121,14 +126,17 @@ def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None) -> d
     return settings
 
 
-def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float):
+def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float,
+            guidance: float | None = None):
+    overrides = {} if guidance is None else {"guidance_scale": float(guidance)}
     return inference_parser(facts["root"], output_dir=str(out_dir), n=n_per_class, seed=SAMPLING_SEED,
-                            num_inference_steps=steps, progress=False, formats="png", **{"sampler#eta": eta})
+                            num_inference_steps=steps, progress=False, formats="png", **{"sampler#eta": eta}, **overrides)
 
 
-def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float) -> dict[str, Any]:
+def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float,
+             guidance: float | None = None) -> dict[str, Any]:
     """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
-    parser = _parser(facts, out_dir, n_per_class, steps, eta)
+    parser = _parser(facts, out_dir, n_per_class, steps, eta, guidance)
     runner = parser.get_parsed_content("runner")
     requests = [dict(r) for r in runner.requests]
     _check_kept_outputs(facts, out_dir)
@@ -390,9 +398,9 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     The contact sheet goes to ``sheet`` (default docs/images/quality_<bundle>.png)."""
     n_per_class = math.ceil(n / len(facts["classes"]))
     generated: dict[str, dict[str, Any]] = {}
-    for name, (steps, eta) in settings.items():
+    for name, (steps, eta, *guidance) in settings.items():
         print(f"{facts['name']} {name}: generating {n_per_class} per class", flush=True)
-        generated[name] = generate(facts, work / facts["name"] / name, n_per_class, steps, eta)
+        generated[name] = generate(facts, work / facts["name"] / name, n_per_class, steps, eta, *guidance)
     if generate_only:
         return None
     requests = next(iter(generated.values()))["requests"]
@@ -418,8 +426,10 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
             raise RuntimeError(f"{facts['name']} {name}: the settings drew different requests; they must be paired")
         images = load_images([work / facts["name"] / name / f"{r['id']}.png" for r in requests])
         scores = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
-        steps, eta = settings[name]
-        report["settings"][name] = {"steps": steps, "eta": eta, "seconds_per_image": result["seconds_per_image"],
+        steps, eta, *guidance = settings[name]
+        report["settings"][name] = {"steps": steps, "eta": eta,
+                                    "guidance_scale": guidance[0] if guidance else facts["guidance_scale"],
+                                    "seconds_per_image": result["seconds_per_image"],
                                     "threads": result["threads"], **scores}
         columns[name] = images
         print(f"{facts['name']} {name}: valid {scores['valid_fraction']:.3f}, accuracy {scores['attribute_accuracy']:.3f} "
@@ -449,15 +459,24 @@ def _finite(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", default="all", help="comma-separated bundle names, or all")
+    parser.add_argument("--bundle-dir", default=None,
+                        help="score this bundle folder instead (e.g. a copy made by benchmarks/recipes.py); give --out")
     parser.add_argument("--settings", default="", help="comma-separated setting names (or 'default'); empty: all")
     parser.add_argument("--n", type=int, default=500, help="generated images per setting (rounded up per class)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "quality"))
     parser.add_argument("--out", default=str(RESULTS / "quality.json"))
     parser.add_argument("--generate-only", action="store_true", help="generate (resumably) without scoring")
+    parser.add_argument("--guidance", default="", help="comma-separated guidance scales: also the default sampler at these")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     roots = sorted(p.parents[1] for p in (ROOT / "bundles").glob("*/configs/evaluate.json"))
-    if args.bundles != "all":
+    if args.bundle_dir is not None:
+        if args.out == str(RESULTS / "quality.json"):
+            raise SystemExit("--bundle-dir: give --out too (quality.json holds the shipped bundles)")
+        roots = [Path(args.bundle_dir)]
+        if args.work == str(ROOT / "runs" / "quality"):  # the shipped bundle's images live there
+            args.work = str(Path(args.bundle_dir) / "quality_runs")
+    elif args.bundles != "all":
         wanted = [b.strip() for b in args.bundles.split(",") if b.strip()]
         unknown = [b for b in wanted if b not in {r.name for r in roots}]
         if unknown:
@@ -470,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for root in roots:
         facts = bundle_facts(root)
-        report = run_bundle(facts, bundle_settings(facts, chosen), args.n, Path(args.work), args.generate_only)
+        guidance = [float(g) for g in args.guidance.split(",") if g.strip()]
+        sheet = None if args.bundle_dir is None else Path(args.out).with_suffix(".png")
+        report = run_bundle(facts, bundle_settings(facts, chosen, guidance), args.n, Path(args.work), args.generate_only,
+                            sheet=sheet)
         if report is None:
             continue
         report["command"] = command.strip()

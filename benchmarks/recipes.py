@@ -52,6 +52,8 @@ from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics.negatives import bundle_autoencoders  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: generated images per pilot point (ranking only: FID's floor at this n is wide; finalists are scored again at 500)
+DEFAULT_N = 120
 
 _RFLOW = {"_target_": "monai.networks.schedulers.RFlowScheduler", "num_train_timesteps": 1000,
           "use_discrete_timesteps": True, "sample_method": "logit-normal", "use_timestep_transform": False,
@@ -166,8 +168,12 @@ def trained_to(copy_root: Path, stage: str) -> int:
 
 
 def train_to(copy_root: Path, stage: str, iterations: int, dataset_dir: str) -> float:
-    """Train the copy's ``stage`` to ``iterations`` (resuming); its training wall time so far, in seconds."""
-    cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False)
+    """Train the copy's ``stage`` to ``iterations`` (resuming); its training wall time so far, in seconds.
+
+    A stage already trained that far is left alone: running its config again would rewrite the weights file
+    (same weights, a new record), and the images kept for scoring would no longer match it."""
+    if trained_to(copy_root, stage) < iterations:
+        cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False)
     return float(load_checkpoint(copy_root / "train" / stage / "checkpoints" / "last.pt").get("train_seconds", 0.0))
 
 
@@ -214,7 +220,8 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
                                                ("gap_recovered", "gap recovered (or class accuracy)"))):
             ax = axes[row][col]
             for recipe, per_bundle in results["recipes"].items():
-                points = sorted(per_bundle.get(bundle, {}).get("points", {}).values(), key=lambda p: p["iterations"])
+                points = sorted((p for p in per_bundle.get(bundle, {}).get("points", {}).values()
+                                 if p.get("n", DEFAULT_N) == DEFAULT_N), key=lambda p: p["iterations"])
                 if not points:
                     continue
                 values = [p[metric] if p[metric] is not None or metric != "gap_recovered" else p["class_accuracy"]
@@ -239,10 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundles", default="vap_diffusion_cxr", help="comma-separated bundle names")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {list(RECIPES)}")
     parser.add_argument("--iterations", default="1000,2500", help="comma-separated training lengths, ascending")
-    parser.add_argument("--n", type=int, default=120, help="generated images per point")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help="generated images per point")
     parser.add_argument("--work", default=str(ROOT / "runs" / "recipes"))
     parser.add_argument("--data", default=str(ROOT / "data"), help="phantom datasets: <data>/<kind>")
     parser.add_argument("--out", default=str(RESULTS / "recipes.json"))
+    parser.add_argument("--score-only", action="store_true",
+                        help="train nothing: score the copies already trained to an --iterations value, at --n "
+                             "(e.g. the pilots' finalists at the gate's n)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -262,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stage = stage_of(recipe)
             for iterations in stages:
                 done = trained_to(copy_root, stage)
+                if args.score_only and done != iterations:
+                    continue
                 if done > iterations:
                     print(f"{recipe} {name}: already trained to {done} > {iterations}; no score at {iterations}", flush=True)
                     continue
@@ -269,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seconds = train_to(copy_root, stage, iterations, str(Path(args.data) / kind))
                 scores = score(copy_root, iterations, args.n) if stage == "diffusion" else score_autoencoder(copy_root, args.n)
                 point = {"iterations": iterations, "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                         "stage": stage, **scores}
+                         "stage": stage, "n": args.n, **scores}
                 print(f"{recipe} {name} @ {iterations}: {json.dumps(point)}", flush=True)
                 with _locked(out):  # several runs (one per core) write the same file
                     _record(out, recipe, name, iterations, point, args.n, command)
@@ -292,9 +304,10 @@ def _record(out: Path, recipe: str, name: str, iterations: int, point: Mapping[s
     results = json.loads(out.read_text()) if out.is_file() else {"recipes": {}}
     entry = results["recipes"].setdefault(recipe, {}).setdefault(name, {"points": {}})
     entry["overrides"] = overrides_of(recipe)
-    entry["points"][str(iterations)] = dict(point)
+    # a point is one training length scored at one n (the pilots' n; the finalists also at the gate's)
+    entry["points"][str(iterations) if n == DEFAULT_N else f"{iterations}/n{n}"] = dict(point)
     entry["command"] = command.strip()
-    results["n"] = n
+    results["n"] = DEFAULT_N
     results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
     atomic_write_text(out, json.dumps(quality._finite(results), indent=2, allow_nan=False) + "\n")
     plot(results, out.with_suffix(".png"))
