@@ -122,6 +122,8 @@ def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None,
         unknown = [c for c in names if c not in settings]
         if unknown:
             raise ValueError(f"--settings: unknown {unknown}; expected 'default' or some of {list(settings)}")
+        # the guidance variants asked for are kept beside the chosen settings
+        names += [name for name in settings if name.startswith(f"{facts['default']}_g") and name not in names]
         settings = {c: settings[c] for c in names}
     return settings
 

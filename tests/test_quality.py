@@ -81,3 +81,15 @@ def test_quality_runs_end_to_end_on_the_label_bundle(tmp_path):
     assert checks["real_requested"]["attribute_accuracy"] > checks["real_wrong_class"]["attribute_accuracy"]
     assert math.isclose(checks["real_requested"]["gap_recovered"], 1.0)
     assert (tmp_path / "quality_ldm_label_derm.png").stat().st_size > 0
+
+
+def test_guidance_settings_ride_along_with_the_chosen_ones():
+    quality = _quality()
+    facts = quality.bundle_facts(ROOT / "bundles" / "vap_diffusion_cxr")
+    settings = quality.bundle_settings(facts, ["default"], [1.0, 3.0])
+    default = facts["default"]
+    assert settings == {default: (facts["default_steps"], facts["default_eta"]),
+                        f"{default}_g1": (facts["default_steps"], facts["default_eta"], 1.0),
+                        f"{default}_g3": (facts["default_steps"], facts["default_eta"], 3.0)}
+    with pytest.raises(ValueError, match="unknown"):
+        quality.bundle_settings(facts, ["rflow7"])
