@@ -102,7 +102,10 @@ def bundle_facts(root: Path) -> dict[str, Any]:
     eta = float(inference.get(eta[1:], 0.0) if isinstance(eta, str) and eta.startswith("@") else eta)
     unit = evaluate["audit_unit"]
     kind, view = parse_unit(unit)
-    sampler_kind = schedule_for(inference_parser(root, initialize=False).get_parsed_content("noise_scheduler")).name
+    schedule = schedule_for(inference_parser(root, initialize=False).get_parsed_content("noise_scheduler"))
+    sampler_kind = schedule.name
+    if not schedule.stochastic(1.0):
+        eta = 0.0  # a deterministic sampler (rectified flow) has no eta, whatever the config's DDIM setting says
     return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
             "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(), "sampler": sampler_kind,
             "default": setting_name(steps, eta, sampler_kind), "default_steps": steps, "default_eta": eta,

@@ -161,6 +161,39 @@ def prepare(bundle: Path, recipe: str, work: Path) -> Path:
     return target
 
 
+def promote(copy_root: Path, bundle: Path) -> list[Path]:
+    """Make a pilot the bundle's own: write the recipe's overrides into the bundle's configs and copy the stage's
+    weights (with their training record) and its last sample grid into the bundle. The configs the copy was
+    trained with are then the bundle's, so its weights are what the bundle's configs train.
+
+    Returns:
+        the files written.
+    """
+    stamp = json.loads((copy_root / "recipe.json").read_text())
+    if stamp["bundle"] != bundle.name:
+        raise ValueError(f"{copy_root} is a copy of {stamp['bundle']}, not {bundle.name}")
+    stage = stage_of(stamp["recipe"])
+    written = []
+    for name, overrides in stamp["overrides"].items():  # exactly what the copy was trained with
+        path = bundle / "configs" / name
+        config = json.loads(path.read_text())
+        for key, value in overrides.items():
+            _set(config, key, value)
+        if name == "inference.json" and "RFlowScheduler" in str(config["noise_scheduler"].get("_target_")):
+            config["eta"] = 0.0  # DDIM's stochasticity: rectified flow's Euler steps have none
+        atomic_write_text(path, json.dumps(config, indent=4) + "\n")
+        written.append(path)
+    weights = bundle / "models" / f"{stage}.pt"
+    shutil.copy2(copy_root / "models" / f"{stage}.pt", weights)
+    written.append(weights)
+    grids = sorted((copy_root / "train" / stage / "samples").glob("iteration_*.png"))
+    if grids:
+        target = bundle / "docs" / f"{stage}_samples_{grids[-1].name}"
+        shutil.copy2(grids[-1], target)
+        written.append(target)
+    return written
+
+
 def trained_to(copy_root: Path, stage: str) -> int:
     """The iteration of the copy's last checkpoint of ``stage`` (0 when none)."""
     path = copy_root / "train" / stage / "checkpoints" / "last.pt"
@@ -250,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", default=str(ROOT / "runs" / "recipes"))
     parser.add_argument("--data", default=str(ROOT / "data"), help="phantom datasets: <data>/<kind>")
     parser.add_argument("--out", default=str(RESULTS / "recipes.json"))
+    parser.add_argument("--promote", default=None, metavar="RECIPE",
+                        help="make the copy of RECIPE (trained to the last --iterations) the bundle's own: its config "
+                             "overrides and weights go into bundles/<bundle>; nothing is trained or scored")
     parser.add_argument("--score-only", action="store_true",
                         help="train nothing: score the copies already trained to an --iterations value, at --n "
                              "(e.g. the pilots' finalists at the gate's n)")
@@ -261,6 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--recipes: unknown {unknown}; expected some of {list(RECIPES) + list(AUTOENCODER_RECIPES)}")
     stages = sorted(int(i) for i in args.iterations.split(","))
     out, work = Path(args.out), Path(args.work)
+    if args.promote is not None:
+        for name in [b.strip() for b in args.bundles.split(",") if b.strip()]:
+            copy_root = work / args.promote / name
+            if trained_to(copy_root, stage_of(args.promote)) != stages[-1]:
+                raise SystemExit(f"--promote: {copy_root} is not trained to {stages[-1]} iterations")
+            for path in promote(copy_root, ROOT / "bundles" / name):
+                print(f"wrote {path}")
+        return 0
     command = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in [b.strip() for b in args.bundles.split(",") if b.strip()]:
         bundle = ROOT / "bundles" / name

@@ -107,6 +107,7 @@ def test_latent_decode_whole_and_sliding_window_3d():
         ({"num_inference_steps": 101}, "num_inference_steps"),
         ({"guidance_scale": -1.0}, "guidance_scale"),
         ({"scale_factor": 0.0}, "scale_factor"),
+        ({"scheduler": RFlowScheduler(100), "eta": 1.0}, "stochastic steps are DDIM's"),
     ],
 )
 def test_sampler_rejects_bad_arguments(kwargs, message):

@@ -101,6 +101,9 @@ class DiffusionSampler:
             raise ValueError(f"scale_factor must be positive (one number or one per channel), got {scale_factor}")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
+        if eta > 0 and not schedule.stochastic(eta):
+            raise ValueError(f"eta {eta}: stochastic steps are DDIM's; this sampler's {schedule.name} steps are "
+                             "deterministic (use eta 0)")
         if not 0 <= decode_overlap < 1:
             raise ValueError(f"decode_overlap must be in [0, 1), got {decode_overlap}")
         self.schedule = schedule
