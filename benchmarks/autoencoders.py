@@ -6,6 +6,9 @@ autoencoder (encoder mean, then decoder); the bundle's audit network reads every
 images and from the reconstructions. Per attribute: ``real`` and ``autoencoder`` accuracy against the
 phantoms' true attributes and their ratio; an autoencoder passes when the ratio is at least 0.95 on every
 attribute (and the reconstructions are valid images of the kind as often as the real ones, within 0.05).
+Also the FID of the reconstructions against ``n`` other real phantoms (the ``reference`` quality seed), over
+the real images' FID against the same reference (``fid_ratio``): the lowest FID ratio a latent diffusion
+model on this autoencoder can reach.
 
 Writes ``benchmarks/results/autoencoders.json``; ``python docs/build_docs.py`` puts the table in docs/quality.md.
 
@@ -30,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.io.atomic import atomic_write_text  # noqa: E402
-from medgen_monai.metrics import attribute_accuracy, load_audit  # noqa: E402
+from medgen_monai.metrics import attribute_accuracy, feature_extractor, load_audit  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
+from medgen_monai.metrics.fid import fid_from_features  # noqa: E402
 from medgen_monai.metrics.negatives import bundle_autoencoders  # noqa: E402
 from medgen_monai.metrics.preprocess import preprocess_images  # noqa: E402
 from medgen_monai.phantoms import KINDS, get_phantom  # noqa: E402
@@ -54,6 +58,10 @@ def measure(entry: dict[str, Any], n: int) -> dict[str, Any]:
     reconstructed = torch.cat([autoencoder.reconstruct(x[s : s + 64]).clamp(0, 1) for s in range(0, len(x), 64)])
     real = attribute_accuracy(x, truth, audit=audit)
     decoded = attribute_accuracy(reconstructed, truth, audit=audit)
+    extractor = feature_extractor(audit)
+    reference = extractor([s.images[view] for s in get_phantom(kind).generate_many(n, seed=QUALITY_SEEDS["reference"])])
+    fid_real = fid_from_features(reference, extractor(x))
+    fid_reconstructed = fid_from_features(reference, extractor(reconstructed))
     per_attribute = {}
     for head, accuracy in real["per_attribute"].items():
         kept = decoded["per_attribute"][head] / accuracy if accuracy > 0 else None
@@ -63,7 +71,8 @@ def measure(entry: dict[str, Any], n: int) -> dict[str, Any]:
         failing.append("valid")
     return {"unit": entry["unit"], "n": n, "real_valid": real["valid_fraction"], "autoencoder_valid": decoded["valid_fraction"],
             "real_mean": real["mean"], "autoencoder_mean": decoded["mean"], "per_attribute": per_attribute,
-            "l1": float((reconstructed - x).abs().mean()), "passes": not failing, "failing": failing}
+            "l1": float((reconstructed - x).abs().mean()), "fid_real": fid_real, "fid_reconstructed": fid_reconstructed,
+            "fid_ratio": fid_reconstructed / fid_real, "passes": not failing, "failing": failing}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["bundles"][entry["bundle"]] = report
         worst = min(report["per_attribute"].items(), key=lambda kv: kv[1]["kept"] or 0.0)
         print(f"{entry['bundle']}: mean {report['real_mean']:.3f} -> {report['autoencoder_mean']:.3f}, worst {worst[0]} "
-              f"{worst[1]['real']:.3f} -> {worst[1]['autoencoder']:.3f}, {'passes' if report['passes'] else 'fails ' + str(report['failing'])}",
+              f"{worst[1]['real']:.3f} -> {worst[1]['autoencoder']:.3f}, FID ratio {report['fid_ratio']:.2f}, "
+              f"{'passes' if report['passes'] else 'fails ' + str(report['failing'])}",
               flush=True)
     results["keep"] = KEEP
     results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}

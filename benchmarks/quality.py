@@ -503,7 +503,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["command"] = command.strip()
         # read-merge-write at the moment of writing: runs for other bundles may have written meanwhile
         results = json.loads(out.read_text()) if out.is_file() else {"bundles": {}}
-        previous = results["bundles"].get(facts["name"], {}).get("settings", {})
+        from medgen_monai.io.weights import file_sha256
+
+        report["weights_sha256"] = {p.name: file_sha256(p) for p in sorted((facts["root"] / "models").glob("*.pt"))}
+        earlier = results["bundles"].get(facts["name"], {})
+        # settings measured earlier are kept only when they were measured on these weights
+        previous = earlier.get("settings", {}) if earlier.get("weights_sha256") == report["weights_sha256"] else {}
         report["settings"] = {**{k: v for k, v in previous.items() if k not in report["settings"]}, **report["settings"]}
         results["bundles"][facts["name"]] = report
         results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,

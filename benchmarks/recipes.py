@@ -82,6 +82,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "ae_shipped": {},
     "ae_latent8": {"inference.json": {"latent_channels": 8}},
+    # half the compression: one downsampling instead of two (latents 32 x 32 for 64 x 64 images)
+    "ae_down2": {"inference.json": {"autoencoder_def#channels": [32, 64], "autoencoder_def#attention_levels": [False, False]}},
     # and a patch discriminator after 1000 iterations (MONAI's generative tutorials' weights), so that the decoder
     # draws texture instead of averaging it away
     "ae_latent8_adv": {
@@ -183,6 +185,13 @@ def promote(copy_root: Path, bundle: Path) -> list[Path]:
             config["eta"] = 0.0  # DDIM's stochasticity: rectified flow's Euler steps have none
         atomic_write_text(path, json.dumps(config, indent=4) + "\n")
         written.append(path)
+    # the length the copy was trained to becomes the config's
+    train_config = bundle / "configs" / f"train_{stage}.json"
+    config = json.loads(train_config.read_text())
+    config["max_iterations"] = trained_to(copy_root, stage)
+    atomic_write_text(train_config, json.dumps(config, indent=4) + "\n")
+    if train_config not in written:
+        written.append(train_config)
     weights = bundle / "models" / f"{stage}.pt"
     shutil.copy2(copy_root / "models" / f"{stage}.pt", weights)
     written.append(weights)
@@ -249,7 +258,8 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
         return
     fig, axes = plt.subplots(len(bundles), 3, figsize=(12, 3.2 * len(bundles)), squeeze=False)
     for row, bundle in enumerate(bundles):
-        for col, (metric, label) in enumerate((("valid_fraction", "valid fraction"), ("fid_ratio", "FID / real floor"),
+        for col, (metric, label) in enumerate((("valid_fraction", "valid fraction"),
+                                               ("fid_ratio", f"FID / real floor (n = {DEFAULT_N}: not the gate's n)"),
                                                ("gap_recovered", "gap recovered (or class accuracy)"))):
             ax = axes[row][col]
             for recipe, per_bundle in results["recipes"].items():

@@ -392,6 +392,25 @@ def quality_block() -> str:
     return "\n".join(lines).rstrip()
 
 
+def autoencoders_block() -> str:
+    """docs/quality.md: what each bundle's autoencoder keeps of every attribute (benchmarks/autoencoders.py)."""
+    r = _result("autoencoders")
+    lines = [f"Measured by `{next(iter(r['bundles'].values()))['command']}` ({r['machine']['cpu_count']} CPU cores): "
+             "fresh phantoms and their reconstructions read by the bundle's audit network; kept = reconstruction "
+             f"accuracy / real accuracy, the target is >= {r['keep']} on every attribute. "
+             "`benchmarks/results/autoencoders.json`.", "",
+             "| bundle | n | valid: real / reconstructed | mean accuracy: real -> reconstructed | kept per attribute | "
+             "FID of reconstructions / of real images | passes |",
+             "|---|---|---|---|---|---|---|"]
+    for name, b in sorted(r["bundles"].items()):
+        kept = ", ".join(f"{h} {v['kept']:.2f}" for h, v in b["per_attribute"].items())
+        verdict = "yes" if b["passes"] else "no: " + ", ".join(b["failing"])
+        lines.append(f"| `{name}` | {b['n']} | {b['real_valid']:.3f} / {b['autoencoder_valid']:.3f} | "
+                     f"{b['real_mean']:.3f} -> {b['autoencoder_mean']:.3f} | {kept} | "
+                     f"{b['fid_reconstructed']:.1f} / {b['fid_real']:.1f} = {b['fid_ratio']:.2f} | {verdict} |")
+    return "\n".join(lines)
+
+
 def bundle_quality_block(name: str) -> str:
     """A bundle README's summary of quality.json: one row per sampler setting (the README must stand alone)."""
     bundle = _result("quality")["bundles"].get(name)
@@ -415,6 +434,24 @@ def bundle_quality_block(name: str) -> str:
     return "\n".join(lines)
 
 
+def bundle_training_block(name: str) -> str:
+    """A bundle README's record of how its shipped weights were trained (read from the weights files)."""
+    from medgen_monai.io.weights import load_weights
+
+    root = DOCS.parent / "bundles" / name
+    lines = ["| stage | iterations | training wall time | CPU threads | device |", "|---|---|---|---|---|"]
+    for stage in ("autoencoder", "diffusion"):
+        extra = load_weights(root / "models" / f"{stage}.pt", role=stage)
+        if "train_seconds" not in extra:
+            lines.append(f"| {stage} | not recorded | not recorded (trained before the weights kept their record) | | |")
+            continue
+        lines.append(f"| {stage} | {extra['iterations']} | {extra['train_seconds'] / 60:.0f} min | {extra['threads']} | "
+                     f"{extra['device']} |")
+    lines += ["", "Read from the `extra` record of `models/autoencoder.pt` and `models/diffusion.pt`, which the training "
+              "run writes (wall time summed over resumed runs)."]
+    return "\n".join(lines)
+
+
 def sampling_diagnostics_block() -> str:
     """docs/engine.md: per bundle, how the latent and the predicted clean latent evolve, and the loss at high noise."""
     r = _result("sampling_diagnostics")
@@ -428,7 +465,9 @@ def sampling_diagnostics_block() -> str:
             mid = len(tr["x0_std"]) // 2
             gap = (float(np.mean(np.abs(np.subtract(tr["eps_rms_conditional"], tr["eps_rms_unconditional"]))))
                    if tr["eps_rms_conditional"] else float("nan"))
-            lines.append(f"| `{name}` | DDIM {setting.replace('eta', 'eta ')} | {tr['x_final_std'][0]:.2f} | "
+            label = (f"DDIM {setting.replace('eta', 'eta ')}" if b.get("sampler", "ddim") == "ddim"
+                     else f"{b['sampler']} ({b['steps']} steps)")
+            lines.append(f"| `{name}` | {label} | {tr['x_final_std'][0]:.2f} | "
                          f"{tr['x0_std'][0]:.2f} / {tr['x0_std'][mid]:.2f} / {tr['x0_std'][-1]:.2f} | "
                          f"{tr['eps_rms'][0]:.3f} / {tr['eps_rms'][-1]:.3f} | {gap:.4f} |")
     lines += ["", "Real latents (training-seed phantoms through each bundle's autoencoder, times its scale factor) and "
@@ -438,13 +477,53 @@ def sampling_diagnostics_block() -> str:
               "conditional / unconditional loss at t = 200 |", "|---|---|---|---|---|---|"]
     for name, b in r["bundles"].items():
         rows = {row["t"]: row for row in b["per_timestep"]}
-        bound = b["alpha_bar_999"] * b["real_latent_std"] ** 2
+        bound = "n/a" if b["alpha_bar_999"] is None else f"{b['alpha_bar_999'] * b['real_latent_std'] ** 2:.5f}"
         lines.append(f"| `{name}` | {b['real_latent_std']:.2f} | {', '.join(f'{c:.2f}' for c in b['real_latent_channel_std'])} | "
                      f"{rows[900]['loss_conditional']:.4f} / {rows[950]['loss_conditional']:.4f} / "
-                     f"{rows[999]['loss_conditional']:.4f} | {bound:.5f} | "
+                     f"{rows[999]['loss_conditional']:.4f} | {bound} | "
                      f"{rows[200]['loss_conditional']:.4f} / {rows[200]['loss_unconditional']:.4f} |")
     lines += ["", "![sampling diagnostics](../benchmarks/results/sampling_diagnostics.png)"]
     return "\n".join(lines)
+
+
+def recipes_block() -> str:
+    """docs/engine.md: the training-recipe pilots, recipe x iterations -> quality.py's metrics at the recipe's sampler,
+    and the autoencoder pilots -> what each keeps of the attributes."""
+    r = _result("recipes")
+    diffusion, autoencoder = [], []
+    for recipe, per_bundle in r["recipes"].items():
+        for name, entry in per_bundle.items():
+            for p in entry["points"].values():
+                (autoencoder if p.get("stage") == "autoencoder" else diffusion).append((name, p["iterations"], recipe, p))
+    lines = [f"Measured by `python benchmarks/recipes.py` ({r['machine']['cpu_count']} CPU cores, one training thread per "
+             "run, each row's command in `benchmarks/results/recipes.json`; `recipes.png`). Each row trains one stage of "
+             "a copy of the bundle from scratch with the recipe's config overrides; minutes are the trainer's own wall "
+             "time (runs shared the two cores).", ""]
+    if diffusion:
+        lines += [f"Diffusion recipes on the shipped autoencoder, scored by the code of `benchmarks/quality.py` at the "
+                  f"recipe's sampler, n = {r['n']} images per point (ranking only: the FID floor is wide at this n and "
+                  "the ratio shrinks toward 1; the finalists are scored again at the gate's n):", "",
+                  "| bundle | recipe | sampler | iterations | minutes | n | valid | attribute accuracy | gap recovered | "
+                  "FID / floor | diversity (real) | gate |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, iterations, recipe, p in sorted(diffusion, key=lambda row: (row[0], row[1], row[3].get("n", r["n"]), row[2])):
+            gap = "n/a" if p["gap_recovered"] is None else f"{p['gap_recovered']:.2f}"
+            gate = "passes" if not p["gate_failures"] else "; ".join(p["gate_failures"])
+            lines.append(f"| `{name}` | {recipe} | {p['setting']} | {iterations} | {p['train_seconds'] / 60:.0f} | "
+                         f"{p.get('n', r['n'])} | "
+                         f"{p['valid_fraction']:.3f} | {p['attribute_accuracy']:.3f} | {gap} | {p['fid_ratio']:.2f} | "
+                         f"{p['diversity']:.3f} ({p['diversity_real']:.3f}) | {gate} |")
+        lines += ["", "![recipes](../benchmarks/results/recipes.png)", ""]
+    if autoencoder:
+        lines += ["Autoencoder recipes, scored by `benchmarks/autoencoders.py`'s measurement (real phantoms and their "
+                  "reconstructions read by the audit; kept = reconstruction accuracy / real accuracy):", "",
+                  "| bundle | recipe | iterations | minutes | L1 | mean accuracy real -> reconstructed | lowest kept | passes (>= 0.95 on every attribute) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, iterations, recipe, p in sorted(autoencoder, key=lambda row: (row[0], row[1], row[2])):
+            head, worst = min(p["per_attribute"].items(), key=lambda kv: kv[1]["kept"] or 0.0)
+            lines.append(f"| `{name}` | {recipe} | {iterations} | {p['train_seconds'] / 60:.0f} | {p['l1']:.4f} | "
+                         f"{p['real_mean']:.3f} -> {p['autoencoder_mean']:.3f} | {head} {worst['kept']:.2f} | "
+                         f"{'yes' if p['passes'] else 'no: ' + ', '.join(p['failing'])} |")
+    return "\n".join(lines).rstrip()
 
 
 def fill(page: str, name: str, content: str, path: Path) -> str:
@@ -483,11 +562,14 @@ def main() -> int:
         PAGE: render,
         AUDIT_PAGE: lambda page: fill(fill(fill(page, "audit", audit_block(), AUDIT_PAGE), "validity", validity_block(),
                                             AUDIT_PAGE), "seeds", seeds_block(), AUDIT_PAGE),
-        QUALITY_PAGE: lambda page: fill(page, "quality", quality_block(), QUALITY_PAGE),
-        **{readme: (lambda page, name=readme.parents[1].name, path=readme: fill(page, "quality", bundle_quality_block(name), path))
+        QUALITY_PAGE: lambda page: fill(fill(page, "quality", quality_block(), QUALITY_PAGE), "autoencoders",
+                                        autoencoders_block(), QUALITY_PAGE),
+        **{readme: (lambda page, name=readme.parents[1].name, path=readme: fill(
+            fill(page, "quality", bundle_quality_block(name), path), "training", bundle_training_block(name), path))
            for readme in sorted((DOCS.parent / "bundles").glob("*/docs/README.md"))},
-        ENGINE_PAGE: lambda page: fill(fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms", phantoms_block(),
-                                            ENGINE_PAGE), "sampling_diagnostics", sampling_diagnostics_block(), ENGINE_PAGE),
+        ENGINE_PAGE: lambda page: fill(fill(fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms",
+                                                 phantoms_block(), ENGINE_PAGE), "sampling_diagnostics",
+                                            sampling_diagnostics_block(), ENGINE_PAGE), "recipes", recipes_block(), ENGINE_PAGE),
         RESULTS_PAGE: lambda page: fill(fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
                                         "vap_projection_sweep", vap_projection_sweep_block(), RESULTS_PAGE),
         DICOM_PAGE: lambda page: fill(page, "dciodvfy", dicom_validation_block(), DICOM_PAGE),
