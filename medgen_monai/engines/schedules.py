@@ -177,7 +177,10 @@ class DDPMSchedule(_AlphaBarSchedule):
             return mean
         if noise is None:
             raise ValueError("a DDPM step needs noise (B, *latent_shape)")
-        variance = ((1 - a_prev) / (1 - a) * beta).clamp(min=1e-20)
+        if prev == int(t) - 1:  # MONAI's variance, with its variance_type (fixed small or large)
+            variance = self.scheduler._get_variance(int(t)).to(x)
+        else:  # the posterior's across the gap
+            variance = ((1 - a_prev) / (1 - a) * beta).clamp(min=1e-20)
         return mean + variance.sqrt() * noise
 
 

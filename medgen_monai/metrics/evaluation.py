@@ -63,10 +63,8 @@ def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None) 
 
             from ..transforms.images import read_image_channels
 
-            with Image.open(path) as image:
-                channels = 1 if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L") else 3
-            array = read_image_channels(path, channels)  # the bundles' reading rule (palette, CMYK, alpha, 16 bit)
-            image = Image.fromarray(array[0].astype(np.uint8) if channels == 1 else np.moveaxis(array, 0, -1).astype(np.uint8))
+            array = read_image_channels(path, None)  # the bundles' reading rule (palette, CMYK, alpha, 16 bit)
+            image = Image.fromarray(array[0].astype(np.uint8) if len(array) == 1 else np.moveaxis(array, 0, -1).astype(np.uint8))
             if size is not None and image.size != (int(size[1]), int(size[0])):
                 image = image.resize((int(size[1]), int(size[0])), Image.BOX)
             images.append(np.array(image))

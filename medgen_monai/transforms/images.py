@@ -24,23 +24,29 @@ from typing import Any
 import numpy as np
 from monai.transforms import MapTransform
 
-__all__ = ["CONVERTIBLE_MODES", "LoadImageChannelsd", "read_image_channels"]
+__all__ = ["CONVERTIBLE_MODES", "GRAYSCALE_MODES", "LoadImageChannelsd", "read_image_channels"]
 
 #: PIL modes converted by the rule above
 CONVERTIBLE_MODES: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I;16", "I;16B",
                                       "I;16L", "I")
 
 
-def read_image_channels(path: str | Path, channels: int) -> np.ndarray:
+#: modes read as grayscale when the channels are left to the file
+GRAYSCALE_MODES: tuple[str, ...] = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I")
+
+
+def read_image_channels(path: str | Path, channels: int | None) -> np.ndarray:
     """A 2D image file as ``(channels, H, W)`` float32 in ``[0, 255]``, converted by the module's rule.
+
+    ``channels`` ``None`` keeps what the file is: 1 for grayscale modes (:data:`GRAYSCALE_MODES`), else 3.
 
     Raises:
         ValueError: the file is missing or unreadable, holds several frames, or its mode cannot be converted.
     """
     from PIL import Image, UnidentifiedImageError
 
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if channels not in (1, 3, None):
+        raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None (as the file is), got {channels}")
     path = Path(path)
     try:
         image = Image.open(path)
@@ -51,6 +57,8 @@ def read_image_channels(path: str | Path, channels: int) -> np.ndarray:
     with image:
         if getattr(image, "n_frames", 1) > 1:
             raise ValueError(f"{path}: holds {image.n_frames} frames; expected a single 2D image")
+        if channels is None:
+            channels = 1 if image.mode in GRAYSCALE_MODES else 3
         if image.mode not in CONVERTIBLE_MODES:
             raise ValueError(f"{path}: image mode {image.mode!r} cannot be converted to {channels} channel(s); "
                              f"expected one of {list(CONVERTIBLE_MODES)}")
