@@ -516,12 +516,14 @@ def recipes_block() -> str:
     if autoencoder:
         lines += ["Autoencoder recipes, scored by `benchmarks/autoencoders.py`'s measurement (real phantoms and their "
                   "reconstructions read by the audit; kept = reconstruction accuracy / real accuracy):", "",
-                  "| bundle | recipe | iterations | minutes | L1 | mean accuracy real -> reconstructed | lowest kept | passes (>= 0.95 on every attribute) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| bundle | recipe | iterations | minutes | L1 | mean accuracy real -> reconstructed | lowest kept | "
+                  "FID of reconstructions / real (n/a: measured before this column) | passes (>= 0.95 on every attribute) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, iterations, recipe, p in sorted(autoencoder, key=lambda row: (row[0], row[1], row[2])):
             head, worst = min(p["per_attribute"].items(), key=lambda kv: kv[1]["kept"] or 0.0)
             lines.append(f"| `{name}` | {recipe} | {iterations} | {p['train_seconds'] / 60:.0f} | {p['l1']:.4f} | "
                          f"{p['real_mean']:.3f} -> {p['autoencoder_mean']:.3f} | {head} {worst['kept']:.2f} | "
+                         f"{'n/a' if p.get('fid_ratio') is None else format(p['fid_ratio'], '.2f')} | "
                          f"{'yes' if p['passes'] else 'no: ' + ', '.join(p['failing'])} |")
     return "\n".join(lines).rstrip()
 
