@@ -182,13 +182,14 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
             descriptions with this weight in [0, 1] (0: off).
         bank: description-conditioned bundles: draw descriptions from this bank instead of the bundle's.
         progress: show a progress bar.
-        eta: DDIM stochasticity, 0 (deterministic) to 1 (default: the bundle's; docs/quality.md compares them).
+        eta: DDIM stochasticity, 0 (deterministic) to 1 (default: the bundle's; docs/quality.md compares them);
+            DDIM bundles only: a rectified-flow bundle's Euler steps are deterministic and refuse an eta above 0.
     """
     root = _bundle_root(bundle)
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     if eta is not None and not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"--eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+        raise ValueError(f"--eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like; DDIM bundles only), got {eta}")
     if description is not None:  # de-identified before anything (MONAI's run logs its arguments) sees it
         from .text.deid import scrub_text
 

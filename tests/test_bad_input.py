@@ -345,7 +345,13 @@ def _corrupt_dicom(tmp_path):
     return ["pacs-store", "--pacs", "dicom://X@127.0.0.1:9", "--path", str(path)]
 
 
+def _eta_on_rectified_flow(tmp_path):
+    return ["generate", "--bundle", str(ROOT / "bundles" / "vap_diffusion_cxr"), "--out", str(tmp_path / "out"),
+            "--n", "1", "--eta", "1.0"]
+
+
 CLI_CASES = {
+    "eta_on_rectified_flow": (_eta_on_rectified_flow, "stochastic steps are DDIM's; this sampler's rflow steps"),
     "missing_column": (_missing_column, "ISIC_2019_Training_GroundTruth.csv: BCC: required column missing"),
     "unknown_class": (_unknown_class, "unknown category ['FOO']; expected some of ['MEL'"),
     "empty_bank": (_empty_bank, "no category file (<category>.jsonl)"),
