@@ -18,7 +18,7 @@ Every bundle samples through :class:`DiffusionSampler`. It differs from MONAI's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

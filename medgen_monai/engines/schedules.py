@@ -28,11 +28,6 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowSchedul
 __all__ = ["DDIMSchedule", "DDPMSchedule", "RFlowSchedule", "Schedule", "schedule_for"]
 
 
-def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` -> ``(B, 1, ..., 1)`` broadcastable against ``like`` ``(B, C, *spatial)``."""
-    return values.to(like).view(-1, *([1] * (like.ndim - 1)))
-
-
 class Schedule:
     """What the trainer and the sampler need from a scheduler of one kind.
 
