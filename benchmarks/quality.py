@@ -397,6 +397,17 @@ def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
 
 
 # ---- main ---------------------------------------------------------------------------------------
+def scoring_context(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What :func:`score_setting` compares one bundle's images with, for these requests (the same for every
+    setting): the requested attributes, the audit network and its feature extractor, the real sets, the baselines."""
+    attributes = requested_attributes(facts, requests)
+    audit = load_audit(facts["unit"])
+    extractor = feature_extractor(audit)
+    real = real_sets(facts, requests, attributes, bundle_autoencoders(facts["kind"]))
+    return {"attributes": attributes, "audit": audit, "extractor": extractor, "real": real,
+            "baselines": baselines_of(facts, requests, attributes, real, audit, extractor)}
+
+
 def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]], n: int, work: Path,
                generate_only: bool = False, sheet: Path | None = None) -> dict[str, Any] | None:
     """Generate (resuming) and score every setting of one bundle; the report, or ``None`` with ``generate_only``.
@@ -409,11 +420,9 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     if generate_only:
         return None
     requests = next(iter(generated.values()))["requests"]
-    attributes = requested_attributes(facts, requests)
-    audit = load_audit(facts["unit"])
-    extractor = feature_extractor(audit)
-    real = real_sets(facts, requests, attributes, bundle_autoencoders(facts["kind"]))
-    baselines = baselines_of(facts, requests, attributes, real, audit, extractor)
+    context = scoring_context(facts, requests)
+    attributes, audit, extractor, real, baselines = (context[k] for k in ("attributes", "audit", "extractor", "real",
+                                                                          "baselines"))
     report: dict[str, Any] = {"default": facts["default"], "unit": facts["unit"], "classes": facts["classes"],
                               "descriptions": facts["descriptions"], "guidance_scale": facts["guidance_scale"],
                               "settings": {}}

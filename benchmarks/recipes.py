@@ -49,6 +49,7 @@ import quality  # noqa: E402
 from medgen_monai import cli  # noqa: E402
 from medgen_monai.engines import load_checkpoint  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
+from medgen_monai.io.weights import save_weights  # noqa: E402
 from medgen_monai.metrics.negatives import bundle_autoencoders  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,6 +59,10 @@ DEFAULT_N = 120
 _RFLOW = {"_target_": "monai.networks.schedulers.RFlowScheduler", "num_train_timesteps": 1000,
           "use_discrete_timesteps": True, "sample_method": "logit-normal", "use_timestep_transform": False,
           "spatial_dim": 2}
+
+#: the key of a diffusion recipe naming the autoencoder recipe whose copy it trains on (instead of the shipped
+#: autoencoder); that recipe's overrides come along, so the copy's configs build the autoencoder it was given
+AUTOENCODER_KEY = "autoencoder_recipe"
 
 #: recipe -> {config file -> {config id -> value}}; ``#`` in an id reaches into a nested item.
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -75,6 +80,24 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # rectified flow on latents drawn from a cache of the training set's posteriors (no encoder per iteration)
     "rflow_cache": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True},
                     "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    # rectified flow from the latent cache at five times the learning rate (1e-3 after the same 500-step warmup):
+    # can the 60-minute budget reach what 2e-4 reaches in twice the iterations?
+    "rflow_lr1e3": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True, "learning_rate": 1e-3},
+                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    # rectified flow from the latent cache on the half-compression autoencoder (32 x 32 latents): the U-Net gets a
+    # narrow 16-channel level at 32 x 32 in front of its three, so the time per iteration stays near the 16 x 16
+    # U-Net's (the same three levels run at 32 x 32 would cost about four times as much)
+    "rflow_down2": {AUTOENCODER_KEY: "ae_down2",
+                    "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True},
+                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
+                                       "network_def#channels": [16, 32, 64, 96],
+                                       "network_def#attention_levels": [False, False, True, True]}},
+    # the same for the label-only U-Net (its own widths, 48-96-128, behind the 16-channel level)
+    "rflow_down2_label": {AUTOENCODER_KEY: "ae_down2",
+                          "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True},
+                          "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
+                                             "network_def#channels": [16, 48, 96, 128],
+                                             "network_def#attention_levels": [False, False, True, True]}},
 }
 #: autoencoder recipes (the autoencoder stage, scored by benchmarks/autoencoders.py): the shipped autoencoder,
 #: and the same network with twice the latent channels (the same 4x downsampling, so the diffusion model's
@@ -123,8 +146,41 @@ def stage_of(recipe: str) -> str:
     return "autoencoder" if recipe in AUTOENCODER_RECIPES else "diffusion"
 
 
+def autoencoder_recipe_of(recipe: str) -> str | None:
+    """The autoencoder recipe a diffusion recipe trains on (``None``: the bundle's shipped autoencoder)."""
+    return RECIPES.get(recipe, {}).get(AUTOENCODER_KEY)
+
+
 def overrides_of(recipe: str) -> dict[str, dict[str, Any]]:
-    return {**RECIPES, **AUTOENCODER_RECIPES}[recipe]
+    """config file -> {config id -> value}: the recipe's own, after those of the autoencoder recipe it trains on."""
+    own = {**RECIPES, **AUTOENCODER_RECIPES}[recipe]
+    merged: dict[str, dict[str, Any]] = {}
+    base = autoencoder_recipe_of(recipe)
+    for overrides in ([AUTOENCODER_RECIPES[base]] if base else []) + [own]:
+        for name, values in overrides.items():
+            if name != AUTOENCODER_KEY:
+                merged.setdefault(name, {}).update(values)
+    return merged
+
+
+def autoencoder_source(bundle: Path, recipe: str, work: Path) -> Path:
+    """The autoencoder weights a diffusion recipe's copy of ``bundle`` starts from: the shipped ones, or the trained
+    copy of its autoencoder recipe, this bundle's or, failing that, another bundle's of the same kind and
+    autoencoder config (both derm bundles share one autoencoder)."""
+    base = autoencoder_recipe_of(recipe)
+    if base is None:
+        return bundle / "models" / "autoencoder.pt"
+    kind = quality.bundle_facts(bundle)["kind"]
+    mine = json.loads((bundle / "configs" / "inference.json").read_text())["autoencoder_def"]
+    candidates = [work / base / bundle.name] + sorted(p for p in (work / base).glob("*") if p.name != bundle.name)
+    for root in candidates:
+        if not (root / "recipe.json").is_file() or trained_to(root, "autoencoder") == 0:
+            continue
+        theirs = json.loads((ROOT / "bundles" / root.name / "configs" / "inference.json").read_text())["autoencoder_def"]
+        if quality.bundle_facts(root)["kind"] == kind and theirs == mine:
+            return root / "models" / "autoencoder.pt"
+    raise SystemExit(f"recipe {recipe!r} trains on autoencoder recipe {base!r}: train it first "
+                     f"(python benchmarks/recipes.py --bundles {bundle.name} --recipes {base} --iterations ...)")
 
 
 def prepare(bundle: Path, recipe: str, work: Path) -> Path:
@@ -148,8 +204,10 @@ def prepare(bundle: Path, recipe: str, work: Path) -> Path:
         if (bundle / "bank").is_dir():
             shutil.copytree(bundle / "bank", tmp / "bank")
         (tmp / "models").mkdir()
-        kept = "diffusion.pt" if stage_of(recipe) == "autoencoder" else "autoencoder.pt"
-        shutil.copy2(bundle / "models" / kept, tmp / "models" / kept)
+        if stage_of(recipe) == "autoencoder":
+            shutil.copy2(bundle / "models" / "diffusion.pt", tmp / "models" / "diffusion.pt")
+        else:
+            _copy_autoencoder(autoencoder_source(bundle, recipe, work), tmp / "models" / "autoencoder.pt", bundle.name)
         for name, overrides in overrides_of(recipe).items():
             path = tmp / "configs" / name
             config = json.loads(path.read_text())
@@ -161,6 +219,17 @@ def prepare(bundle: Path, recipe: str, work: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _copy_autoencoder(source: Path, target: Path, bundle_name: str) -> None:
+    """Copy autoencoder weights into a bundle (copy), re-labelled with its name when they come from another bundle
+    (the weights file names its bundle; the record says where it was trained)."""
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    if payload["bundle"] == bundle_name:
+        shutil.copy2(source, target)
+        return
+    extra = dict(payload.get("extra") or {}, trained_for=payload["bundle"])
+    save_weights(target, payload["state_dict"], bundle_name, "autoencoder", extra)
 
 
 def promote(copy_root: Path, bundle: Path) -> list[Path]:
@@ -200,6 +269,16 @@ def promote(copy_root: Path, bundle: Path) -> list[Path]:
         target = bundle / "docs" / f"{stage}_samples_{grids[-1].name}"
         shutil.copy2(grids[-1], target)
         written.append(target)
+    if autoencoder_recipe_of(stamp["recipe"]) is not None:
+        # the pilot autoencoder the diffusion model was trained on ships with it, at the length it was trained to
+        weights = bundle / "models" / "autoencoder.pt"
+        shutil.copy2(copy_root / "models" / "autoencoder.pt", weights)
+        record = torch.load(weights, map_location="cpu", weights_only=True)["extra"]
+        train_config = bundle / "configs" / "train_autoencoder.json"
+        config = json.loads(train_config.read_text())
+        config["max_iterations"] = int(record["iterations"])
+        atomic_write_text(train_config, json.dumps(config, indent=4) + "\n")
+        written += [weights, train_config]
     return written
 
 
@@ -287,7 +366,8 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", default="vap_diffusion_cxr", help="comma-separated bundle names")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {list(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(r for r in RECIPES if autoencoder_recipe_of(r) is None),
+                        help=f"comma-separated, of {list(RECIPES) + list(AUTOENCODER_RECIPES)}")
     parser.add_argument("--iterations", default="1000,2500", help="comma-separated training lengths, ascending")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="generated images per point")
     parser.add_argument("--work", default=str(ROOT / "runs" / "recipes"))
@@ -358,6 +438,8 @@ def _record(out: Path, recipe: str, name: str, iterations: int, point: Mapping[s
     results = json.loads(out.read_text()) if out.is_file() else {"recipes": {}}
     entry = results["recipes"].setdefault(recipe, {}).setdefault(name, {"points": {}})
     entry["overrides"] = overrides_of(recipe)
+    if autoencoder_recipe_of(recipe) is not None:
+        entry["autoencoder_recipe"] = autoencoder_recipe_of(recipe)
     # a point is one training length scored at one n (the pilots' n; the finalists also at the gate's)
     entry["points"][str(iterations) if n == DEFAULT_N else f"{iterations}/n{n}"] = dict(point)
     entry["command"] = command.strip()

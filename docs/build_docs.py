@@ -493,14 +493,16 @@ def recipes_block() -> str:
     diffusion, autoencoder = [], []
     for recipe, per_bundle in r["recipes"].items():
         for name, entry in per_bundle.items():
+            label = recipe if "autoencoder_recipe" not in entry else f"{recipe} (on {entry['autoencoder_recipe']})"
             for p in entry["points"].values():
-                (autoencoder if p.get("stage") == "autoencoder" else diffusion).append((name, p["iterations"], recipe, p))
+                (autoencoder if p.get("stage") == "autoencoder" else diffusion).append((name, p["iterations"], label, p))
     lines = [f"Measured by `python benchmarks/recipes.py` ({r['machine']['cpu_count']} CPU cores, one training thread per "
              "run, each row's command in `benchmarks/results/recipes.json`; `recipes.png`). Each row trains one stage of "
              "a copy of the bundle from scratch with the recipe's config overrides; minutes are the trainer's own wall "
              "time (runs shared the two cores).", ""]
     if diffusion:
-        lines += [f"Diffusion recipes on the shipped autoencoder, scored by the code of `benchmarks/quality.py` at the "
+        lines += [f"Diffusion recipes on the shipped autoencoder (or, where the recipe says \"on\", on the autoencoder "
+                  "an autoencoder recipe below trained), scored by the code of `benchmarks/quality.py` at the "
                   f"recipe's sampler, n = {r['n']} images per point (ranking only: the FID floor is wide at this n and "
                   "the ratio shrinks toward 1; the finalists are scored again at the gate's n):", "",
                   "| bundle | recipe | sampler | iterations | minutes | n | valid | attribute accuracy | gap recovered | "
