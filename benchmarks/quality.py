@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.describe import DescriptionBank  # noqa: E402
-from medgen_monai.engines import inference_parser, schedule_for  # noqa: E402
+from medgen_monai.engines import inference_parser, schedule_for, shipped_bundles  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, load_audit  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--guidance", default="", help="comma-separated guidance scales: also the default sampler at these")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    roots = sorted(p.parents[1] for p in (ROOT / "bundles").glob("*/configs/evaluate.json"))
+    roots = shipped_bundles(ROOT / "bundles")  # a bundle in development (no weights yet) has nothing to measure
     if args.bundle_dir is not None:
         if args.out == str(RESULTS / "quality.json"):
             raise SystemExit("--bundle-dir: give --out too (quality.json holds the shipped bundles)")

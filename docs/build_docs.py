@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medgen_monai.engines import shipped_bundles
 from medgen_monai.phantoms import KINDS, get_phantom
 
 DOCS = Path(__file__).parent
@@ -570,7 +571,7 @@ def main() -> int:
                                         autoencoders_block(), QUALITY_PAGE),
         **{readme: (lambda page, name=readme.parents[1].name, path=readme: fill(
             fill(page, "quality", bundle_quality_block(name), path), "training", bundle_training_block(name), path))
-           for readme in sorted((DOCS.parent / "bundles").glob("*/docs/README.md"))},
+           for readme in [root / "docs" / "README.md" for root in shipped_bundles(DOCS.parent / "bundles")]},
         ENGINE_PAGE: lambda page: fill(fill(fill(fill(page, "sampling", sampling_block(), ENGINE_PAGE), "phantoms",
                                                  phantoms_block(), ENGINE_PAGE), "sampling_diagnostics",
                                             sampling_diagnostics_block(), ENGINE_PAGE), "recipes", recipes_block(), ENGINE_PAGE),

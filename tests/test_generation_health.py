@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgen_monai.engines import inference_parser, normalise_latents
+from medgen_monai.engines import inference_parser, normalise_latents, shipped_bundles
 from medgen_monai.metrics import load_audit
 from medgen_monai.metrics.preprocess import preprocess_images
 from medgen_monai.phantoms import get_phantom
@@ -36,7 +36,7 @@ PREDATE_THE_RECIPE = {
 }
 BUNDLES = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=PREDATE_THE_RECIPE[name]))
            if name in PREDATE_THE_RECIPE else name
-           for name in sorted(p.parents[1].name for p in (ROOT / "bundles").glob("*/configs/evaluate.json"))]
+           for name in [root.name for root in shipped_bundles(ROOT / "bundles")]]
 REAL_LATENTS = 64
 
 

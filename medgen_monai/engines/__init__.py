@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .bundles import inference_parser
-from .generation import ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, class_requests
+from .bundles import inference_parser, shipped_bundles, unshipped_bundles
+from .generation import (ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, ReportConditioner,
+                         class_requests, dataset_report_requests, report_requests, volume_affine)
 from .guidance import classifier_free_guidance, conditioned
 from .latents import LATENT_NORMALISATIONS, denormalise_latents, fit_latent_normalisation, normalise_latents
 from .sampler import DiffusionSampler, initial_noise, step_noise
@@ -24,16 +25,22 @@ __all__ = [
     "LATENT_NORMALISATIONS",
     "LatentDiffusionTrainer",
     "RFlowSchedule",
+    "ReportConditioner",
     "Schedule",
     "class_requests",
     "classifier_free_guidance",
     "conditioned",
+    "dataset_report_requests",
     "denormalise_latents",
     "fit_latent_normalisation",
     "inference_parser",
     "initial_noise",
     "load_checkpoint",
     "normalise_latents",
+    "report_requests",
     "schedule_for",
+    "shipped_bundles",
     "step_noise",
+    "unshipped_bundles",
+    "volume_affine",
 ]

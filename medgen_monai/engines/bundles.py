@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from monai.bundle import ConfigParser
 
-__all__ = ["inference_parser"]
+__all__ = ["inference_parser", "shipped_bundles", "unshipped_bundles"]
 
 
 def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrides: Any) -> ConfigParser:
@@ -44,3 +44,22 @@ def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrid
     if initialize and "initialize" in parser.config:
         parser.get_parsed_content("initialize")
     return parser
+
+
+def _bundle_folders(bundles_dir: str | Path) -> list[Path]:
+    return sorted(p.parents[1] for p in Path(bundles_dir).glob("*/configs/inference.json"))
+
+
+def _ships_weights(root: Path) -> bool:
+    return all((root / "models" / f"{stage}.pt").is_file() for stage in ("autoencoder", "diffusion"))
+
+
+def shipped_bundles(bundles_dir: str | Path) -> list[Path]:
+    """The bundle folders under ``bundles_dir`` that ship weights (both ``models/autoencoder.pt`` and
+    ``models/diffusion.pt``): the ones benchmarks measure and health checks sample."""
+    return [root for root in _bundle_folders(bundles_dir) if _ships_weights(root)]
+
+
+def unshipped_bundles(bundles_dir: str | Path) -> list[Path]:
+    """The bundle folders under ``bundles_dir`` without weights (in development: configs and tests only)."""
+    return [root for root in _bundle_folders(bundles_dir) if not _ships_weights(root)]

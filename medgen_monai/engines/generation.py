@@ -20,7 +20,8 @@ from tqdm import tqdm
 from ..io.writers import OutputWriter, safe_id
 from .sampler import DiffusionSampler
 
-__all__ = ["Conditioner", "ClassConditioner", "DescriptionConditioner", "class_requests", "GenerationRunner"]
+__all__ = ["Conditioner", "ClassConditioner", "DescriptionConditioner", "ReportConditioner", "class_requests",
+           "dataset_report_requests", "report_requests", "volume_affine", "GenerationRunner"]
 
 
 class Conditioner(Protocol):
@@ -96,6 +97,142 @@ class DescriptionConditioner(ClassConditioner):
         condition["context"] = tokens
         null_condition["context"] = null_tokens.expand_as(tokens)
         return condition, null_condition
+
+
+class ReportConditioner:
+    """``request["report"]`` and ``request["spacing"]`` -> report token states ``context`` and ``spacing`` (CCELLA).
+
+    An empty report is encoded as the empty string (the paper's choice: the network learns what "no report" looks
+    like). The null condition (guidance) is the empty report at the same spacing. With ``network`` and ``classes``,
+    :meth:`annotate` adds the class the network predicts from each report to its sidecar.
+
+    Args:
+        encoder: a :class:`~medgen_monai.text.TextEncoder`.
+        network: the U-Net whose ``predict_class(context)`` gives ``(B, K)`` class probabilities
+            (:class:`~medgen_monai.nets.CCELLAUNet`); ``None``: no annotation.
+        classes: the ``K`` class names, in the network's order.
+    """
+
+    def __init__(self, encoder: Any, network: nn.Module | None = None, classes: Sequence[str] | None = None) -> None:
+        if encoder is None or not callable(getattr(encoder, "encode", None)):
+            raise ValueError(f"encoder must be a TextEncoder (an object with encode(texts)), got {type(encoder).__name__}")
+        if network is not None and not callable(getattr(network, "predict_class", None)):
+            raise ValueError(f"network {type(network).__name__} has no predict_class(context); give None to annotate nothing")
+        if network is not None and not classes:
+            raise ValueError("classes: name the network's classes to annotate its predictions")
+        self.encoder = encoder
+        self.network = network
+        self.classes = list(classes or [])
+
+    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        reports, spacings = [], []
+        for r in requests:
+            report = r.get("report", "")
+            if not isinstance(report, str):
+                raise ValueError(f"request {r.get('id')!r}: 'report' must be text ('' for none), got {type(report).__name__}")
+            spacing = [float(v) for v in r.get("spacing", ())]
+            if len(spacing) != 3 or not all(v > 0 for v in spacing):
+                raise ValueError(f"request {r.get('id')!r}: 'spacing' must be three positive millimetre values, "
+                                 f"got {r.get('spacing')!r}")
+            reports.append(report)
+            spacings.append(spacing)
+        tokens = self.encoder.encode(reports).tokens
+        spacing = torch.tensor(spacings, dtype=torch.float32)
+        null_tokens = self.encoder.encode([""]).tokens.expand_as(tokens)
+        return {"context": tokens, "spacing": spacing}, {"context": null_tokens, "spacing": spacing}
+
+    @torch.inference_mode()
+    def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Per request: the class the network predicts from its report and the class probabilities."""
+        if self.network is None:
+            return [{} for _ in requests]
+        device = next(self.network.parameters()).device
+        probabilities = self.network.predict_class(condition["context"].to(device)).cpu()
+        if probabilities.shape != (len(requests), len(self.classes)):
+            raise ValueError(f"predict_class gave {tuple(probabilities.shape)}, expected ({len(requests)}, {len(self.classes)})")
+        return [{"predicted_class": self.classes[int(p.argmax())], "predicted_probability": round(float(p.max()), 4),
+                 "class_probabilities": {c: round(float(v), 4) for c, v in zip(self.classes, p)}} for p in probabilities]
+
+
+def volume_affine(shape: Sequence[int], spacing: Sequence[float]) -> list[list[float]]:
+    """The ``(4, 4)`` voxel -> RAS (mm) affine of a RAS-ordered volume of ``shape`` and ``spacing``, centred on the
+    origin (what the writers put in a NIfTI header)."""
+    if len(shape) != len(spacing) or not all(float(v) > 0 for v in spacing):
+        raise ValueError(f"spacing must be {len(shape)} positive values for a {len(shape)}D volume, got {list(spacing)}")
+    affine = [[0.0] * (len(shape) + 1) for _ in range(len(shape) + 1)]
+    for axis, (size, step) in enumerate(zip(shape, spacing)):
+        affine[axis][axis] = float(step)
+        affine[axis][-1] = -0.5 * (int(size) - 1) * float(step)
+    affine[-1][-1] = 1.0
+    return affine
+
+
+def report_requests(n: int, seed: int = 0, report: str | Sequence[str] | None = None,
+                    spacing: Sequence[float] = (1.0, 1.0, 1.0), image_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """``n`` requests per report (or for no report) at one voxel spacing, seeds ``seed, seed + 1, ...`` in order.
+
+    Args:
+        n: samples per report (>= 1).
+        seed: first seed.
+        report: the radiology report conditioning the samples, or a list of reports (``n`` samples each); ``None``
+            or ``""``: none (the network's empty-report condition). Each is de-identified first
+            (:func:`medgen_monai.text.deid.scrub_text`): it goes into every sidecar.
+        spacing: the voxel spacing in mm (3 values).
+        image_size: the volume's voxels; when given, each request carries the NIfTI affine of that spacing.
+
+    Returns:
+        requests ``{"id": "report_<seed>", "seed", "report", "spacing"(, "affine")}``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    spacing = [float(v) for v in spacing]
+    if len(spacing) != 3 or not all(v > 0 for v in spacing):
+        raise ValueError(f"spacing must be three positive millimetre values, got {spacing}")
+    reports = [report] if report is None or isinstance(report, str) else list(report)
+    if not reports:
+        raise ValueError("report: give a report, a list of reports, or None for none")
+    from ..text.deid import scrub_text
+
+    texts = [scrub_text(str(r))[0] if r is not None and str(r).strip() else "" for r in reports]
+    affine = volume_affine(image_size, spacing) if image_size is not None else None
+    requests = []
+    for text in texts:
+        for _ in range(n):
+            request = {"id": f"report_{seed + len(requests):06d}", "seed": seed + len(requests), "report": text,
+                       "spacing": spacing}
+            if affine is not None:
+                request["affine"] = affine
+            requests.append(request)
+    return requests
+
+
+def dataset_report_requests(records: Sequence[Mapping[str, Any]], n: int, seed: int = 0,
+                            spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                            image_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One request per report of ``n`` dataset records drawn at random (evaluation: generate from held-out reports
+    and read back what each report says).
+
+    Args:
+        records: datalist records with ``id``, ``text`` (the report, maybe empty), ``label_name`` and optional
+            ``attributes`` (a PI-CAI reader's records).
+        n: requests (<= ``len(records)``), drawn without replacement with ``numpy.random.default_rng(seed)``.
+        seed: the draw's seed and the first sampling seed.
+        spacing, image_size: as :func:`report_requests`.
+
+    Returns:
+        :func:`report_requests` requests, each with ``category`` (the record's class), ``attributes`` and
+        ``source`` (the record id, left out of the evaluation's real reference).
+    """
+    import numpy as np
+
+    if not 1 <= n <= len(records):
+        raise ValueError(f"n must be in [1, {len(records)}] (the records available), got {n}")
+    chosen = [records[int(i)] for i in np.random.default_rng(seed).choice(len(records), size=n, replace=False)]
+    requests = report_requests(1, seed, [r.get("text", "") for r in chosen], spacing, image_size)
+    for request, record in zip(requests, chosen):
+        request.update(category=record["label_name"], attributes=dict(record.get("attributes") or {}),
+                       source=record["id"])
+    return requests
 
 
 def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Sequence[str] | str | None = None,
@@ -192,7 +329,10 @@ class GenerationRunner:
             condition, null_condition = self.conditioner(batch)
             images = self.sampler(self.network, self.latent_shape, [int(r["seed"]) for r in batch],
                                   condition=condition, null_condition=null_condition, device=self.device)
-            records = [{**r, **self.sampler.settings()} for r in batch]
+            # a conditioner may add what it derived from a request (CCELLA: the class predicted from the report)
+            annotate = getattr(self.conditioner, "annotate", None)
+            notes = annotate(batch, condition) if callable(annotate) else [{} for _ in batch]
+            records = [{**r, **self.sampler.settings(), **note} for r, note in zip(batch, notes)]
             self.writer.write(images, records)
             written.extend(records)
         self.writer.write_grid()

@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
+from monai.transforms import Randomizable
 from monai.networks.schedulers import Scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -129,6 +130,11 @@ class IndexedBatches:
         return self._permutation[1][start : start + self.batch_size].tolist()
 
     def __call__(self, iteration: int) -> Any:
+        # random transforms (augmentation, random crops) draw from a state set by (seed, iteration), so batch i
+        # stays a pure function of i and a resumed run sees the same batches
+        transform = getattr(self.dataset, "transform", None)
+        if isinstance(transform, Randomizable):
+            transform.set_random_state(seed=int(np.random.default_rng([self.seed, int(iteration), 1]).integers(2**31)))
         return self.collate_fn([self.dataset[i] for i in self.indices(iteration)])
 
 

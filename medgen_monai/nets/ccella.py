@@ -96,6 +96,20 @@ class CCELLAUNet(ConditionedDiffusionUNet):
         focal = FocalLoss(gamma=self.focal_gamma, alpha=self.focal_alpha, use_softmax=True, to_onehot_y=False)
         return focal(logits[known], target)
 
+    @torch.no_grad()
+    def predict_class(self, context: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The class probabilities ``(B, K)`` the connector's heads read from report token features ``(B, L, D)``.
+
+        The heads see timestep-modulated latents; ``timesteps`` ``(B,)`` defaults to 0 (the end of sampling, where
+        the class vector shapes the finished volume), the reading a sidecar and the class-from-report benchmark use.
+        """
+        if self.connector is None or self.connector.class_heads == "none":
+            raise ValueError("this U-Net has no class heads to predict a class from the report")
+        if timesteps is None:
+            timesteps = torch.zeros(context.shape[0], dtype=torch.long, device=context.device)
+        _, logits = self.connector(context, timesteps)
+        return logits.softmax(dim=1)
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,  # type: ignore[override]
                 spacing: torch.Tensor | None = None, report_class: torch.Tensor | None = None,
                 **kwargs: Any) -> torch.Tensor:

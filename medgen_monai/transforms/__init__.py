@@ -2,12 +2,16 @@
 
 - :class:`RetrieveDescriptiond`: draw a description of the item's category from a description bank (seeded);
 - :class:`EncodeTextd`: encode text fields into token states and pooled vectors (cached);
-- :class:`LoadImageChannelsd`: read 2D image files into the bundle's channels by one documented rule.
+- :class:`LoadImageChannelsd`: read 2D image files into the bundle's channels by one documented rule;
+- :class:`LoadVolumed`: read volumes into RAS (the project's one volume loader);
+- :class:`VoxelSpacingd`: a volume's voxel spacing (mm) as a conditioning input.
 """
 
 from __future__ import annotations
 
 from .description import EncodeTextd, RetrieveDescriptiond
 from .images import LoadImageChannelsd, read_image_channels
+from .volumes import LoadVolumed, VoxelSpacingd
 
-__all__ = ["EncodeTextd", "LoadImageChannelsd", "RetrieveDescriptiond", "read_image_channels"]
+__all__ = ["EncodeTextd", "LoadImageChannelsd", "LoadVolumed", "RetrieveDescriptiond", "VoxelSpacingd",
+           "read_image_channels"]
