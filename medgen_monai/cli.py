@@ -8,6 +8,7 @@ Commands::
     medgen-monai demo --out DIR      (phantom gallery + the baseline bundle's grid)
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
     medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti,dicom] [--seed S] [--steps K]
+                          [--report TEXT | --report_file FILE] [--spacing sx,sy,sz]   (report-conditioned bundles)
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
     medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
@@ -160,10 +161,54 @@ def _description_options(root: Path, bank: str | None = None, description: str |
     return {"bank_dir": None if bank is None else str(bank), "description": description, "projection_alpha": projection}
 
 
+def _is_report_bundle(root: Path) -> bool:
+    """A report-conditioned bundle (CCELLA): its inference config takes ``report`` and ``spacing``."""
+    config = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    return "report" in config and "spacing" in config
+
+
+def _report_options(root: Path, report: str | None = None, report_file: str | None = None,
+                    spacing: str | Sequence[float] | None = None, category: str | None = None) -> dict[str, object]:
+    """Overrides that only report-conditioned bundles accept: the report (text or a UTF-8 file, de-identified before
+    MONAI logs its arguments) and the voxel spacing (``"sx,sy,sz"`` mm)."""
+    given = {"--report": report, "--report_file": report_file, "--spacing": spacing}
+    if not _is_report_bundle(root):
+        if any(v is not None for v in given.values()):
+            names = ", ".join(k for k, v in given.items() if v is not None)
+            raise ValueError(f"{names}: only for report-conditioned bundles (ccella_prostate_mri); {root} is not one")
+        return {}
+    if category is not None:
+        raise ValueError(f"--category: {root.name} reads the class from the report; give --report (or nothing)")
+    if report is not None and report_file is not None:
+        raise ValueError("--report and --report_file: give one")
+    if report_file is not None:
+        path = Path(report_file)
+        try:
+            report = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--report_file {path}: a readable UTF-8 text file ({type(e).__name__}: {e})") from None
+    options: dict[str, object] = {}
+    if report is not None:
+        from .text.deid import scrub_text
+
+        options["report"] = scrub_text(str(report))[0]
+    if spacing is not None:
+        values = [v for v in (spacing.split(",") if isinstance(spacing, str) else spacing)]
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 3 or not all(v > 0 for v in numbers):
+            raise ValueError(f"--spacing: three positive millimetre values 'sx,sy,sz', got {spacing!r}")
+        options["spacing"] = numbers
+    return options
+
+
 def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
-             guidance: float | None = None, format: str = "png", batch_size: int | None = None,
+             guidance: float | None = None, format: str | None = None, batch_size: int | None = None,
              description: str | None = None, projection: float | None = None, bank: str | None = None,
-             progress: bool = True, eta: float | None = None) -> str:
+             progress: bool = True, eta: float | None = None, report: str | None = None, report_file: str | None = None,
+             spacing: str | None = None) -> str:
     """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
 
     Args:
@@ -174,7 +219,7 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
         seed: first seed (sample i of a category uses seed + i).
         steps: sampling steps (default: the bundle's).
         guidance: classifier-free guidance scale (default: the bundle's).
-        format: png, nifti and/or dicom, comma-separated.
+        format: png, nifti and/or dicom, comma-separated (default: the bundle's; png for 2D, nifti for 3D).
         batch_size: samples per sampler call.
         description: description-conditioned bundles (vap_diffusion_*): use this description for every
             sample instead of drawing one from the bundle's description bank.
@@ -184,8 +229,13 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
         progress: show a progress bar.
         eta: DDIM stochasticity, 0 (deterministic) to 1 (default: the bundle's; docs/quality.md compares them);
             DDIM bundles only: a rectified-flow bundle's Euler steps are deterministic and refuse an eta above 0.
+        report: report-conditioned bundles (ccella_prostate_mri): the radiology report for every sample
+            (default: none, the empty report).
+        report_file: the same, read from a UTF-8 text file.
+        spacing: report-conditioned bundles: the voxel spacing in mm, ``"sx,sy,sz"`` (default: the bundle's).
     """
     root = _bundle_root(bundle)
+    report_options = _report_options(root, report, report_file, spacing, category)
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     if eta is not None and not 0.0 <= float(eta) <= 1.0:
@@ -197,7 +247,7 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
     options = _description_options(root, bank, description, projection)
     _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
                 num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
-                progress=bool(progress), eta=None if eta is None else float(eta), **options)
+                progress=bool(progress), eta=None if eta is None else float(eta), **options, **report_options)
     return str(out)
 
 
@@ -406,6 +456,8 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         raise ValueError(f"--out {out_dir}: exists and is not an empty folder; pacs-run writes a new folder")
     description_bundle = (root / "bank").is_dir()
     _description_options(root, None, description)  # refuses --description for label bundles
+    report_bundle = _is_report_bundle(root)
+    _report_options(root, category=category)  # a report bundle reads its class from the report
     client = PacsClient.from_url(pacs, calling_aet=calling_aet, timeout=timeout)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -420,13 +472,19 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         description = scrub_text(str(description))[0]
     if description is None and category is None and description_bundle and report:
         description, report_used = report, True
+    report_options: dict[str, object] = {}
+    if report_bundle:  # a report bundle is conditioned on the study's report (or on none)
+        report_options, report_used = {"report": report or ""}, bool(report)
+    # a 3D bundle's series are written as NIfTI (PNG is 2D) and DICOM
+    formats = "nifti,dicom" if len(json.loads((root / "configs" / "inference.json").read_text())["image_size"]) == 3 \
+        else "png,dicom"
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         dicom_options = {"patient_id_prefix": str(patient_id_prefix), "reference": dict(conditioning.get("reference") or {})}
         _run_bundle(root, ["inference.json"], output_dir=str(staging), n=int(n), category=category, seed=int(seed),
-                    num_inference_steps=steps, guidance_scale=guidance, formats="png,dicom", progress=bool(progress),
-                    dicom_options=dicom_options, **_description_options(root, None, description))
+                    num_inference_steps=steps, guidance_scale=guidance, formats=formats, progress=bool(progress),
+                    dicom_options=dicom_options, **_description_options(root, None, description), **report_options)
         _outputs_complete(staging)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
@@ -445,7 +503,7 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         "pacs": client.address,
         "study_pulled": study,
         "instances_pulled": len(files),
-        "report_used_as_description": report_used,
+        ("report_used" if report_bundle else "report_used_as_description"): report_used,
         "synthetic_study": synthetic_studies[0] if len(synthetic_studies) == 1 else synthetic_studies,
         "instances_pushed": pushed,
         "output_dir": str(out_dir),

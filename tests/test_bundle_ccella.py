@@ -5,6 +5,7 @@ recording the class the network read from the report; and the pieces the configs
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -43,6 +44,27 @@ def trained(tmp_path_factory) -> dict:
     _run_bundle(BUNDLE, ["inference.json", "train_common.json", "train_diffusion.json"], max_iterations=2,
                 train_batch_size=4, sample_every=2, train_dir=str(root / "diffusion"), **common)
     return {"root": root, "data": data, **weights}
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(trained) -> Path:
+    """A copy of the bundle whose configs are the tiny sizes and whose models/ hold the tiny weights (for the CLI)."""
+    import shutil
+
+    root = trained["root"] / "bundle"
+    shutil.copytree(BUNDLE, root)
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    for key, value in TINY.items():
+        *parents, last = key.split("#")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
+    (root / "models").mkdir(exist_ok=True)
+    for stage in ("autoencoder", "diffusion"):
+        shutil.copy(trained[f"{stage}_weights"], root / "models" / f"{stage}.pt")
+    return root
 
 
 def generate(trained: dict, out: Path, **overrides) -> list[dict]:
@@ -95,6 +117,74 @@ def test_bad_spacing_is_one_clear_error(trained, tmp_path):
     with pytest.raises(ValueError, match="spacing must be three positive millimetre values"):
         generate(trained, tmp_path, spacing=[1.0, 0.0, 3.0])
     assert not list(tmp_path.glob("report_*"))
+
+
+def test_cli_generate_from_a_report_file_at_a_spacing(tiny_bundle, tmp_path):
+    from medgen_monai import cli
+
+    report = tmp_path / "report.txt"
+    report.write_text(REPORT, encoding="utf-8")
+    cli.main(["generate", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "out"), "--n", "1", "--steps", "2",
+              "--report_file", str(report), "--spacing", "0.7,0.7,3.3", "--progress", "False"])
+    (sidecar,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("report_*.json")]
+    assert "PI-RADS 5" in sidecar["report"] and "Smith" not in sidecar["report"]
+    assert sidecar["spacing"] == [0.7, 0.7, 3.3] and sidecar["files"] == {"nifti": "report_000000.nii.gz"}
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--spacing", "1,2"], "--spacing: three positive millimetre values"),
+    (["--category", "csPCa"], "reads the class from the report"),
+    (["--report", "a", "--report_file", "b"], "give one"),
+    (["--report_file", "/no/such/report.txt"], "a readable UTF-8 text file"),
+])
+def test_cli_report_options_are_checked(tiny_bundle, tmp_path, capsys, arguments, message):
+    from medgen_monai import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "out"), *arguments])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_options_are_refused_for_other_bundles(tmp_path, capsys):
+    from medgen_monai import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--bundle", str(ROOT / "bundles" / "ldm_label_derm"), "--out", str(tmp_path / "out"),
+                  "--report", "PI-RADS 5"])
+    assert "only for report-conditioned bundles" in capsys.readouterr().err
+
+
+def test_pacs_run_3d_round_trip_from_the_studys_report(tiny_bundle, orthanc, tmp_path):
+    """Pull a study with an SR report, generate a volume from that report, push a synthetic MR series (and the
+    de-identified report as a synthetic SR) back; nothing identifying arrives."""
+    from pacs_helpers import IDENTIFYING, identifiable_study
+
+    from medgen_monai import cli
+    from medgen_monai.io.pacs import PacsClient
+
+    orthanc.clear()
+    study_uid, uids, files = identifiable_study(tmp_path / "input", REPORT)
+    assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
+    out = tmp_path / "out"
+    summary = json.loads(cli.pacs_run(str(tiny_bundle), orthanc.dicom_url, study_uid, str(out), n=1, steps=2,
+                                      progress=False))
+    assert summary["report_used"] and summary["synthetic_study"] not in uids
+    (sidecar,) = [json.loads(p.read_text()) for p in out.glob("report_*.json")]
+    assert "PI-RADS 5" in sidecar["report"] and "Smith" not in sidecar["report"]
+    assert set(sidecar["files"]) == {"nifti", "dicom", "dicom_report"}
+    arrived = orthanc.study_instances(summary["synthetic_study"])
+    assert len(arrived) == summary["instances_pushed"] == 16 + 1  # the MR series' slices and the SR
+    modalities = set()
+    for instance in arrived:
+        data = orthanc.instance_file(instance)
+        for value in [*IDENTIFYING.values(), *uids, "Smith", "03/04/2021"]:
+            assert value.encode() not in data, f"{value!r} of the input reached the PACS"
+        ds = pydicom.dcmread(io.BytesIO(data))
+        modalities.add(str(ds.Modality))
+        assert str(ds.SeriesDescription).startswith("SYNTHETIC")
+    assert modalities == {"MR", "SR"}
+    orthanc.clear()
 
 
 # ---- the pieces -------------------------------------------------------------------------------------------------

@@ -7,29 +7,16 @@ import io
 import json
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medgen_monai import cli
+from pacs_helpers import IDENTIFYING, identifiable_study
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
-#: what identifies the input's patient and visit: none of it may reach the PACS in a synthetic instance.
-IDENTIFYING = {
-    "PatientName": "Doe^Jane",
-    "PatientID": "MRN-4711-0815",
-    "PatientBirthDate": "19770412",
-    "InstitutionName": "Saint Example Hospital",
-    "AccessionNumber": "ACC-98765",
-    "ReferringPhysicianName": "Smith^John",
-    "StudyID": "STUDY-0042",
-    "StudyDate": "20010203",
-}
 CLINICAL = "a dark brown asymmetric lesion with irregular borders and a blue-white veil"
 #: the report names the patient, a physician, dates, a record number, a phone, an e-mail, an address and an age over 89
 REPORT = (f"Jane Doe, a 93-year-old woman (MRN-4711-0815), seen on March 5, 2023: {CLINICAL}. Discussed with "
@@ -40,63 +27,13 @@ REPORT_IDENTIFIERS = ("Jane", "Doe", "93-year", "MRN-4711-0815", "March 5, 2023"
                       "14:05", "555-0123", "greg.house", "221 Baker", "Cuddy", "Lisa")
 
 
-def _identify(ds: Dataset) -> None:
-    for keyword, value in IDENTIFYING.items():
-        setattr(ds, keyword, value)
-    ds.PatientSex = "F"
-    ds.PatientAge = "046Y"
-    ds.StudyTime = "101500"
-
-
-def _input_study(folder: Path) -> tuple[str, list[str], list[Path]]:
-    """An RGB secondary capture and a Basic Text SR of one identifiable study; (study UID, its UIDs, files)."""
-    folder.mkdir(parents=True)
-    study_uid = generate_uid()
-    rng = np.random.default_rng(0)
-    image = hd.sc.SCImage(
-        pixel_array=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=study_uid, series_instance_uid=generate_uid(),
-        series_number=1, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="Dermatoscope Inc",
-        patient_orientation=("L", "F"))
-    _identify(image)
-    image.BodyPartExamined = "SKIN"
-    image_path = folder / "image.dcm"
-    image.save_as(image_path, enforce_file_format=True)
-
-    sr = Dataset()
-    sr.file_meta = FileMetaDataset()
-    sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
-    sr.SOPInstanceUID = generate_uid()
-    sr.file_meta.MediaStorageSOPInstanceUID = sr.SOPInstanceUID
-    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    sr.SOPClassUID = sr.file_meta.MediaStorageSOPClassUID
-    sr.StudyInstanceUID, sr.SeriesInstanceUID = study_uid, generate_uid()
-    sr.Modality, sr.SeriesNumber, sr.InstanceNumber = "SR", 2, 1
-    _identify(sr)
-    sr.ValueType, sr.ContinuityOfContent = "CONTAINER", "SEPARATE"
-    sr.CompletionFlag, sr.VerificationFlag = "COMPLETE", "UNVERIFIED"
-    title = Dataset()
-    title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning = "11528-7", "LN", "Radiology Report"
-    sr.ConceptNameCodeSequence = [title]
-    item = Dataset()
-    item.RelationshipType, item.ValueType, item.TextValue = "CONTAINS", "TEXT", REPORT
-    finding = Dataset()
-    finding.CodeValue, finding.CodingSchemeDesignator, finding.CodeMeaning = "121071", "DCM", "Finding"
-    item.ConceptNameCodeSequence = [finding]
-    sr.ContentSequence = [item]
-    sr_path = folder / "report.dcm"
-    sr.save_as(sr_path, enforce_file_format=True)
-    uids = [study_uid, image.SeriesInstanceUID, image.SOPInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID]
-    return study_uid, uids, [image_path, sr_path]
-
-
 @pytest.fixture
 def stored_study(orthanc, tmp_path):
     """Orthanc holding only the identifiable input study; (study UID, its UIDs)."""
     from medgen_monai.io.pacs import PacsClient
 
     orthanc.clear()
-    study_uid, uids, files = _input_study(tmp_path / "input")
+    study_uid, uids, files = identifiable_study(tmp_path / "input", REPORT)
     assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
     yield study_uid, uids
     orthanc.clear()
