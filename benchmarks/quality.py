@@ -63,8 +63,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medgen_monai.describe import DescriptionBank  # noqa: E402
-from medgen_monai.engines import inference_parser, schedule_for, shipped_bundles  # noqa: E402
+from medgen_monai.engines import inference_parser, report_requests, schedule_for, shipped_bundles  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
+from medgen_monai.io.writers import safe_id  # noqa: E402
 from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, load_audit  # noqa: E402
 from medgen_monai.metrics.audit import parse_unit  # noqa: E402
 from medgen_monai.metrics.evaluation import load_images  # noqa: E402
@@ -107,7 +108,10 @@ def bundle_facts(root: Path) -> dict[str, Any]:
     if not schedule.stochastic(1.0):
         eta = 0.0  # a deterministic sampler (rectified flow) has no eta, whatever the config's DDIM setting says
     return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
-            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(), "sampler": sampler_kind,
+            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(),
+            # a report bundle (CCELLA) is asked with the report of a fresh phantom, whose attributes it must show
+            "reports": "report" in inference and "spacing" in inference,
+            "spatial_dims": len(inference["image_size"]), "sampler": sampler_kind,
             "default": setting_name(steps, eta, sampler_kind), "default_steps": steps, "default_eta": eta,
             "guidance_scale": inference.get("guidance_scale")}
 
@@ -135,7 +139,8 @@ def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: in
             guidance: float | None = None):
     overrides = {} if guidance is None else {"guidance_scale": float(guidance)}
     return inference_parser(facts["root"], output_dir=str(out_dir), n=n_per_class, seed=SAMPLING_SEED,
-                            num_inference_steps=steps, progress=False, formats="png", **{"sampler#eta": eta}, **overrides)
+                            num_inference_steps=steps, progress=False,
+                            formats="png" if facts["spatial_dims"] == 2 else "nifti", **{"sampler#eta": eta}, **overrides)
 
 
 def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float,
@@ -143,6 +148,8 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
     """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
     parser = _parser(facts, out_dir, n_per_class, steps, eta, guidance)
     runner = parser.get_parsed_content("runner")
+    if facts["reports"]:
+        runner.requests = report_requests_of(facts, n_per_class, parser.get_parsed_content("image_size"))
     requests = [dict(r) for r in runner.requests]
     _check_kept_outputs(facts, out_dir)
     timing_path = out_dir / "timing.json"
@@ -159,6 +166,21 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
     timing = json.loads(timing_path.read_text())
     return {"requests": requests, "seconds_per_image": timing["seconds"] / max(timing["images"], 1),
             "threads": timing.get("threads")}
+
+
+def report_requests_of(facts: Mapping[str, Any], n_per_class: int, image_size: Sequence[int]) -> list[dict[str, Any]]:
+    """A report bundle's requests: per class, the reports of fresh phantoms of the class (the ceiling's phantoms,
+    so the ceiling shows exactly what each report describes), at each phantom's own voxel spacing."""
+    phantom = get_phantom(facts["kind"])
+    requests = []
+    for category in facts["classes"]:
+        for _ in range(n_per_class):
+            index = len(requests)
+            sample = _class_phantom(phantom, facts, index, category)
+            (request,) = report_requests(1, SAMPLING_SEED + index, sample.text, sample.meta["spacing"], image_size)
+            request.update(id=f"{safe_id(category)}_{index:06d}", category=category)
+            requests.append(request)
+    return requests
 
 
 def _check_kept_outputs(facts: Mapping[str, Any], out_dir: Path) -> None:
@@ -361,6 +383,18 @@ def check_sets(real: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n
 
 
 # ---- contact sheet ------------------------------------------------------------------------------
+def _display(image: Any, spatial_dims: int) -> np.ndarray:
+    """What a contact sheet shows of an image: the 8-bit image itself, or a volume's middle axial slice (percentile
+    scaled as the audit sees it, radiological orientation)."""
+    if spatial_dims == 2:
+        return np.asarray(image)
+    from medgen_monai.io.writers import radiological_axial
+    from medgen_monai.metrics.preprocess import percentile_scale
+
+    volume = percentile_scale(torch.as_tensor(np.asarray(image, dtype=np.float32)).reshape(1, 1, *np.shape(image)[-3:]))
+    return radiological_axial(np.round(volume[0, 0].numpy() * 255).astype(np.uint8))
+
+
 def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], columns: Mapping[str, list[np.ndarray]],
                   real: Mapping[str, Any], path: Path, per_class: int = 4) -> None:
     """Per class: ``per_class`` real images, then ``per_class`` of each setting in ``columns``."""
@@ -382,7 +416,7 @@ def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
         for g, (name, images) in enumerate(groups.items()):
             for k, index in enumerate(members):
                 ax = axes[row, g * per_class + k]
-                image = np.asarray(images[index])
+                image = _display(images[index], facts["spatial_dims"])
                 ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
                 if row == 0 and k == 0:
                     ax.set_title(name, fontsize=7, loc="left")
@@ -424,7 +458,8 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     attributes, audit, extractor, real, baselines = (context[k] for k in ("attributes", "audit", "extractor", "real",
                                                                           "baselines"))
     report: dict[str, Any] = {"default": facts["default"], "unit": facts["unit"], "classes": facts["classes"],
-                              "descriptions": facts["descriptions"], "guidance_scale": facts["guidance_scale"],
+                              "descriptions": facts["descriptions"], "reports": facts["reports"],
+                              "guidance_scale": facts["guidance_scale"],
                               "settings": {}}
     # the metrics must be able to fail: the same scoring on real images, on real images of another class,
     # on noise and on blanks (no generator involved)
@@ -438,7 +473,8 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     for name, result in generated.items():
         if [r["id"] for r in result["requests"]] != [r["id"] for r in requests]:
             raise RuntimeError(f"{facts['name']} {name}: the settings drew different requests; they must be paired")
-        images = load_images([work / facts["name"] / name / f"{r['id']}.png" for r in requests])
+        suffix = ".png" if facts["spatial_dims"] == 2 else ".nii.gz"
+        images = load_images([work / facts["name"] / name / f"{r['id']}{suffix}" for r in requests])
         scores = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
         steps, eta, *guidance = settings[name]
         report["settings"][name] = {"steps": steps, "eta": eta,

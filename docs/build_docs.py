@@ -332,7 +332,8 @@ GATE = {"valid_fraction": 0.95, "fid_ratio": 2.0, "diversity_gap": 0.15, "gap_re
 
 
 def gate_failures(setting: dict, descriptions: bool) -> list[str]:
-    """The quality-gate conditions ``setting`` (one entry of quality.json) fails."""
+    """The quality-gate conditions ``setting`` (one entry of quality.json) fails. ``descriptions``: the requests carry
+    attributes (a description or a report), judged by the gap recovered; otherwise by the class read back."""
     failures = []
     if setting["valid_fraction"] < GATE["valid_fraction"]:
         failures.append(f"valid {setting['valid_fraction']:.2f} < {GATE['valid_fraction']}")
@@ -357,7 +358,8 @@ def quality_block() -> str:
     lines = [f"Measured by `python benchmarks/quality.py` ({m['cpu_count']} CPU cores, torch {m['torch']}; each bundle's "
              "command below): `benchmarks/results/quality.json`.", ""]
     for name, bundle in sorted(r["bundles"].items()):
-        kind = "description-conditioned" if bundle["descriptions"] else "class-conditioned"
+        kind = ("description-conditioned" if bundle["descriptions"] else
+                "report-conditioned" if bundle.get("reports") else "class-conditioned")
         lines += [f"### `{name}`", "",
                   f"{kind}, audit unit `{bundle['unit']}`, guidance {bundle['guidance_scale']}, shipped default "
                   f"**`{bundle['default']}`**; measured by `{bundle.get('command', r.get('command'))}`.", "",
@@ -366,7 +368,7 @@ def quality_block() -> str:
                   "| diversity | real diversity | gate |",
                   "|---" * 18 + "|"]
         for setting_name, st in bundle["settings"].items():
-            failures = gate_failures(st, bundle["descriptions"])
+            failures = gate_failures(st, bundle["descriptions"] or bundle.get("reports", False))
             label = f"**{setting_name}** (default)" if setting_name == bundle["default"] else setting_name
 
             def number(value, digits=3):
@@ -420,7 +422,7 @@ def bundle_quality_block(name: str) -> str:
     lines = ["| setting | valid | attribute accuracy (valid only) | ceiling / label-only | FID / real floor | diversity (real) | quality gate |",
              "|---|---|---|---|---|---|---|"]
     for setting_name, st in bundle["settings"].items():
-        failures = gate_failures(st, bundle["descriptions"])
+        failures = gate_failures(st, bundle["descriptions"] or bundle.get("reports", False))
         label = f"**{setting_name}** (shipped default)" if setting_name == bundle["default"] else setting_name
         valid_only = "n/a" if st["attribute_accuracy_valid"] != st["attribute_accuracy_valid"] else f"{st['attribute_accuracy_valid']:.3f}"
         ratio = "n/a" if st["fid_ratio"] is None else f"{st['fid_ratio']:.1f}"
@@ -431,7 +433,8 @@ def bundle_quality_block(name: str) -> str:
               "Euler steps (deterministic). The gate asks for valid >= 0.95, "
               "FID <= 2x its real-vs-real floor at the same size, diversity within 15% of the real images'"
               + (", and at least half of the accuracy gap between a perfect label-only generator and the ceiling recovered."
-                 if bundle["descriptions"] else ", and class accuracy at least 0.9 of the real images'.")]
+                 if bundle["descriptions"] or bundle.get("reports") else
+                 ", and class accuracy at least 0.9 of the real images'.")]
     return "\n".join(lines)
 
 

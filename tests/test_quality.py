@@ -93,3 +93,22 @@ def test_guidance_settings_ride_along_with_the_chosen_ones():
                         f"{default}_g3": (facts["default_steps"], facts["default_eta"], 3.0)}
     with pytest.raises(ValueError, match="unknown"):
         quality.bundle_settings(facts, ["rflow7"])
+
+
+def test_report_bundle_requests_are_the_reports_of_the_ceiling_phantoms():
+    """A report bundle (CCELLA) is asked with the reports of fresh phantoms of each class; the ceiling images are those
+    very phantoms, so the attributes it is scored on are what each report describes."""
+    quality = _quality()
+    facts = quality.bundle_facts(ROOT / "bundles" / "ccella_prostate_mri")
+    assert facts["reports"] and not facts["descriptions"] and facts["spatial_dims"] == 3
+    requests = quality.report_requests_of(facts, 2, [64, 64, 32])
+    assert [r["category"] for r in requests] == ["negative", "negative", "csPCa", "csPCa"]
+    assert len({r["id"] for r in requests}) == 4 and [r["seed"] for r in requests] == [0, 1, 2, 3]
+    attributes = quality.requested_attributes(facts, requests)
+    from medgen_monai.phantoms import get_phantom
+
+    phantom = get_phantom("prostate")
+    for i, (request, wanted) in enumerate(zip(requests, attributes)):
+        sample = quality._class_phantom(phantom, facts, i, request["category"])
+        assert wanted == sample.attributes and request["spacing"] == list(sample.meta["spacing"])
+        assert request["report"] == sample.text.strip() or (not sample.text.strip() and request["report"] == "")

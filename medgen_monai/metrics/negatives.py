@@ -166,18 +166,19 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
     Returns:
         one ``{"bundle", "unit", "autoencoder" (eval mode), "scale_factor", "latent_shift", "latent_shape"}`` per
         bundle (the latent normalisation its diffusion model was trained with);
-        empty when the bundles folder is not there (an installed package without the repository).
+        empty when the bundles folder is not there (an installed package without the repository). Bundles without
+        shipped weights are left out.
     """
-    from ..engines.bundles import inference_parser
+    from ..engines.bundles import inference_parser, shipped_bundles
     from ..io.weights import load_weights
 
     root = Path(bundles_dir) if bundles_dir is not None else BUNDLES_DIR
     found = []
-    for evaluate in sorted(root.glob("*/configs/evaluate.json")):
-        unit = json.loads(evaluate.read_text(encoding="utf-8")).get("audit_unit", "")
+    for bundle in shipped_bundles(root):  # a bundle in development has no autoencoder yet
+        evaluate = bundle / "configs" / "evaluate.json"
+        unit = json.loads(evaluate.read_text(encoding="utf-8")).get("audit_unit", "") if evaluate.is_file() else ""
         if not unit.startswith(f"{kind}_"):
             continue
-        bundle = evaluate.parents[1]
         # the network definition only: neither the diffusion U-Net nor the text encoder is built
         parser = inference_parser(bundle, initialize=False)
         autoencoder = parser.get_parsed_content("autoencoder_def", instantiate=True)
