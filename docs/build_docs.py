@@ -140,9 +140,9 @@ def validity_block() -> str:
 
 def seeds_block() -> str:
     """Every dataset seed range and what uses it (medgen_monai/phantoms/seeds.py)."""
-    from medgen_monai.phantoms.seeds import AUDIT_SEEDS, QUALITY_SEEDS, SEED_RANGES
+    from medgen_monai.phantoms.seeds import AUDIT_SEEDS, CCELLA_SEEDS, QUALITY_SEEDS, SEED_RANGES
 
-    named = {"audit": AUDIT_SEEDS, "quality": QUALITY_SEEDS}
+    named = {"audit": AUDIT_SEEDS, "quality": QUALITY_SEEDS, "ccella": CCELLA_SEEDS}
     lines = ["| range | seeds | used by | named seeds |", "|---|---|---|---|"]
     for name, (first, last, use) in SEED_RANGES.items():
         seeds = ", ".join(f"{k} {v}" for k, v in named.get(name, {}).items()) or "-"

@@ -90,11 +90,11 @@ def gallery(out: str, n: int = 4, seed: int = 0, kinds: str | Sequence[str] = "d
     return str(save_gallery(samples, out))
 
 
-def demo(out: str = "out/demo", steps: int = 50) -> str:
+def demo(out: str = "out/demo", steps: int | None = None) -> str:
     """What ``make demo`` runs: a gallery of every phantom kind; the baseline bundle (``bundles/ldm_label_derm``)
     and the three VAP-Diffusion bundles (``bundles/vap_diffusion_{derm,colon,cxr}``, descriptions drawn from their
-    banks, recorded in the sidecars) generating two images per class with their shipped weights, each into
-    ``<out>/<bundle>/grid.png``."""
+    banks, recorded in the sidecars) generating two images per class with their shipped weights at their shipped
+    sampler settings (``steps`` overrides the step count), each into ``<out>/<bundle>/grid.png``."""
     Path(out).mkdir(parents=True, exist_ok=True)
     gallery(str(Path(out) / "gallery.png"))
     bundles = Path(__file__).resolve().parents[1] / "bundles"

@@ -270,3 +270,32 @@ def test_every_bundle_ships_weights_unless_it_is_in_development():
     for name in IN_DEVELOPMENT:  # its model card says so, and how to train it
         readme = (ROOT / "bundles" / name / "docs" / "README.md").read_text()
         assert "in development" in readme and "medgen-monai train" in readme
+
+
+def _ccella_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ccella_benchmark", ROOT / "benchmarks" / "ccella.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_binary_scores_have_known_answers():
+    scores = _ccella_benchmark().binary_scores
+    labels = np.array([1, 1, 0, 0])
+    perfect = scores(np.array([[0.1, 0.9], [0.3, 0.7], [0.8, 0.2], [0.6, 0.4]]), labels)
+    assert (perfect["accuracy"], perfect["sensitivity"], perfect["specificity"], perfect["auc"]) == (1.0, 1.0, 1.0, 1.0)
+    inverted = scores(np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6]]), labels)
+    assert (inverted["accuracy"], inverted["auc"]) == (0.0, 0.0)
+    always_negative = scores(np.array([[0.9, 0.1]] * 4), labels)
+    assert (always_negative["sensitivity"], always_negative["specificity"]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"must be \(N, 2\)"):
+        scores(np.zeros((3, 2)), labels)
+
+
+def test_class_from_report_stage_reads_held_out_reports(tiny_bundle):
+    result = _ccella_benchmark().class_from_report(tiny_bundle, 12)
+    written, empty = result["reports"], result["empty_reports"]
+    assert written["n"] + empty["n"] == 12 and written["n"] > 0
+    assert result["seed"] == 50_000 and 0.0 <= written["accuracy"] <= 1.0

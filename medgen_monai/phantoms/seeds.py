@@ -15,13 +15,15 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["SEED_RANGES", "AUDIT_SEEDS", "QUALITY_SEEDS", "seed_use", "check_dataset_seed", "audit_seed_access"]
+__all__ = ["SEED_RANGES", "AUDIT_SEEDS", "QUALITY_SEEDS", "CCELLA_SEEDS", "seed_use", "check_dataset_seed",
+           "audit_seed_access"]
 
 #: name -> (first, last, what uses it). Ranges are inclusive and disjoint.
 SEED_RANGES: dict[str, tuple[int, int, str]] = {
     "training": (0, 9_999, "bundle training data (`data/<kind>`, seed 0), demos, unit tests, the phantom benchmark"),
     "evaluation": (30_000, 39_999, "references of bundle evaluations and of the VAP ablation (seed 30000)"),
     "quality": (40_000, 49_999, "benchmarks/quality.py: references, ceilings, label-only baselines, floors"),
+    "ccella": (50_000, 59_999, "benchmarks/ccella.py: held-out reports, the classifier study's test volumes"),
     "audit": (900_000, 900_099, "audit networks only: training, temperature calibration, held-out tables, re-checks"),
 }
 
@@ -38,6 +40,11 @@ QUALITY_SEEDS: dict[str, int] = {
     "reference": 40_000,  # the real images generated images are compared with (FID, KID, diversity, label-only)
     "ceiling": 40_001,  # fresh phantoms drawn with exactly the requested attributes
     "autoencoder": 40_002,  # real images passed through a bundle's autoencoder
+}
+
+#: the CCELLA benchmark's dataset seeds (inside the ``ccella`` range).
+CCELLA_SEEDS: dict[str, int] = {
+    "reports": 50_000,  # held-out reports: the class the connector reads from each
 }
 
 _AUDIT_ACCESS: contextvars.ContextVar[bool] = contextvars.ContextVar("medgen_monai_audit_seed_access", default=False)

@@ -1,0 +1,119 @@
+"""The CCELLA bundle's own studies (issue 15), written to ``benchmarks/results/ccella.json``.
+
+Stages (``--stages``, comma-separated):
+
+- ``class``: the class the connector's heads read from held-out reports (fresh prostate phantoms of the ``ccella``
+  seed range, which no bundle trains on): accuracy, sensitivity and specificity for csPCa, ROC AUC (MONAI's
+  ``compute_roc_auc``), on the non-empty reports (the goal: accuracy >= 0.95) and, separately, what the heads say
+  for an empty report (the class prior they learned). The heads are read at timestep 0, as the sidecars record them
+  (``CCELLAUNet.predict_class``).
+
+    python benchmarks/ccella.py --stages class [--bundle-dir bundles/ccella_prostate_mri] [--n 400]
+
+The ablation and the low-data classifier study are further stages of this script, added with the trained arms.
+Cost on 2 CPU cores: the ``class`` stage takes well under a minute (one connector pass per report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medgen_monai.engines import inference_parser  # noqa: E402
+from medgen_monai.io.atomic import atomic_write_text  # noqa: E402
+from medgen_monai.phantoms import get_phantom  # noqa: E402
+from medgen_monai.phantoms.seeds import CCELLA_SEEDS  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+STAGES = ("class",)
+
+
+def binary_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy, sensitivity, specificity (class 1 positive, argmax decision) and ROC AUC of ``(N, 2)``
+    probabilities against ``(N,)`` labels in {0, 1}."""
+    from monai.metrics import compute_roc_auc
+
+    if probabilities.ndim != 2 or probabilities.shape[1] != 2 or len(probabilities) != len(labels):
+        raise ValueError(f"probabilities must be (N, 2) for N = {len(labels)} labels, got {probabilities.shape}")
+    predicted = probabilities.argmax(axis=1)
+    positive, negative = labels == 1, labels == 0
+    both = bool(positive.any() and negative.any())
+    return {
+        "n": int(len(labels)),
+        "positives": int(positive.sum()),
+        "accuracy": float((predicted == labels).mean()),
+        "sensitivity": float((predicted[positive] == 1).mean()) if positive.any() else None,
+        "specificity": float((predicted[negative] == 0).mean()) if negative.any() else None,
+        "auc": float(compute_roc_auc(torch.as_tensor(probabilities[:, 1]), torch.as_tensor(labels))) if both else None,
+    }
+
+
+def class_from_report(root: Path, n: int, batch: int = 64) -> dict[str, Any]:
+    """The connector's class reading of ``n`` held-out phantom reports."""
+    parser = inference_parser(root, progress=False)
+    parser.get_parsed_content("diffusion_extra")  # loads the diffusion weights into the network
+    network = parser.get_parsed_content("network").eval()
+    encoder = parser.get_parsed_content("text_encoder")
+    classes = list(parser.get_parsed_content("classes"))
+    samples = list(get_phantom("prostate").generate_many(n, seed=CCELLA_SEEDS["reports"]))
+    reports = [s.text.strip() for s in samples]
+    labels = np.asarray([classes.index(str(s.label)) for s in samples])
+    probabilities = []
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            tokens = encoder.encode(reports[start : start + batch]).tokens
+            probabilities.append(network.predict_class(tokens).numpy())
+    probabilities = np.concatenate(probabilities)
+    written = np.asarray([bool(r) for r in reports])
+    empty = probabilities[~written]
+    return {
+        "seed": CCELLA_SEEDS["reports"],
+        "classes": classes,
+        "reports": binary_scores(probabilities[written], labels[written]),
+        "empty_reports": {"n": int((~written).sum()), "positives": int(labels[~written].sum()),
+                          "mean_probability": [float(v) for v in empty.mean(axis=0)] if len(empty) else None},
+        "goal": {"accuracy": 0.95},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {list(STAGES)}")
+    parser.add_argument("--bundle-dir", default=str(ROOT / "bundles" / "ccella_prostate_mri"))
+    parser.add_argument("--n", type=int, default=400, help="held-out reports (class stage)")
+    parser.add_argument("--out", default=str(RESULTS / "ccella.json"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise SystemExit(f"--stages: unknown {unknown or stages}; expected some of {list(STAGES)}")
+    if args.n < 2:
+        raise SystemExit(f"--n must be >= 2, got {args.n}")
+    root = Path(args.bundle_dir)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    command = "python benchmarks/ccella.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if "class" in stages:
+        results["class_from_report"] = {**class_from_report(root, args.n), "command": command.strip()}
+        print(json.dumps(results["class_from_report"]["reports"]), flush=True)
+    results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
