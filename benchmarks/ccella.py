@@ -7,11 +7,20 @@ Stages (``--stages``, comma-separated):
   ``compute_roc_auc``), on the non-empty reports (the goal: accuracy >= 0.95) and, separately, what the heads say
   for an empty report (the class prior they learned). The heads are read at timestep 0, as the sidecars record them
   (``CCELLAUNet.predict_class``).
+- ``ablation``: the paper's arms on one budget, each a copy of the bundle whose diffusion stage is trained from
+  scratch on the shipped autoencoder with ``--seeds`` training seeds (the machinery of ``benchmarks/recipes.py``),
+  then scored by the code of ``benchmarks/quality.py`` at the default sampler: FID over its matched floor, valid
+  fraction, the audit's reading of lesion, side, zone, size and PI-RADS against what each report describes, and the
+  class agreement between the report and the generated volume (the audit's class head; csPCa iff PI-RADS >= 3).
+  Arms (:data:`ARMS`): ``spacing_only`` (MAISI: no text), ``text_only`` (ELLA: no class path), ``ccella`` (text and
+  the class predicted from it) and ``decoupled`` (text and the true class). Mean and sd over seeds.
 
     python benchmarks/ccella.py --stages class [--bundle-dir bundles/ccella_prostate_mri] [--n 400]
+    python benchmarks/ccella.py --stages ablation --seeds 0,1,2 [--iterations N] [--n 200]
 
-The ablation and the low-data classifier study are further stages of this script, added with the trained arms.
-Cost on 2 CPU cores: the ``class`` stage takes well under a minute (one connector pass per report).
+The low-data classifier study is a further stage of this script, added with the trained arms.
+Cost on 2 CPU cores: the ``class`` stage takes well under a minute (one connector pass per report); an ablation arm
+costs one diffusion training (the bundle's, by default) and one quality scoring.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "docs"))  # recipes.py reads the gate from docs/build_docs.py
 
 from medgen_monai.engines import inference_parser  # noqa: E402
 from medgen_monai.io.atomic import atomic_write_text  # noqa: E402
@@ -37,7 +48,16 @@ from medgen_monai.phantoms import get_phantom  # noqa: E402
 from medgen_monai.phantoms.seeds import CCELLA_SEEDS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-STAGES = ("class",)
+STAGES = ("class", "ablation")
+#: the paper's ablation arms: inference.json overrides of the bundle (the diffusion stage trains with them)
+ARMS: dict[str, dict[str, Any]] = {
+    "spacing_only": {"network_def#connector": None, "class_path": "none"},  # MAISI
+    "text_only": {"class_path": "none", "class_heads": "none"},  # ELLA
+    "ccella": {},  # text and the class predicted from it
+    "decoupled": {"class_path": "true", "class_heads": "none"},  # text and the true class
+}
+#: what the ablation reads from each generated volume
+ABLATION_ATTRIBUTES = ("lesion", "side", "zone", "size", "pirads")
 
 
 def binary_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -88,11 +108,59 @@ def class_from_report(root: Path, n: int, batch: int = 64) -> dict[str, Any]:
     }
 
 
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
+    kept = [float(v) for v in values if v is not None]
+    if not kept:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(np.mean(kept)), "sd": float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0, "n": len(kept)}
+
+
+def ablation(root: Path, arms: Sequence[str], seeds: Sequence[int], iterations: int | None, n: int, work: Path,
+             dataset_dir: Path) -> dict[str, Any]:
+    """Train and score every arm at every training seed; per arm, each seed's scores and their mean and sd."""
+    import quality
+    import recipes
+
+    results: dict[str, Any] = {}
+    for arm in arms:
+        runs = {}
+        for seed in seeds:
+            train_overrides: dict[str, Any] = {"training_seed": int(seed)}
+            if iterations is not None:
+                train_overrides["max_iterations"] = int(iterations)
+            copy_root = recipes.prepare(root, f"{arm}_seed{seed}", work,
+                                        overrides={"inference.json": ARMS[arm], "train_diffusion.json": train_overrides})
+            length = iterations or json.loads((root / "configs" / "train_diffusion.json").read_text())["max_iterations"]
+            seconds = recipes.train_to(copy_root, "diffusion", int(length), str(dataset_dir))
+            facts = quality.bundle_facts(copy_root)
+            report = quality.run_bundle(facts, quality.bundle_settings(facts, ["default"]), n, copy_root / "quality",
+                                        sheet=copy_root / "quality" / "sheet.png")
+            scores = report["settings"][facts["default"]]
+            runs[str(seed)] = {"train_seconds": round(seconds, 1), "iterations": int(length),
+                               "valid_fraction": scores["valid_fraction"], "fid_ratio": scores["fid_ratio"],
+                               "fid": scores["fid"], "fid_floor": scores["fid_floor"],
+                               "class_agreement": scores["class_accuracy"],
+                               "attribute_accuracy": {a: scores["per_attribute"].get(a) for a in ABLATION_ATTRIBUTES}}
+            print(f"ablation {arm} seed {seed}: {json.dumps(runs[str(seed)])}", flush=True)
+        summary = {metric: _mean_sd([r[metric] for r in runs.values()])
+                   for metric in ("valid_fraction", "fid_ratio", "class_agreement")}
+        summary["attribute_accuracy"] = {a: _mean_sd([r["attribute_accuracy"][a] for r in runs.values()])
+                                         for a in ABLATION_ATTRIBUTES}
+        results[arm] = {"overrides": ARMS[arm], "seeds": runs, "summary": summary}
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {list(STAGES)}")
     parser.add_argument("--bundle-dir", default=str(ROOT / "bundles" / "ccella_prostate_mri"))
-    parser.add_argument("--n", type=int, default=400, help="held-out reports (class stage)")
+    parser.add_argument("--n", type=int, default=400, help="held-out reports (class stage); generated volumes per "
+                        "arm and seed (ablation stage)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"ablation arms, of {list(ARMS)}")
+    parser.add_argument("--seeds", default="0,1,2", help="ablation training seeds")
+    parser.add_argument("--iterations", type=int, default=None, help="ablation diffusion iterations (default: the bundle's)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "ccella"), help="ablation copies (resumable)")
+    parser.add_argument("--data", default=str(ROOT / "data" / "prostate"), help="the prostate training data")
     parser.add_argument("--out", default=str(RESULTS / "ccella.json"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,6 +177,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "class" in stages:
         results["class_from_report"] = {**class_from_report(root, args.n), "command": command.strip()}
         print(json.dumps(results["class_from_report"]["reports"]), flush=True)
+    if "ablation" in stages:
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        if not arms or any(a not in ARMS for a in arms):
+            raise SystemExit(f"--arms: expected some of {list(ARMS)}, got {arms}")
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+        results["ablation"] = {"arms": ablation(root, arms, seeds, args.iterations, args.n, Path(args.work),
+                                                Path(args.data)), "command": command.strip()}
     results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")

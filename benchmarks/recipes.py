@@ -184,14 +184,18 @@ def autoencoder_source(bundle: Path, recipe: str, work: Path) -> Path:
                      f"(python benchmarks/recipes.py --bundles {bundle.name} --recipes {base} --iterations ...)")
 
 
-def prepare(bundle: Path, recipe: str, work: Path) -> Path:
+def prepare(bundle: Path, recipe: str, work: Path,
+            overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """The recipe's copy of ``bundle`` under ``work`` (made once; an existing copy must carry the same recipe).
 
     A diffusion recipe gets the shipped autoencoder; an autoencoder recipe gets the shipped diffusion weights
-    file only for its latent normalisation record (its autoencoder is trained from scratch)."""
+    file only for its latent normalisation record (its autoencoder is trained from scratch). ``overrides``
+    (config file -> {config id -> value}) names a diffusion variant that is not in :data:`RECIPES` (another
+    benchmark's arms, e.g. benchmarks/ccella.py's ablation)."""
     target = work / recipe / bundle.name
     stamp = target / "recipe.json"
-    wanted = {"bundle": bundle.name, "recipe": recipe, "overrides": overrides_of(recipe)}
+    overrides = overrides_of(recipe) if overrides is None else {k: dict(v) for k, v in overrides.items()}
+    wanted = {"bundle": bundle.name, "recipe": recipe, "overrides": overrides}
     if stamp.is_file():
         if json.loads(stamp.read_text()) != json.loads(json.dumps(wanted)):
             raise RuntimeError(f"{target} was made for another recipe; delete it or use another --work")
@@ -208,11 +212,12 @@ def prepare(bundle: Path, recipe: str, work: Path) -> Path:
         if stage_of(recipe) == "autoencoder":
             shutil.copy2(bundle / "models" / "diffusion.pt", tmp / "models" / "diffusion.pt")
         else:
-            _copy_autoencoder(autoencoder_source(bundle, recipe, work), tmp / "models" / "autoencoder.pt", bundle.name)
-        for name, overrides in overrides_of(recipe).items():
+            name = json.loads((bundle / "configs" / "inference.json").read_text())["bundle_name"]
+            _copy_autoencoder(autoencoder_source(bundle, recipe, work), tmp / "models" / "autoencoder.pt", name)
+        for name, values in overrides.items():
             path = tmp / "configs" / name
             config = json.loads(path.read_text())
-            for key, value in overrides.items():
+            for key, value in values.items():
                 _set(config, key, value)
             path.write_text(json.dumps(config, indent=4) + "\n")
         (tmp / "recipe.json").write_text(json.dumps(wanted, indent=2) + "\n")

@@ -255,6 +255,12 @@ def test_report_conditioner_gives_tokens_spacing_and_annotations():
         conditioner([{"id": "c", "report": None, "spacing": [1, 1, 1]}])
     with pytest.raises(ValueError, match="no predict_class"):
         ReportConditioner(_Encoder(), torch.nn.Linear(1, 1), ["a"])
+    # the DECOUPLED arm: the true class of each request (-1 without one); the null half has none
+    decoupled = ReportConditioner(_Encoder(), classes=["negative", "csPCa"], true_class=True)
+    condition, null = decoupled([{**requests[0], "category": "csPCa"}, requests[1]])
+    assert condition["report_class"].tolist() == [1, -1] and null["report_class"].tolist() == [-1, -1]
+    with pytest.raises(ValueError, match="unknown category"):
+        decoupled([{**requests[0], "category": "benign"}])
 
 
 #: bundles whose configs and tests landed before their demo weights: not measured by benchmarks/quality.py and not
@@ -299,3 +305,19 @@ def test_class_from_report_stage_reads_held_out_reports(tiny_bundle):
     written, empty = result["reports"], result["empty_reports"]
     assert written["n"] + empty["n"] == 12 and written["n"] > 0
     assert result["seed"] == 50_000 and 0.0 <= written["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_ablation_stage_trains_and_scores_every_arm(tiny_bundle, trained, tmp_path):
+    """Every arm of the paper's ablation trains through the bundle's configs and is scored like quality.py."""
+    benchmark = _ccella_benchmark()
+    results = benchmark.ablation(tiny_bundle, list(benchmark.ARMS), [0], 2, 4, tmp_path / "work", trained["data"])
+    assert set(results) == set(benchmark.ARMS)
+    for arm, result in results.items():
+        run = result["seeds"]["0"]
+        assert run["iterations"] == 2 and 0.0 <= run["valid_fraction"] <= 1.0
+        assert set(run["attribute_accuracy"]) == set(benchmark.ABLATION_ATTRIBUTES)
+        assert result["summary"]["fid_ratio"]["n"] == 1
+        inference = json.loads((tmp_path / "work" / f"{arm}_seed0" / "bundle" / "configs" / "inference.json").read_text())
+        assert inference["class_path"] == {"spacing_only": "none", "text_only": "none", "ccella": "predicted",
+                                           "decoupled": "true"}[arm]

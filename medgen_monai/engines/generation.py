@@ -111,18 +111,22 @@ class ReportConditioner:
         network: the U-Net whose ``predict_class(context)`` gives ``(B, K)`` class probabilities
             (:class:`~medgen_monai.nets.CCELLAUNet`); ``None``: no annotation.
         classes: the ``K`` class names, in the network's order.
+        true_class: also give the U-Net ``report_class``, the index of ``request["category"]`` (-1 when a request
+            has none): the paper's DECOUPLED ablation, where the true class conditions instead of the predicted one.
     """
 
-    def __init__(self, encoder: Any, network: nn.Module | None = None, classes: Sequence[str] | None = None) -> None:
+    def __init__(self, encoder: Any, network: nn.Module | None = None, classes: Sequence[str] | None = None,
+                 true_class: bool = False) -> None:
         if encoder is None or not callable(getattr(encoder, "encode", None)):
             raise ValueError(f"encoder must be a TextEncoder (an object with encode(texts)), got {type(encoder).__name__}")
         if network is not None and not callable(getattr(network, "predict_class", None)):
             raise ValueError(f"network {type(network).__name__} has no predict_class(context); give None to annotate nothing")
-        if network is not None and not classes:
-            raise ValueError("classes: name the network's classes to annotate its predictions")
+        if (network is not None or true_class) and not classes:
+            raise ValueError("classes: name the network's classes (to annotate its predictions or give the true class)")
         self.encoder = encoder
         self.network = network
         self.classes = list(classes or [])
+        self.true_class = bool(true_class)
 
     def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         reports, spacings = [], []
@@ -139,7 +143,15 @@ class ReportConditioner:
         tokens = self.encoder.encode(reports).tokens
         spacing = torch.tensor(spacings, dtype=torch.float32)
         null_tokens = self.encoder.encode([""]).tokens.expand_as(tokens)
-        return {"context": tokens, "spacing": spacing}, {"context": null_tokens, "spacing": spacing}
+        condition, null = {"context": tokens, "spacing": spacing}, {"context": null_tokens, "spacing": spacing}
+        if self.true_class:
+            unknown = sorted({str(r["category"]) for r in requests if r.get("category") not in (None, *self.classes)})
+            if unknown:
+                raise ValueError(f"unknown category {unknown}; expected some of {self.classes}")
+            condition["report_class"] = torch.tensor([self.classes.index(r["category"]) if r.get("category") else -1
+                                                      for r in requests], dtype=torch.long)
+            null["report_class"] = torch.full_like(condition["report_class"], -1)
+        return condition, null
 
     @torch.inference_mode()
     def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
