@@ -321,3 +321,28 @@ def test_ablation_stage_trains_and_scores_every_arm(tiny_bundle, trained, tmp_pa
         inference = json.loads((tmp_path / "work" / f"{arm}_seed0" / "bundle" / "configs" / "inference.json").read_text())
         assert inference["class_path"] == {"spacing_only": "none", "text_only": "none", "ccella": "predicted",
                                            "decoupled": "true"}[arm]
+
+
+def test_classifier_learns_a_separable_task_and_refuses_too_little_data():
+    benchmark = _ccella_benchmark()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    volumes = 0.1 * torch.rand(40, 1, 16, 16, 8, generator=g)
+    volumes[labels == 1, :, 4:12, 4:12, 2:6] += 0.8  # a bright block: the class
+    test_labels = torch.arange(20) % 2
+    test = 0.1 * torch.rand(20, 1, 16, 16, 8, generator=g)
+    test[test_labels == 1, :, 4:12, 4:12, 2:6] += 0.8
+    scores = benchmark.train_classifier(volumes, labels, test, test_labels, seed=0, epochs=15, batch=8)
+    assert scores["accuracy"] >= 0.9 and scores["auc"] >= 0.9
+    with pytest.raises(ValueError, match="at least two training volumes"):
+        benchmark.train_classifier(volumes[:1], labels[:1], test, test_labels, seed=0)
+
+
+@pytest.mark.slow
+def test_classifier_study_runs_every_arm(tiny_bundle, trained, tmp_path):
+    benchmark = _ccella_benchmark()
+    result = benchmark.classifier_study(tiny_bundle, trained["data"], [4], 4, [0], n_test=6, epochs=1,
+                                        work=tmp_path / "work")
+    assert set(result["arms"]) == {"synthetic", "real_4", "real_4+synthetic"}
+    assert all(arm["accuracy"]["n"] == 1 for arm in result["arms"].values())
+    assert len(list((tmp_path / "work" / "synthetic_seed0").glob("*.nii.gz"))) == 4

@@ -45,6 +45,7 @@ QUALITY_SEEDS: dict[str, int] = {
 #: the CCELLA benchmark's dataset seeds (inside the ``ccella`` range).
 CCELLA_SEEDS: dict[str, int] = {
     "reports": 50_000,  # held-out reports: the class the connector reads from each
+    "classifier_test": 50_001,  # the low-data classifier study's held-out real volumes
 }
 
 _AUDIT_ACCESS: contextvars.ContextVar[bool] = contextvars.ContextVar("medgen_monai_audit_seed_access", default=False)
