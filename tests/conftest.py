@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# inference caches go to the user cache (bundle folders are never written): a fresh one per test process
+os.environ.setdefault("MEDGEN_MONAI_CACHE", __import__("tempfile").mkdtemp(prefix="medgen-monai-cache-"))
 
 
 import pytest  # noqa: E402

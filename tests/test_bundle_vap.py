@@ -62,10 +62,12 @@ def test_training_writes_checked_weights_a_sample_grid_and_a_checkpoint(trained)
     assert extra["scale_factor"] > 0 and extra["prototype"] is True
     assert (trained["root"] / "train" / "checkpoints" / "last.pt").is_file()
     assert (trained["root"] / "train" / "samples" / "iteration_0000002.png").is_file()
-    # every description was encoded once and cached next to the bank, keyed by the encoder
+    # every description was encoded once and cached in the user cache (never in the bundle), keyed by the encoder
     from safetensors import safe_open
 
-    (cache,) = (trained["bank"] / "embeddings").glob("*.safetensors")
+    from medgen_monai.text import user_cache_dir
+
+    (cache,) = (user_cache_dir("text", f"vap_diffusion_{modality}") / "embeddings").glob("*.safetensors")
     with safe_open(str(cache), "pt") as f:
         assert len([k for k in f.keys() if k.endswith(".tokens")]) >= len(DescriptionBank(trained["bank"])) * 0.6
 
@@ -118,9 +120,17 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path):
 
 
 # ---- the shipped bundles ------------------------------------------------------------------------------------------
+def _folder_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
 @pytest.mark.parametrize("modality", list(MODALITIES))
 def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_path):
     root = bundle(modality)
+    before = _folder_digest(root)
     category = MODALITIES[modality][1]
     relative = root.relative_to(ROOT)  # as a user types it from the repository root
     files = f"['{relative / 'configs' / 'inference.json'}']"
@@ -137,6 +147,7 @@ def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_p
           "--category", category, "--description", "a description written by the user", "--progress", "False"])
     sidecar = json.loads((tmp_path / "by_description" / f"{stem(category, 0)}.json").read_text())
     assert sidecar["description"] == "a description written by the user"
+    assert _folder_digest(root) == before, "generation wrote into the bundle folder"
 
 
 def test_description_options_are_refused_for_label_bundles_and_missing_banks(tmp_path):

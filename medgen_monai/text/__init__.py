@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .cache import CACHE_FORMAT, CachedEmbedding, EmbeddingCache, text_key
+from .cache import CACHE_ENV, CACHE_FORMAT, CachedEmbedding, EmbeddingCache, text_key, user_cache_dir
 from .encoder import DEFAULT_ENCODER_NAME, TextEmbedding, TextEncoder, default_encoder_path, model_fingerprint
 
 __all__ = [
@@ -17,8 +17,10 @@ __all__ = [
     "EmbeddingCache",
     "CachedEmbedding",
     "CACHE_FORMAT",
+    "CACHE_ENV",
     "DEFAULT_ENCODER_NAME",
     "default_encoder_path",
     "model_fingerprint",
     "text_key",
+    "user_cache_dir",
 ]

@@ -23,11 +23,23 @@ import torch
 
 from ..io.atomic import atomic_path
 
-__all__ = ["CACHE_FORMAT", "CachedEmbedding", "EmbeddingCache", "text_key"]
+__all__ = ["CACHE_FORMAT", "CACHE_ENV", "CachedEmbedding", "EmbeddingCache", "text_key", "user_cache_dir"]
 
 #: the ``format`` metadata of a cache file; a file of another format is refused
 CACHE_FORMAT = "medgen_monai.text.cache/1"
 _PARTS = ("tokens", "mask", "pooled")
+
+
+#: the environment variable that moves the user cache (default ``~/.cache/medgen_monai``)
+CACHE_ENV = "MEDGEN_MONAI_CACHE"
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """A folder of the user's cache, ``$MEDGEN_MONAI_CACHE/<parts>`` (default ``~/.cache/medgen_monai/<parts>``),
+    where inference keeps what it caches: a bundle folder is never written at run time (it may be installed
+    read-only or shared). The folder is created on first write, not here."""
+    root = os.environ.get(CACHE_ENV) or str(Path("~") / ".cache" / "medgen_monai")
+    return Path(root).expanduser().joinpath(*[str(p) for p in parts])
 
 
 def text_key(text: str) -> str:
