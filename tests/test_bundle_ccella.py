@@ -23,6 +23,7 @@ from medgen_monai.engines import ReportConditioner, dataset_report_requests, rep
 from medgen_monai.io.weights import load_weights
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.transforms import LoadVolumed, VoxelSpacingd
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).parents[1]
 BUNDLE = ROOT / "bundles" / "ccella_prostate_mri"
@@ -279,12 +280,7 @@ def test_every_bundle_ships_weights_unless_it_is_in_development():
 
 
 def _ccella_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ccella_benchmark", ROOT / "benchmarks" / "ccella.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ccella")
 
 
 def test_binary_scores_have_known_answers():

@@ -13,7 +13,6 @@ The fast version (CI) samples two seeds per class; ``-m slow`` samples eight and
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from medgen_monai.metrics import load_audit
 from medgen_monai.metrics.preprocess import preprocess_images
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.seeds import QUALITY_SEEDS
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 #: bundles whose shipped weights predate the training recipe and fail here today (issue 13: they are retrained
@@ -41,10 +41,7 @@ REAL_LATENTS = 64
 
 
 def _quality():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def real_latent_band(runner, facts) -> tuple[float, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections import Counter
@@ -10,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _quality():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("quality")
 
 
 def test_stratified_half_has_the_requests_class_counts():

@@ -3,10 +3,8 @@ another bundle of the same kind), its config overrides, and ships both when prom
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,14 @@ import torch
 
 from medgen_monai.engines.trainer import CHECKPOINT_FORMAT
 from medgen_monai.io.weights import load_weights, save_weights
+from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def recipes():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("recipes_benchmark", ROOT / "benchmarks" / "recipes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recipes")
 
 
 def _trained_autoencoder_copy(recipes, work: Path, bundle: str, iterations: int = 40) -> dict[str, torch.Tensor]:
