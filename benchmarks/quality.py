@@ -151,7 +151,7 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
     if facts["reports"]:
         runner.requests = report_requests_of(facts, n_per_class, parser.get_parsed_content("image_size"))
     requests = [dict(r) for r in runner.requests]
-    _check_kept_outputs(facts, out_dir)
+    _check_kept_outputs(facts, out_dir, runner.sampler.settings())
     timing_path = out_dir / "timing.json"
     start = time.perf_counter()
     written = runner()
@@ -183,17 +183,23 @@ def report_requests_of(facts: Mapping[str, Any], n_per_class: int, image_size: S
     return requests
 
 
-def _check_kept_outputs(facts: Mapping[str, Any], out_dir: Path) -> None:
-    """Refuse to resume into images made by other weights (a bundle retrained since)."""
+def _check_kept_outputs(facts: Mapping[str, Any], out_dir: Path, sampling: Mapping[str, Any]) -> None:
+    """Refuse to resume into images made by other weights (a bundle retrained since) or by other sampler settings
+    (a bundle whose shipped guidance or steps changed since)."""
     from medgen_monai.io.weights import file_sha256
 
     current = {p.name: file_sha256(p) for p in sorted((facts["root"] / "models").glob("*.pt"))}
     sidecars = [p for p in sorted(out_dir.glob("*.json")) if p.name != "timing.json"] if out_dir.is_dir() else []
-    for sidecar in sidecars[:1]:  # one run writes every sidecar with the same weights
-        recorded = json.loads(sidecar.read_text()).get("bundle", {}).get("weights_sha256", {})
+    for sidecar in sidecars[:1]:  # one run writes every sidecar with the same weights and sampler
+        record = json.loads(sidecar.read_text())
+        recorded = record.get("bundle", {}).get("weights_sha256", {})
         if recorded and recorded != {k: v for k, v in current.items() if k in recorded}:
             raise RuntimeError(f"{out_dir}: images of other {facts['name']} weights ({sidecar.name}); delete the folder "
                                "to measure the current weights")
+        differing = {k: (record[k], v) for k, v in sampling.items() if k in record and record[k] != v}
+        if differing:
+            raise RuntimeError(f"{out_dir}: images of other sampler settings ({sidecar.name}: recorded vs now "
+                               f"{differing}); delete the folder to measure these settings")
 
 
 def requested_attributes(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:

@@ -109,3 +109,15 @@ def test_report_bundle_requests_are_the_reports_of_the_ceiling_phantoms():
         sample = quality._class_phantom(phantom, facts, i, request["category"])
         assert wanted == sample.attributes and request["spacing"] == list(sample.meta["spacing"])
         assert request["report"] == sample.text.strip() or (not sample.text.strip() and request["report"] == "")
+
+
+def test_kept_images_of_other_sampler_settings_are_refused(tmp_path):
+    """A rerun resumes into kept images only when they were made with the same sampler settings (a bundle whose
+    shipped guidance changed would otherwise be scored on the old guidance's images)."""
+    quality = _quality()
+    facts = {"name": "vap_diffusion_cxr", "root": ROOT / "bundles" / "vap_diffusion_cxr"}
+    (tmp_path / "a_000000.json").write_text(json.dumps({"sampler": "rflow", "steps": 30, "guidance_scale": 2.0, "eta": 0.0}))
+    same = {"sampler": "rflow", "steps": 30, "guidance_scale": 2.0, "eta": 0.0}
+    quality._check_kept_outputs(facts, tmp_path, same)
+    with pytest.raises(RuntimeError, match="other sampler settings"):
+        quality._check_kept_outputs(facts, tmp_path, {**same, "guidance_scale": 1.0})
