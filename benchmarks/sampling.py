@@ -26,8 +26,8 @@ FID over its matched floor, KID, diversity), so a setting is fast only if it is 
 - peak resident memory of 3D latent sampling at 64x64x32 and 128x128x64 with a small 3D model (each in a fresh
   subprocess, so the peaks do not mix).
 
-Cost on 2 CPU cores for the label bundle at n = 504: about 5 minutes for our settings and about 40 for the
-1000-step baseline.
+Cost: the 1000-step baseline takes about 1000 / steps times as long per image as a setting of ``steps`` steps with
+the same guidance, so it dominates the run (run it in the background; generated images are kept under ``--work``).
 """
 
 from __future__ import annotations
