@@ -172,13 +172,19 @@ def autoencoder_source(bundle: Path, recipe: str, work: Path) -> Path:
     if base is None:
         return bundle / "models" / "autoencoder.pt"
     kind = quality.bundle_facts(bundle)["kind"]
-    mine = json.loads((bundle / "configs" / "inference.json").read_text())["autoencoder_def"]
+
+    def autoencoder_def(root: Path) -> dict[str, Any]:  # as the autoencoder recipe builds it
+        config = json.loads((root / "configs" / "inference.json").read_text())
+        for key, value in AUTOENCODER_RECIPES[base].get("inference.json", {}).items():
+            _set(config, key, value)
+        return config["autoencoder_def"]
+
+    mine = autoencoder_def(bundle)
     candidates = [work / base / bundle.name] + sorted(p for p in (work / base).glob("*") if p.name != bundle.name)
     for root in candidates:
         if not (root / "recipe.json").is_file() or trained_to(root, "autoencoder") == 0:
             continue
-        theirs = json.loads((ROOT / "bundles" / root.name / "configs" / "inference.json").read_text())["autoencoder_def"]
-        if quality.bundle_facts(root)["kind"] == kind and theirs == mine:
+        if quality.bundle_facts(root)["kind"] == kind and autoencoder_def(root) == mine:
             return root / "models" / "autoencoder.pt"
     raise SystemExit(f"recipe {recipe!r} trains on autoencoder recipe {base!r}: train it first "
                      f"(python benchmarks/recipes.py --bundles {bundle.name} --recipes {base} --iterations ...)")

@@ -21,7 +21,8 @@ from medgen_monai.phantoms import get_phantom
 
 ROOT = Path(__file__).parents[1]
 MODALITIES = {"derm": ("isic", "MEL", 3), "colon": ("kvasir", "polyps", 3), "cxr": ("mimic_cxr", "Pleural Effusion", 1)}
-TINY_UNET = {"network_def#channels": [8, 16, 16], "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8,
+TINY_UNET = {"network_def#channels": [8, 16, 16], "network_def#attention_levels": [False, True, True],
+             "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8,
              "network_def#prototype_heads": 2, "network_def#prototype_tokens": 4}
 
 
