@@ -497,6 +497,8 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
     other = setting_name(facts["default_steps"], 0.0 if facts["default_eta"] > 0 else 1.0, facts["sampler"])
     if other in columns and other != facts["default"]:
         shown[other] = columns[other]
+    # and the default at each other guidance scale asked for (--guidance): a guidance sweep shows what it compares
+    shown.update({name: images for name, images in columns.items() if name.startswith(f"{facts['default']}_g")})
     contact_sheet(facts, requests, shown or columns, real, sheet or IMAGES / f"quality_{facts['name']}.png")
     return report
 

@@ -358,8 +358,10 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
                                  if p.get("n", DEFAULT_N) == DEFAULT_N), key=lambda p: p["iterations"])
                 if not points:
                     continue
-                values = [p[metric] if p[metric] is not None or metric != "gap_recovered" else p["class_accuracy"]
-                          for p in points]
+                # a class-only bundle is asked for no attributes: its gap is not a measure of it, its class accuracy is
+                class_only = not (ROOT / "bundles" / bundle / "bank").is_dir()
+                values = [p["class_accuracy"] if metric == "gap_recovered" and (class_only or p[metric] is None)
+                          else p[metric] for p in points]
                 ax.plot([p["iterations"] for p in points], values, marker="o", label=recipe)
             ax.set_title(f"{bundle}: {label}", fontsize=9)
             ax.set_xlabel("training iterations")
