@@ -9,6 +9,8 @@ from .guidance import classifier_free_guidance, conditioned
 from .latents import LATENT_NORMALISATIONS, denormalise_latents, fit_latent_normalisation, normalise_latents
 from .sampler import DiffusionSampler, initial_noise, step_noise
 from .schedules import DDIMSchedule, DDPMSchedule, RFlowSchedule, Schedule, schedule_for
+from .joint import JointStreamTrainer
+from .objective import ObjectiveTrainer, TrainingObjective
 from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
 
 __all__ = [
@@ -22,6 +24,9 @@ __all__ = [
     "DiffusionSampler",
     "GenerationRunner",
     "IndexedBatches",
+    "JointStreamTrainer",
+    "ObjectiveTrainer",
+    "TrainingObjective",
     "LATENT_NORMALISATIONS",
     "LatentDiffusionTrainer",
     "RFlowSchedule",

@@ -215,6 +215,14 @@ class RFlowSchedule(Schedule):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
             return self.scheduler.sample_timesteps(x0)
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if x0.ndim >= 4:
+            return super().add_noise(x0, noise, timesteps)
+        # MONAI's add_noise takes 4D / 5D tensors only; vector latents (a report stream, packed streams) go through
+        # it as (B, N, 1, 1), the same formula
+        flat = (x0.shape[0], -1, 1, 1)
+        return super().add_noise(x0.reshape(flat), noise.reshape(flat), timesteps).reshape(x0.shape)
+
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return x0 - noise
 

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from .aligned import AlignedEncoders, clip_loss, combine_embeddings
 from .ccella import CLASS_PATHS, CCELLAUNet
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
 from .connector import CLASS_HEAD_MODES, AdaLayerNorm, PerceiverBlock, TimestepAwareConnector
 from .projection import NearestNeighbourProjection
 from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
+from .report_vae import ReportVAE
 from .shapes import latent_shape
+from .streams import EnvironmentEncoder, JointDiffusion, StreamAutoencoder, StreamConnector, VectorDiffusionNet, pack, unpack
 
 __all__ = [
+    "AlignedEncoders",
+    "clip_loss",
+    "combine_embeddings",
+    "ReportVAE",
+    "EnvironmentEncoder",
+    "JointDiffusion",
+    "StreamAutoencoder",
+    "StreamConnector",
+    "VectorDiffusionNet",
+    "pack",
+    "unpack",
     "CCELLAUNet",
     "CLASS_PATHS",
     "AdaLayerNorm",
