@@ -252,7 +252,7 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
 
 
 def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
-          train_dir: str | None = None, bank: str | None = None, progress: bool = True) -> str:
+          train_dir: str | None = None, bank: str | None = None, progress: bool = True, stream: str | None = None) -> str:
     """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``.
 
     Interrupted runs continue from ``<train_dir>/checkpoints/last.pt``; the final weights replace
@@ -260,20 +260,25 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
 
     Args:
         bundle: the bundle folder.
-        stage: autoencoder or diffusion.
+        stage: a stage the bundle has a ``train_<stage>.json`` for: autoencoder and diffusion; MedCoDi-M's
+            autoencoder, report_vae, alignment, stream (with ``stream``) and joint.
         dataset_dir: the training data in the bundle's layout (default: the config's, data/<kind>).
         max_iterations: training length (default: the config's).
         train_dir: checkpoints, sample grids and TensorBoard logs (default: <bundle>/train/<stage>).
         bank: description-conditioned bundles: the description bank of ``dataset_dir`` (default: the bundle's bank/).
         progress: show a progress bar.
+        stream: the ``stream`` stage's stream (MedCoDi-M: frontal, lateral or report).
     """
     root = _bundle_root(bundle)
-    if stage not in ("autoencoder", "diffusion"):
-        raise ValueError(f"--stage: expected autoencoder or diffusion, got {stage!r}")
+    stages = sorted(p.stem[len("train_"):] for p in (root / "configs").glob("train_*.json") if p.stem != "train_common")
+    if stage not in stages:
+        raise ValueError(f"--stage: {root.name} has the stages {stages}, got {stage!r}")
+    if (stream is not None) != (stage == "stream"):
+        raise ValueError("--stream: give it with --stage stream (and only then): the stream to train")
     _run_bundle(root, ["inference.json", "train_common.json", f"train_{stage}.json"], dataset_dir=dataset_dir,
                 max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
-                progress=bool(progress), **_description_options(root, bank))
-    return str(root / "models" / f"{stage}.pt")
+                progress=bool(progress), stream=stream, **_description_options(root, bank))
+    return str(root / "models" / f"{stream or stage}.pt")
 
 
 def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,

@@ -228,7 +228,7 @@ def test_joint_diffusion_connectors_start_as_identity_and_then_couple_the_stream
     independent = tiny_joint(connect=False).eval()
     x, t, context = torch.randn(2, joint.packed_size), torch.tensor([10, 700]), torch.randn(2, 1, 8)
     assert torch.allclose(joint(x, t, context), independent(x, t, context), atol=1e-6)
-    for connectors in joint.connectors.values():
+    for connectors in joint.coupling.connectors.values():
         for connector in connectors:
             torch.nn.init.normal_(connector.out.weight, std=0.2)
     coupled = joint(x, t, context)
@@ -347,7 +347,7 @@ def test_joint_stream_trainer_trains_only_connectors_and_resumes_exactly(tmp_pat
     straight, trainer = run(tmp_path / "a", 6)
     assert set(trainer.state.output) >= {"loss", "environment_alignment"}
     assert all(torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("streams."))
-    assert any(not torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("connectors."))
+    assert any(not torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("coupling.connectors."))
     run(tmp_path / "b", 3)
     resumed, _ = run(tmp_path / "b", 6)
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

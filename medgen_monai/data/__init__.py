@@ -22,7 +22,7 @@ from typing import Any
 
 from .splits import split_datalist, split_of
 
-__all__ = ["LAYOUTS", "read_dataset", "write_dataset", "split_datalist", "split_of"]
+__all__ = ["LAYOUTS", "read_dataset", "write_dataset", "split_datalist", "split_of", "view_items"]
 
 #: layout name -> the phantom kind written in it
 LAYOUTS: dict[str, str] = {"isic": "derm", "kvasir": "colon", "mimic_cxr": "cxr", "picai": "prostate"}
@@ -46,3 +46,20 @@ def write_dataset(layout: str, samples: Iterable[Any], root: str | Path) -> Path
 def read_dataset(layout: str, root: str | Path) -> list[dict[str, Any]]:
     """Read a dataset (phantom or real) in ``layout`` into a MONAI datalist."""
     return _module(layout).read(Path(root))
+
+
+def view_items(records: Iterable[dict[str, Any]], views: Iterable[str] = ("frontal", "lateral")) -> list[dict[str, Any]]:
+    """One item per view of each record, ``{"id": "<record id>_<view>", "image": <the view's path>, "view": view}``
+    (an autoencoder shared by several views trains on all of them).
+
+    Raises:
+        ValueError: a record without one of ``views``.
+    """
+    views = list(views)
+    items = []
+    for record in records:
+        missing = [v for v in views if not record.get(v)]
+        if missing:
+            raise ValueError(f"record {record.get('id')!r} has no {missing} view")
+        items.extend({"id": f"{record['id']}_{v}", "image": record[v], "view": v} for v in views)
+    return items

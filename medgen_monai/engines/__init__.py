@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .bundles import inference_parser, shipped_bundles, unshipped_bundles
-from .generation import (ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, ReportConditioner,
+from .generation import (AlignedConditioner, ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, ReportConditioner,
                          class_requests, dataset_report_requests, report_requests, volume_affine)
 from .guidance import classifier_free_guidance, conditioned
 from .latents import LATENT_NORMALISATIONS, denormalise_latents, fit_latent_normalisation, normalise_latents
@@ -11,9 +11,11 @@ from .sampler import DiffusionSampler, initial_noise, step_noise
 from .schedules import DDIMSchedule, DDPMSchedule, RFlowSchedule, Schedule, schedule_for
 from .joint import JointStreamTrainer
 from .objective import ObjectiveTrainer, TrainingObjective
+from .streams import dataset_stream_requests, load_stream_models, prompt_options, stream_requests, stream_weight_files
 from .trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
 
 __all__ = [
+    "AlignedConditioner",
     "AutoencoderTrainer",
     "CheckpointError",
     "ClassConditioner",
@@ -43,6 +45,11 @@ __all__ = [
     "load_checkpoint",
     "normalise_latents",
     "report_requests",
+    "dataset_stream_requests",
+    "load_stream_models",
+    "prompt_options",
+    "stream_requests",
+    "stream_weight_files",
     "schedule_for",
     "shipped_bundles",
     "step_noise",

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..io.writers import OutputWriter, safe_id
 from .sampler import DiffusionSampler
 
-__all__ = ["Conditioner", "ClassConditioner", "DescriptionConditioner", "ReportConditioner", "class_requests",
+__all__ = ["AlignedConditioner", "Conditioner", "ClassConditioner", "DescriptionConditioner", "ReportConditioner", "class_requests",
            "dataset_report_requests", "report_requests", "volume_affine", "GenerationRunner"]
 
 
@@ -164,6 +164,73 @@ class ReportConditioner:
             raise ValueError(f"predict_class gave {tuple(probabilities.shape)}, expected ({len(requests)}, {len(self.classes)})")
         return [{"predicted_class": self.classes[int(p.argmax())], "predicted_probability": round(float(p.max()), 4),
                  "class_probabilities": {c: round(float(v), 4) for c, v in zip(self.classes, p)}} for p in probabilities]
+
+
+class AlignedConditioner:
+    """``request["inputs"]`` (any of the modalities a MedCoDi-M model is conditioned on) -> one aligned condition
+    token ``context`` ``(B, 1, dim)``: the normalised weighted mean of the inputs' embeddings in the aligned space.
+    A request without inputs gets the null (zero) condition, as the unconditional half of guidance does.
+
+    Args:
+        encoders: the trained :class:`~medgen_monai.nets.AlignedEncoders`.
+        text_encoder: the frozen :class:`~medgen_monai.text.TextEncoder` whose pooled vector its text modalities read.
+        load_image: an image input (a file path: PNG, JPEG or DICOM; or an array) -> ``(C, H, W)`` as in training
+            (the bundle's loading transforms, applied to ``{"image": input}``).
+        weights: modality -> weight in the mean (default 1 each).
+        network: the :class:`~medgen_monai.nets.JointDiffusion`; given, each sidecar records ``joint_generation``:
+            whether the request's outputs were generated jointly (several outputs, connectors trained and on).
+    """
+
+    def __init__(self, encoders: nn.Module, text_encoder: Any, load_image: Any,
+                 weights: Mapping[str, float] | None = None, network: nn.Module | None = None) -> None:
+        if not callable(getattr(encoders, "embed", None)) or not hasattr(encoders, "text_modalities"):
+            raise ValueError(f"encoders must be AlignedEncoders, got {type(encoders).__name__}")
+        if encoders.text_modalities and not callable(getattr(text_encoder, "encode", None)):
+            raise ValueError("text_encoder: the aligned text modalities need a TextEncoder (encode(texts))")
+        if not callable(load_image):
+            raise ValueError("load_image must be callable: {'image': input} -> {'image': (C, H, W)}")
+        self.encoders, self.text_encoder, self.load_image = encoders, text_encoder, load_image
+        self.weights = dict(weights or {})
+        self.network = network
+
+    def _input(self, request: Mapping[str, Any], modality: str, value: Any) -> torch.Tensor:
+        if modality in self.encoders.text_modalities:
+            if not isinstance(value, str):
+                raise ValueError(f"request {request.get('id')!r}: input {modality!r} must be text, got {type(value).__name__}")
+            return self.text_encoder.encode([value]).pooled
+        image = self.load_image({"image": value})["image"]
+        return torch.as_tensor(image, dtype=torch.float32).unsqueeze(0)
+
+    @torch.inference_mode()
+    def condition(self, request: Mapping[str, Any]) -> torch.Tensor:
+        """The request's aligned condition ``(dim,)``; zeros without inputs."""
+        from ..nets.aligned import combine_embeddings
+
+        inputs = request.get("inputs") or {}
+        if not isinstance(inputs, Mapping):
+            raise ValueError(f"request {request.get('id')!r}: 'inputs' must map modalities to inputs, got {inputs!r}")
+        unknown = sorted(set(inputs) - set(self.encoders.modalities))
+        if unknown:
+            raise ValueError(f"request {request.get('id')!r}: unknown input modalities {unknown}; this model takes "
+                             f"{list(self.encoders.modalities)}")
+        if not inputs:
+            return torch.zeros(self.encoders.dim)
+        device = next(self.encoders.parameters()).device
+        self.encoders.eval()
+        names = list(inputs)
+        embeddings = [self.encoders.embed(m, self._input(request, m, inputs[m]).to(device)) for m in names]
+        return combine_embeddings(embeddings, [self.weights.get(m, 1.0) for m in names])[0].cpu()
+
+    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        context = torch.stack([self.condition(r) for r in requests]).unsqueeze(1)
+        return {"context": context}, {"context": torch.zeros_like(context)}
+
+    def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Per request: whether its outputs were generated jointly."""
+        if self.network is None:
+            return [{} for _ in requests]
+        connected = bool(getattr(self.network, "connect", False))
+        return [{"joint_generation": connected and len(r.get("outputs") or ()) > 1} for r in requests]
 
 
 def volume_affine(shape: Sequence[int], spacing: Sequence[float]) -> list[list[float]]:

@@ -65,6 +65,7 @@ class JointStreamTrainer(LatentDiffusionTrainer):
                 raise ValueError(f"{key} is set by JointStreamTrainer")
         kwargs.setdefault("image_key", "streams")
         network.streams.requires_grad_(False)
+        network.connect = True  # the connectors being trained are used (untrained, they were switched off)
         super().__init__(network, optimizer, batches, scheduler, autoencoder=autoencoder, scale_factor=1.0,
                          condition_dropout=condition_dropout, **kwargs)
         self.tasks = checked

@@ -11,6 +11,9 @@ a 3D output an MR series folder ``<id>_dcm/`` (one file per slice, the record's 
 ``"report"`` text also a Basic Text SR ``<id>_report.dcm``. One synthetic patient and one study per output folder,
 kept in ``dicom_study.json`` so that a rerun filling in missing outputs stays in the same study; the 2D images share
 one series and the reports another, instance numbers in write order; each volume is a series of its own.
+
+:class:`StreamOutputWriter` writes a multi-stream bundle's outputs (MedCoDi-M: views and a report per request), with
+one synthetic study per request.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["FORMATS", "DICOM_STUDY_FILE", "safe_id", "save_image_2d", "to_uint8", "image_grid", "radiological_axial", "OutputWriter"]
+__all__ = ["FORMATS", "DICOM_STUDY_FILE", "STREAM_KINDS", "safe_id", "save_image_2d", "to_uint8", "image_grid",
+           "radiological_axial", "OutputWriter", "StreamOutputWriter"]
 
 #: output formats the writer knows.
 FORMATS = ("png", "nifti", "dicom")
@@ -356,6 +360,28 @@ def _dicom_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"patient_id_prefix": prefix, "reference": reference}
 
 
+def _input_summary(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a sidecar records of a request's inputs: a text as it is (reports reach a bundle de-identified: pacs-run
+    scrubs them), an image file by its SHA-256 only (its path may name the patient), an array by its shape."""
+    import hashlib
+
+    summary: dict[str, Any] = {}
+    def is_file(value: Any) -> bool:
+        try:  # a report's text is not a path (and may be too long to be one)
+            return isinstance(value, (str, Path)) and "\n" not in str(value) and Path(value).is_file()
+        except OSError:
+            return False
+
+    for modality, value in inputs.items():
+        if is_file(value):
+            summary[modality] = {"file_sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()}
+        elif isinstance(value, str):
+            summary[modality] = value
+        else:
+            summary[modality] = {"array_shape": list(np.shape(value))}
+    return summary
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.generic,)):
         return value.item()
@@ -364,3 +390,138 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to a JSON sidecar")
+
+
+#: what a stream of a multi-stream bundle produces
+STREAM_KINDS = ("image", "text")
+
+
+class StreamOutputWriter(OutputWriter):
+    """Writes what a multi-stream bundle (MedCoDi-M) generates for each request: any of its streams.
+
+    Per request (``record["outputs"]`` names the generated streams): ``<id>_<stream>.png`` for an image stream,
+    ``<id>_<stream>.txt`` for a text stream, and one sidecar ``<id>.json`` (the record, the generated texts, the
+    files). With ``dicom``: one synthetic study per request in ``<id>_dcm/``: each generated view a Secondary
+    Capture of its own series with its view position and patient orientation, the generated report a Basic Text
+    SR; all marked synthetic.
+
+    Args:
+        output_dir: folder (created).
+        streams: stream name -> ``{"kind": "image" | "text", "view_position": "PA", "patient_orientation":
+            ["L", "F"]}`` (the last two for image streams, both optional).
+        postprocess: applied to the sampler's decoded outputs ``{stream: ...}`` before writing (e.g.
+            :class:`~medgen_monai.transforms.DecodeReportd`, which turns a report's token ids into text); after it,
+            an image stream is ``(B, C, H, W)`` in ``value_range`` and a text stream a list of ``B`` strings.
+        formats: ``png`` and/or ``dicom`` (texts are always written as ``.txt``).
+        bundle, value_range, grid, dicom: as :class:`OutputWriter`.
+    """
+
+    def __init__(self, output_dir: str | Path, streams: Mapping[str, Mapping[str, Any]], postprocess: Any = None,
+                 formats: Sequence[str] | str = ("png",), bundle: Mapping[str, Any] | None = None,
+                 value_range: Sequence[float] = (0.0, 1.0), grid: bool = True, dicom: Mapping[str, Any] | None = None) -> None:
+        super().__init__(output_dir, formats, bundle, value_range, grid=grid, dicom=dicom)
+        if "nifti" in self.formats:
+            raise ValueError("formats: a multi-stream bundle writes png and/or dicom (its views are 2D)")
+        if not streams:
+            raise ValueError("streams: name at least one stream and its kind")
+        self.streams = {}
+        for name, spec in streams.items():
+            spec = dict(spec)
+            if spec.get("kind") not in STREAM_KINDS or not _SAFE_ID.match(str(name)):
+                raise ValueError(f"streams[{name!r}]: expected a plain name and kind in {STREAM_KINDS}, got {spec}")
+            self.streams[str(name)] = spec
+        if postprocess is not None and not callable(postprocess):
+            raise ValueError(f"postprocess must be callable (a MONAI transform), got {type(postprocess).__name__}")
+        self.postprocess = postprocess
+
+    def _outputs(self, record: Mapping[str, Any]) -> list[str]:
+        outputs = record.get("outputs")
+        if not outputs or isinstance(outputs, str) or any(o not in self.streams for o in outputs):
+            raise ValueError(f"record {record.get('id')!r}: 'outputs' must list generated streams of "
+                             f"{list(self.streams)}, got {outputs!r}")
+        return list(outputs)
+
+    def paths(self, record: Mapping[str, Any], ndim: int | None = None) -> dict[str, Path]:
+        """Files of one record: ``<stream>`` (PNG or text) per generated stream, ``"dicom"`` (the study folder) and
+        ``"sidecar"``."""
+        stem = self.output_dir / self._id(record)
+        paths = {}
+        for stream in self._outputs(record):
+            if self.streams[stream]["kind"] == "text":
+                paths[stream] = stem.with_name(f"{stem.name}_{stream}.txt")
+            elif "png" in self.formats:
+                paths[stream] = stem.with_name(f"{stem.name}_{stream}.png")
+        if "dicom" in self.formats:
+            paths["dicom"] = stem.with_name(stem.name + "_dcm")
+        paths["sidecar"] = stem.with_name(stem.name + ".json")
+        return paths
+
+    def write(self, outputs: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list[dict[str, Path]]:  # type: ignore[override]
+        """Write a batch: ``outputs`` (the sampler's decoded streams, before ``postprocess``) for ``records``."""
+        if not isinstance(outputs, Mapping):
+            raise ValueError(f"outputs must map stream names to decoded batches, got {type(outputs).__name__}")
+        outputs = dict(self.postprocess(dict(outputs)) if self.postprocess is not None else outputs)
+        written = []
+        for i, record in enumerate(records):
+            wanted = self._outputs(record)
+            missing = [s for s in wanted if s not in outputs]
+            if missing:
+                raise ValueError(f"record {record.get('id')!r}: no generated {missing} (have {sorted(outputs)})")
+            paths = self.paths(record)
+            texts, displays = {}, {}
+            for stream in wanted:
+                value = outputs[stream][i]
+                if self.streams[stream]["kind"] == "text":
+                    if not isinstance(value, str):
+                        raise ValueError(f"stream {stream!r} must be text after postprocess, got {type(value).__name__}")
+                    texts[stream] = value
+                    atomic_write_text(paths[stream], value + "\n")
+                else:
+                    image = value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                    if image.ndim != 3:
+                        raise ValueError(f"stream {stream!r} must give (C, H, W) images, got {image.shape}")
+                    displays[stream] = to_uint8(image, self.value_range)
+                    if stream in paths:
+                        save_image_2d(displays[stream], paths[stream])
+            sidecar = {"bundle": self.bundle, **record, "inputs": _input_summary(record.get("inputs") or {}), "generated": texts,
+                       "files": {k: p.name for k, p in paths.items() if k != "sidecar"}}
+            if "dicom" in self.formats:
+                sidecar["dicom"] = self._write_study(displays, texts, record, paths["dicom"])
+            atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=2, default=_json_default) + "\n")
+            if displays:
+                self._grid_tiles.append(np.concatenate(list(displays.values()), axis=1))
+            written.append(paths)
+        return written
+
+    def _write_study(self, displays: Mapping[str, np.ndarray], texts: Mapping[str, str], record: Mapping[str, Any],
+                     folder: Path) -> dict[str, Any]:
+        """One synthetic study (a fresh synthetic patient) holding the record's generated views and reports."""
+        import pydicom
+
+        from .atomic import atomic_folder
+        from .dicom import DicomStudyIds, Provenance, synthetic_patient, write_basic_text_sr, write_secondary_capture
+
+        provenance = Provenance.from_bundle(self.bundle, int(record["seed"]))
+        patient = {**synthetic_patient(self.dicom["patient_id_prefix"]), **self.dicom["reference"]}
+        study = DicomStudyIds.new(series_number=1)
+        uids: dict[str, Any] = {"patient_id": patient["PatientID"], "study_uid": study.study_uid, "series": {}}
+        with atomic_folder(folder) as tmp:
+            for number, (stream, display) in enumerate(displays.items(), start=1):
+                spec = self.streams[stream]
+                series = study.new_series(number)
+                path = write_secondary_capture(
+                    display, tmp / f"{stream}.dcm", provenance, patient, study=series,
+                    series_description=f"SYNTHETIC {provenance.bundle} {stream} {spec.get('view_position', '')}".strip()[:64],
+                    patient_orientation=spec.get("patient_orientation"), view_position=spec.get("view_position"))
+                uids["series"][stream] = {"series_uid": series.series_uid, "file": path.name}
+            for number, (stream, text) in enumerate(texts.items(), start=len(displays) + 1):
+                if not text.strip():
+                    continue  # an empty generated report is kept in the .txt and the sidecar, not as an SR
+                series = study.new_series(number)
+                path = write_basic_text_sr(text, tmp / f"{stream}.dcm", provenance, patient, study=series,
+                                           series_description=f"SYNTHETIC {provenance.bundle} {stream}"[:64])
+                uids["series"][stream] = {"series_uid": series.series_uid, "file": path.name}
+            for entry in uids["series"].values():
+                ds = pydicom.dcmread(tmp / entry["file"], stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+                entry["sop_instance_uid"] = str(ds.SOPInstanceUID)
+        return uids

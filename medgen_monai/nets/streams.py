@@ -239,6 +239,9 @@ class JointDiffusion(nn.Module):
     ``outputs`` order) -> ``(B, N)``. In training mode with two or more streams it publishes
     ``auxiliary_losses["environment_alignment"]``: the mean CLIP loss between the streams' pooled environment
     embeddings of the same study.
+
+    ``streams[name]`` holds each stream's denoiser (its own weights file) and ``coupling`` what the joint stage
+    trains (``coupling.environment``, ``coupling.connectors``, ``coupling.logit_scale``; one weights file).
     """
 
     def __init__(self, streams: Mapping[str, nn.Module], latent_shapes: Mapping[str, Sequence[int]],
@@ -253,17 +256,21 @@ class JointDiffusion(nn.Module):
         self.condition_dim = int(condition_dim)
         self.streams = nn.ModuleDict(dict(streams))
         self.latent_shapes = {k: tuple(int(s) for s in v) for k, v in latent_shapes.items()}
-        self.environment = nn.ModuleDict({k: EnvironmentEncoder(self.latent_shapes[k], env_dim, align_dim) for k in streams})
-        self.connectors = nn.ModuleDict()
+        # what the joint stage trains, in one module (one weights file): environment encoders, connectors and the
+        # alignment's logit scale
+        self.coupling = nn.Module()
+        self.coupling.environment = nn.ModuleDict({k: EnvironmentEncoder(self.latent_shapes[k], env_dim, align_dim)
+                                                   for k in streams})
+        self.coupling.connectors = nn.ModuleDict()
         for name, net in self.streams.items():
             widths = getattr(net, "block_out_channels", None)
             if widths is None:
                 raise ValueError(f"stream {name!r}: {type(net).__name__} has no block_out_channels (a MONAI "
                                  "DiffusionModelUNet or a VectorDiffusionNet is expected)")
             # the middle block keeps the deepest width; up block i ends at the i-th width from the deepest
-            self.connectors[name] = nn.ModuleList(StreamConnector(w, env_dim, heads)
-                                                  for w in [widths[-1], *reversed(widths)])
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+            self.coupling.connectors[name] = nn.ModuleList(StreamConnector(w, env_dim, heads)
+                                                           for w in [widths[-1], *reversed(widths)])
+        self.coupling.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
         self.connect = bool(connect)
         self.outputs: tuple[str, ...] = ()
         self.set_outputs(outputs if outputs is not None else list(streams))
@@ -291,7 +298,7 @@ class JointDiffusion(nn.Module):
     def _connected(self, name: str, environment: torch.Tensor) -> Iterator[None]:
         """While inside, the stream's block outputs attend to ``environment`` through its connectors."""
         handles = [block.register_forward_hook(lambda _m, _a, out, c=connector: c(out, environment))
-                   for block, connector in zip(self._blocks(self.streams[name]), self.connectors[name])]
+                   for block, connector in zip(self._blocks(self.streams[name]), self.coupling.connectors[name])]
         try:
             yield
         finally:
@@ -304,7 +311,7 @@ class JointDiffusion(nn.Module):
             raise ValueError(f"context must be (B, 1, c) or (B, {len(self.outputs)}, c) for outputs {list(self.outputs)}, "
                              f"got {tuple(context.shape)}")
         joint = self.connect and len(self.outputs) > 1
-        environments = [self.environment[s](z) for s, z in zip(self.outputs, parts)] if joint else []
+        environments = [self.coupling.environment[s](z) for s, z in zip(self.outputs, parts)] if joint else []
         results = []
         for i, (name, z) in enumerate(zip(self.outputs, parts)):
             ctx = None if context is None else (context if context.shape[1] == 1 else context[:, i : i + 1])
@@ -316,14 +323,14 @@ class JointDiffusion(nn.Module):
                 results.append(self.streams[name](z, timesteps, context=ctx))
         if joint and self.training:
             pooled = [p for _, p in environments]
-            scale = self.logit_scale.clamp(max=math.log(100.0))
+            scale = self.coupling.logit_scale.clamp(max=math.log(100.0))
             losses = [clip_loss(pooled[i], pooled[j], scale)[0] for i in range(len(pooled)) for j in range(i + 1, len(pooled))]
             self.auxiliary_losses = {"environment_alignment": torch.stack(losses).mean()}
         return pack(results)
 
     def joint_parameters(self) -> list[nn.Parameter]:
-        """What the joint stage trains: environment encoders, connectors and the alignment's logit scale."""
-        return [*self.environment.parameters(), *self.connectors.parameters(), self.logit_scale]
+        """What the joint stage trains: ``coupling`` (environment encoders, connectors, the alignment's logit scale)."""
+        return list(self.coupling.parameters())
 
 
 class StreamAutoencoder(nn.Module):

@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["SEED_RANGES", "AUDIT_SEEDS", "QUALITY_SEEDS", "CCELLA_SEEDS", "seed_use", "check_dataset_seed",
+__all__ = ["SEED_RANGES", "AUDIT_SEEDS", "QUALITY_SEEDS", "CCELLA_SEEDS", "MEDCODI_SEEDS", "seed_use", "check_dataset_seed",
            "audit_seed_access"]
 
 #: name -> (first, last, what uses it). Ranges are inclusive and disjoint.
@@ -24,6 +24,7 @@ SEED_RANGES: dict[str, tuple[int, int, str]] = {
     "evaluation": (30_000, 39_999, "references of bundle evaluations and of the VAP ablation (seed 30000)"),
     "quality": (40_000, 49_999, "benchmarks/quality.py: references, ceilings, label-only baselines, floors"),
     "ccella": (50_000, 59_999, "benchmarks/ccella.py: held-out reports, the classifier study's test volumes"),
+    "medcodi": (60_000, 69_999, "benchmarks/medcodi.py: held-out studies (the tasks' inputs) and the real reference views"),
     "audit": (900_000, 900_099, "audit networks only: training, temperature calibration, held-out tables, re-checks"),
 }
 
@@ -46,6 +47,12 @@ QUALITY_SEEDS: dict[str, int] = {
 CCELLA_SEEDS: dict[str, int] = {
     "reports": 50_000,  # held-out reports: the class the connector reads from each
     "classifier_test": 50_001,  # the low-data classifier study's held-out real volumes
+}
+
+#: the MedCoDi-M benchmark's dataset seeds (inside the ``medcodi`` range).
+MEDCODI_SEEDS: dict[str, int] = {
+    "studies": 60_000,  # held-out studies whose views and reports condition the tasks (and are their truth)
+    "reference": 60_001,  # real views generated views are compared with (FID, its floor)
 }
 
 _AUDIT_ACCESS: contextvars.ContextVar[bool] = contextvars.ContextVar("medgen_monai_audit_seed_access", default=False)

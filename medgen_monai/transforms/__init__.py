@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 from .description import EncodeTextd, RetrieveDescriptiond
-from .streams import AlignedEmbeddingsd, MultiPromptConditiond, PackStreamsd, TokenizeReportd
+from .streams import AlignedEmbeddingsd, DecodeReportd, MultiPromptConditiond, PackStreamsd, TokenizeReportd, tidy_report
 from .images import LoadImageChannelsd, read_image_channels
 from .volumes import LoadVolumed, VoxelSpacingd
 
-__all__ = ["AlignedEmbeddingsd", "MultiPromptConditiond", "PackStreamsd", "TokenizeReportd", "EncodeTextd", "LoadImageChannelsd", "LoadVolumed", "RetrieveDescriptiond", "VoxelSpacingd",
-           "read_image_channels"]
+__all__ = ["AlignedEmbeddingsd", "DecodeReportd", "MultiPromptConditiond", "PackStreamsd", "TokenizeReportd", "EncodeTextd", "LoadImageChannelsd", "LoadVolumed", "RetrieveDescriptiond", "VoxelSpacingd",
+           "read_image_channels", "tidy_report"]

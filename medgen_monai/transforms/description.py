@@ -95,7 +95,7 @@ class EncodeTextd(MapTransform):
     Args:
         keys: the text field(s).
         encoder: the text encoder (its caches make each distinct text cost one forward pass).
-        tokens_key: output name(s) of the token states, one per key.
+        tokens_key: output name(s) of the token states, one per key, or None (only the pooled vector is wanted).
         pooled_key: output name(s) of the pooled vectors, one per key, or None.
         mask_key: output name(s) of the masks, one per key, or None (default: not written).
         allow_missing_keys: skip items without a key instead of raising.
@@ -104,7 +104,7 @@ class EncodeTextd(MapTransform):
         ValueError: output names that do not match the keys one to one; (on call) a text that is not a string.
     """
 
-    def __init__(self, keys: KeysCollection = "description", encoder: Any = None, tokens_key: str | Sequence[str] = "context",
+    def __init__(self, keys: KeysCollection = "description", encoder: Any = None, tokens_key: str | Sequence[str] | None = "context",
                  pooled_key: str | Sequence[str] | None = "text_pooled", mask_key: str | Sequence[str] | None = None,
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -134,7 +134,8 @@ class EncodeTextd(MapTransform):
             if not isinstance(text, str):
                 raise ValueError(f"item {d.get('id')!r}: {key!r} must be a string to encode, got {type(text).__name__}")
             embedding = self.encoder.encode([text])
-            d[tokens_key] = embedding.tokens[0]
+            if tokens_key is not None:
+                d[tokens_key] = embedding.tokens[0]
             if pooled_key is not None:
                 d[pooled_key] = embedding.pooled[0]
             if mask_key is not None:

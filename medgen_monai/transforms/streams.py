@@ -8,6 +8,7 @@
   other modalities' embeddings (one of them, or their mean), seeded (a resumed run draws the same).
 - :class:`PackStreamsd`: several streams' inputs -> one flat vector (what
   :class:`~medgen_monai.nets.StreamAutoencoder` encodes).
+- :class:`DecodeReportd`: a generated report's token ids -> text, laid out as a report (:func:`tidy_report`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import re
+
 import numpy as np
 import torch
 from monai.transforms import MapTransform, Randomizable
 
 from ..nets.aligned import combine_embeddings
 
-__all__ = ["AlignedEmbeddingsd", "MultiPromptConditiond", "PackStreamsd", "TokenizeReportd"]
+__all__ = ["AlignedEmbeddingsd", "DecodeReportd", "MultiPromptConditiond", "PackStreamsd", "TokenizeReportd", "tidy_report"]
 
 
 def _item_id(d: Mapping[Hashable, Any]) -> str:
@@ -141,4 +144,44 @@ class PackStreamsd(MapTransform):
         if missing:
             raise ValueError(f"item {_item_id(d)}: no {missing} to pack")
         d[self.output_key] = torch.cat([torch.as_tensor(np.asarray(d[k])).float().reshape(-1) for k in self.keys])
+        return d
+
+
+_SECTION = re.compile(r"\b(findings|impression|indication|comparison|technique)\s*:\s*", re.IGNORECASE)
+_SENTENCE = re.compile(r"(^|[.!?]\s+|\n\s*)([a-z])")
+
+
+def tidy_report(text: str) -> str:
+    """Lay out a decoded report as the reports are written: section headers in capitals on lines of their own
+    (``FINDINGS:``), sentences capitalised. An uncased tokenizer's output (``"findings : the lungs are clear."``)
+    becomes ``"FINDINGS:\n\nThe lungs are clear."``; the words are unchanged."""
+    text = _SECTION.sub(lambda m: f"\n\n{m.group(1).upper()}:\n\n", text.strip())
+    text = re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", text)).strip()
+    return _SENTENCE.sub(lambda m: m.group(1) + m.group(2).upper(), text)
+
+
+class DecodeReportd(MapTransform):
+    """``d[key]``: a batch of generated report token ids ``(B, L)`` -> a list of ``B`` report texts.
+
+    Args:
+        vae: the :class:`~medgen_monai.nets.ReportVAE` that generated them (its ``texts``).
+        keys: the report stream(s).
+        tidy: lay the text out as a report (:func:`tidy_report`).
+        allow_missing_keys: leave batches without the report stream alone (a task that generates only views).
+    """
+
+    def __init__(self, vae: Any, keys: Any = "report", tidy: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not callable(getattr(vae, "texts", None)):
+            raise ValueError(f"vae must be a ReportVAE (texts(ids)), got {type(vae).__name__}")
+        self.vae, self.tidy = vae, bool(tidy)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            ids = torch.as_tensor(d[key])
+            if ids.ndim != 2 or ids.is_floating_point():
+                raise ValueError(f"{key!r}: expected token ids (B, L), got {tuple(ids.shape)} {ids.dtype}")
+            texts = self.vae.texts(ids)
+            d[key] = [tidy_report(t) for t in texts] if self.tidy else texts
         return d

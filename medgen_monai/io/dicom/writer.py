@@ -19,12 +19,9 @@ along the normal give it back with the slice order reversed (the same voxels in 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
-from ..atomic import atomic_path
+from ..atomic import atomic_folder, atomic_path
 from .marking import ALLOWED_FROM_INPUT, SOFTWARE, SYNTHETIC_PATIENT_KEYWORDS, Provenance, apply_marking, synthetic_patient
 
 __all__ = [
@@ -198,6 +195,8 @@ def write_secondary_capture(
     study: DicomStudyIds | None = None,
     instance_number: int = 1,
     series_description: str = "SYNTHETIC image",
+    patient_orientation: Sequence[str] | None = None,
+    view_position: str | None = None,
 ) -> Path:
     """Write a synthetic 2D image as a Secondary Capture Image (highdicom ``SCImage``, ConversionType SYN).
 
@@ -210,12 +209,23 @@ def write_secondary_capture(
         study: the study and series to join (default: fresh ones).
         instance_number: InstanceNumber within the series.
         series_description: SeriesDescription (``SYNTHETIC`` is put in front when missing).
+        patient_orientation: the image's row and column directions (PatientOrientation, e.g. ``("L", "F")`` for a
+            PA chest view), when the generator knows them; ``None``: empty (unknown).
+        view_position: ViewPosition (``"PA"``, ``"AP"``, ``"LL"``, ...) of a generated radiograph view, as the
+            DX/CR modules name it (the SC IOD has no slot for it, so it is an extra standard attribute).
 
     Returns:
         ``path``.
     """
     import highdicom as hd
 
+    if patient_orientation is not None and (len(patient_orientation) != 2
+                                            or not all(isinstance(v, str) and v for v in patient_orientation)):
+        raise ValueError(f"{path}: patient_orientation: expected two direction codes such as ('L', 'F'), "
+                         f"got {patient_orientation!r}")
+    if view_position is not None and (not isinstance(view_position, str) or not view_position.strip()
+                                      or len(view_position) > 16):
+        raise ValueError(f"{path}: view_position: expected a short code such as 'PA' or 'LL', got {view_position!r}")
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or image.size == 0:
         raise ValueError(f"{path}: image: expected uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
@@ -228,33 +238,14 @@ def write_secondary_capture(
         coordinate_system="PATIENT",
         # highdicom insists on an orientation for PATIENT images; a generated picture has none, so it is
         # emptied below (PatientOrientation is type 2C: present, empty when unknown)
-        patient_orientation=("L", "F"),
+        patient_orientation=tuple(patient_orientation or ("L", "F")),
     )
-    ds.PatientOrientation = None
+    if patient_orientation is None:
+        ds.PatientOrientation = None
+    if view_position is not None:
+        ds.ViewPosition = view_position
     ds.ConversionType = "SYN"
     return _save(ds, path)
-
-
-@contextlib.contextmanager
-def _atomic_folder(folder: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``folder``; on success it replaces ``folder`` (an older one is removed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0o700 is private
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_mr_series(
@@ -317,7 +308,7 @@ def write_mr_series(
     frame_of_reference = new_uid()
     width = max(4, len(str(volume.shape[2])))
     names = [f"slice_{k + 1:0{width}d}.dcm" for k in range(volume.shape[2])]
-    with _atomic_folder(folder) as tmp:
+    with atomic_folder(folder) as tmp:
         for k, name in enumerate(names):
             ds = _new_instance(hd.SOPClass, sop_class_uid=MR_IMAGE_STORAGE, modality="MR", provenance=provenance,
                                patient=patient, study=study, instance_number=k + 1,

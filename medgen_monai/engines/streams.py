@@ -1,0 +1,109 @@
+"""What a multi-stream bundle (MedCoDi-M) needs around the engine: requests naming inputs and outputs, the
+multi-prompt options of a stream, and loading every stream's weights into one :class:`~medgen_monai.nets.JointDiffusion`.
+
+A request is ``{"id", "seed", "inputs": {modality: input}, "outputs": [stream, ...]}``: the inputs condition (a view
+image's file path or array, the report's text), the outputs are generated together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..io.weights import load_weights
+
+__all__ = ["dataset_stream_requests", "load_stream_models", "prompt_options", "stream_requests", "stream_weight_files"]
+
+
+def _check_task(inputs: Sequence[str], outputs: Sequence[str], streams: Sequence[str] | None) -> None:
+    if not outputs or isinstance(outputs, str) or len(set(outputs)) != len(outputs):
+        raise ValueError(f"outputs: name one or more distinct streams to generate, got {outputs!r}")
+    overlap = sorted(set(inputs) & set(outputs))
+    if overlap:
+        raise ValueError(f"{overlap} cannot be both an input and an output")
+    if streams is not None:
+        unknown = sorted((set(inputs) | set(outputs)) - set(streams))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; this bundle has {list(streams)}")
+
+
+def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = None,
+                    outputs: Sequence[str] | str = ("frontal", "lateral", "report"),
+                    streams: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``n`` requests with seeds ``seed .. seed + n - 1``, each generating ``outputs`` from the same ``inputs``.
+
+    Args:
+        n: how many (different seeds).
+        seed: the first seed.
+        inputs: modality -> input (``None``/empty: unconditional).
+        outputs: the generated streams (a comma-separated string is accepted, as a command line gives it).
+        streams: the bundle's modalities, to reject unknown names.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    outputs = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs)
+    inputs = dict(inputs or {})
+    _check_task(list(inputs), outputs, streams)
+    return [{"id": f"{'_'.join(outputs)}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
+            for i in range(n)]
+
+
+def dataset_stream_requests(records: Sequence[Mapping[str, Any]], n: int, seed: int, inputs: Sequence[str],
+                            outputs: Sequence[str], fields: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Requests whose inputs are real studies' (evaluation: the generated outputs are compared with the study's).
+
+    Args:
+        records: datalist records (:func:`medgen_monai.data.read_dataset`), in a fixed order.
+        n: how many (the first ``n`` records; fewer when there are fewer).
+        seed: the first seed.
+        inputs: the conditioning modalities.
+        outputs: the generated streams.
+        fields: modality -> record field (default ``{"frontal": "frontal", "lateral": "lateral", "report": "text"}``).
+
+    Each request also carries the study's ``study_id``, ``attributes`` and ``label`` for scoring.
+    """
+    fields = {"frontal": "frontal", "lateral": "lateral", "report": "text", **dict(fields or {})}
+    _check_task(inputs, outputs, None)
+    requests = []
+    for i, record in enumerate(list(records)[:n]):
+        missing = [m for m in inputs if record.get(fields.get(m, m)) is None]
+        if missing:
+            raise ValueError(f"record {record.get('id')!r} has no {missing} to condition on")
+        requests.append({"id": f"{'_'.join(outputs)}_{record['id']}", "seed": seed + i,
+                         "inputs": {m: record[fields.get(m, m)] for m in inputs}, "outputs": list(outputs),
+                         "study_id": record["id"], "attributes": record.get("attributes"), "label": record.get("label")})
+    return requests
+
+
+def prompt_options(stream: str, modalities: Sequence[str]) -> list[list[str]]:
+    """MedCoDi-M's multi-prompt options of ``stream``: each other modality alone, then all of them together (for
+    the frontal view of {frontal, lateral, report}: the lateral view, the report, or both)."""
+    others = [m for m in modalities if m != stream]
+    if stream not in modalities or not others:
+        raise ValueError(f"stream {stream!r} must be one of {list(modalities)}, with at least one other modality")
+    return [[m] for m in others] + ([others] if len(others) > 1 else [])
+
+
+def load_stream_models(network: nn.Module, model_dir: str | Path, bundle: str,
+                       streams: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Load ``<model_dir>/<stream>.pt`` into ``network.streams[stream]`` for each stream and
+    ``<model_dir>/joint.pt`` into ``network.coupling`` when it exists (without it, jointly generated streams do
+    not see each other: the zero-initialised connectors are the identity). Returns each stream file's ``extra``
+    (its latent normalisation)."""
+    model_dir = Path(model_dir)
+    extras = {}
+    for name in streams or list(network.streams):
+        extras[name] = load_weights(model_dir / f"{name}.pt", network.streams[name], bundle=bundle, role=f"{name} stream")
+    if (model_dir / "joint.pt").is_file():
+        extras["joint"] = load_weights(model_dir / "joint.pt", network.coupling, bundle=bundle, role="joint")
+    else:  # untrained connectors are the identity; say so in the network rather than pretend to couple
+        network.connect = False
+    return extras
+
+
+def stream_weight_files(model_dir: str | Path) -> list[Path]:
+    """The weights files of a multi-stream bundle's ``models/`` (for the sidecars' checksums), sorted."""
+    return sorted(Path(model_dir).glob("*.pt"))

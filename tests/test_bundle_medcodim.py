@@ -1,0 +1,176 @@
+"""The MedCoDi-M bundle end to end with tiny configs: cxr phantoms in the MIMIC-CXR-JPG layout -> every training
+stage through the bundle's own configs (autoencoder on both views, report VAE, aligned encoders, the three streams,
+the joint connectors; 2 iterations each) -> every task of the issue through ``monai.bundle run`` with
+``inputs`` / ``outputs`` overrides: PNGs, report texts, sidecars, and one synthetic DICOM study per request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from medgen_monai.cli import _run_bundle
+from medgen_monai.data import read_dataset, split_datalist, write_dataset
+from medgen_monai.engines import prompt_options, stream_requests
+from medgen_monai.io.dicom import marking_problems
+from medgen_monai.io.weights import load_weights
+from medgen_monai.phantoms import get_phantom
+
+ROOT = Path(__file__).parents[1]
+BUNDLE = ROOT / "bundles" / "medcodim_cxr"
+TINY = {"image_size": [16, 16], "autoencoder_def#channels": [8, 8], "autoencoder_def#attention_levels": [False, False],
+        "autoencoder_def#norm_num_groups": 4, "image_stream_def#channels": [16, 32],
+        "image_stream_def#attention_levels": [False, True], "image_stream_def#num_head_channels": 16,
+        "image_stream_def#norm_num_groups": 8, "report_latent_dim": 8, "report_max_length": 160,
+        "report_vae_def#hidden_size": 32, "report_vae_def#encoder_layers": 1, "report_vae_def#decoder_layers": 1,
+        "report_vae_def#heads": 2, "aligned_def#channels": [8, 16], "condition_dim": 16,
+        "report_stream_def#channels": [32, 16], "report_stream_def#attention_tokens": 2, "text_max_length": 32}
+STAGES = (("train_autoencoder.json", {}), ("train_report_vae.json", {}), ("train_alignment.json", {}),
+          ("train_stream.json", {"stream": "frontal"}), ("train_stream.json", {"stream": "lateral"}),
+          ("train_stream.json", {"stream": "report"}), ("train_joint.json", {}))
+
+
+def _tiny_config(path: Path) -> None:
+    config = json.loads(path.read_text())
+    for key, value in TINY.items():
+        *parents, last = key.split("#")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path.write_text(json.dumps(config, indent=4))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> dict:
+    """A copy of the bundle with tiny sizes, every stage trained for 2 iterations into its models/."""
+    root = tmp_path_factory.mktemp("medcodim")
+    data = write_dataset("mimic_cxr", get_phantom("cxr").generate_many(24, seed=5), root / "data")
+    copy = root / "bundle"
+    shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("models", "train", "output"))
+    _tiny_config(copy / "configs" / "inference.json")
+    (copy / "models").mkdir()
+    for config, overrides in STAGES:
+        _run_bundle(copy, ["inference.json", "train_common.json", config], dataset_dir=str(data), max_iterations=2,
+                    train_batch_size=4, sample_every=2, progress=False, **overrides)
+    return {"root": copy, "data": data}
+
+
+def generate(bundle: dict, out: Path, **overrides) -> list[dict]:
+    _run_bundle(bundle["root"], ["inference.json"], output_dir=str(out), num_inference_steps=2, progress=False, **overrides)
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+
+
+def test_every_stage_writes_checked_weights_and_previews(bundle):
+    models = bundle["root"] / "models"
+    roles = {"autoencoder": "autoencoder", "report_vae": "report vae", "alignment": "aligned encoders",
+             "frontal": "frontal stream", "lateral": "lateral stream", "report": "report stream", "joint": "joint"}
+    for name, role in roles.items():
+        extra = load_weights(models / f"{name}.pt", bundle="medcodim_cxr", role=role)
+        assert extra["iterations"] == 2, name
+    for stream in ("frontal", "lateral", "report"):
+        assert load_weights(models / f"{stream}.pt")["scale_factor"] > 0
+    train = bundle["root"] / "train"
+    assert (train / "report_vae" / "samples" / "iteration_0000002.txt").is_file()
+    assert (train / "frontal" / "samples" / "iteration_0000002.png").is_file()
+    assert (train / "joint" / "samples" / "iteration_0000002.png").is_file()
+
+
+@pytest.mark.parametrize("inputs, outputs", [
+    (["frontal"], ["lateral"]), (["lateral"], ["frontal"]), (["frontal"], ["report"]),
+    (["frontal", "lateral"], ["report"]), (["report"], ["frontal", "lateral"]), (["report", "frontal"], ["lateral"]),
+    ([], ["frontal", "lateral", "report"]),
+])
+def test_every_task_writes_its_outputs_with_sidecars(bundle, tmp_path, inputs, outputs):
+    study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
+    given = {m: study["text"] if m == "report" else study[m] for m in inputs}
+    sidecars = generate(bundle, tmp_path, inputs=given, outputs=outputs, n=2)
+    assert len(sidecars) == 2
+    for sidecar in sidecars:
+        assert sidecar["outputs"] == outputs and sidecar["sampler"] == "rflow" and sidecar["steps"] == 2
+        assert set(sidecar["inputs"]) == set(inputs)
+        for modality, value in sidecar["inputs"].items():  # an image input by its checksum, never its path
+            assert ("file_sha256" in value) if modality != "report" else value == study["text"]
+        for stream in outputs:
+            suffix = ".txt" if stream == "report" else ".png"
+            assert (tmp_path / f"{sidecar['id']}_{stream}{suffix}").is_file()
+        if "report" in outputs:
+            assert isinstance(sidecar["generated"]["report"], str)
+        assert sidecar["joint_generation"] == (len(outputs) > 1)  # the tiny bundle has trained connectors
+    # the same seeds again: nothing is regenerated, the same files stay
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    generate(bundle, tmp_path, inputs=given, outputs=outputs, n=2)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_a_request_is_one_synthetic_dicom_study(bundle, tmp_path):
+    study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
+    (sidecar,) = generate(bundle, tmp_path, inputs={"frontal": study["frontal"]}, outputs=["lateral", "report"], n=1,
+                          formats=["png", "dicom"])
+    folder = tmp_path / f"{sidecar['id']}_dcm"
+    files = sorted(folder.glob("*.dcm"))
+    datasets = [pydicom.dcmread(f) for f in files]
+    assert len({str(ds.StudyInstanceUID) for ds in datasets}) == 1
+    assert len({str(ds.SeriesInstanceUID) for ds in datasets}) == len(datasets)
+    lateral = pydicom.dcmread(folder / "lateral.dcm")
+    assert lateral.ViewPosition == "LL" and list(lateral.PatientOrientation) == ["P", "F"]
+    for ds in datasets:
+        assert marking_problems(ds) == []
+    if (folder / "report.dcm").is_file():
+        assert pydicom.dcmread(folder / "report.dcm").Modality == "SR"
+    assert sidecar["dicom"]["study_uid"] == str(lateral.StudyInstanceUID)
+
+
+def test_bad_tasks_get_one_clear_error(bundle, tmp_path):
+    with pytest.raises(ValueError, match="both an input and an output"):
+        generate(bundle, tmp_path, inputs={"frontal": "x.png"}, outputs=["frontal"])
+    with pytest.raises(ValueError, match="unknown modalities"):
+        generate(bundle, tmp_path, inputs={"audio": "x"}, outputs=["frontal"])
+
+
+def test_requests_and_prompt_options():
+    assert prompt_options("frontal", ["frontal", "lateral", "report"]) == [["lateral"], ["report"], ["lateral", "report"]]
+    requests = stream_requests(2, 7, {"frontal": "x.png"}, "lateral,report")
+    assert [r["seed"] for r in requests] == [7, 8] and requests[0]["outputs"] == ["lateral", "report"]
+    with pytest.raises(ValueError, match="outputs"):
+        stream_requests(1, 0, {}, [])
+
+
+def test_the_train_command_knows_every_stage(tmp_path):
+    from medgen_monai.cli import train
+
+    with pytest.raises(ValueError, match="has the stages"):
+        train(str(BUNDLE), "diffusion")
+    with pytest.raises(ValueError, match="--stream"):
+        train(str(BUNDLE), "stream")
+    with pytest.raises(ValueError, match="--stream"):
+        train(str(BUNDLE), "joint", stream="frontal")
+
+
+def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp_path):
+    from benchmark_helpers import load_benchmark
+
+    medcodi = load_benchmark("medcodi")
+    out = tmp_path / "medcodi.json"
+    assert medcodi.main(["--stages", "tasks,joint", "--bundle-dir", str(bundle["root"]), "--n", "4", "--steps", "2",
+                         "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["tasks"]) == set(medcodi.TASKS)
+    lateral = results["tasks"]["frontal->lateral"]["lateral"]
+    assert 0 <= lateral["valid_fraction"] <= 1 and lateral["fid_ratio"] > 0
+    assert "consistency_frontal_to_lateral" in results["tasks"]["frontal->lateral"]
+    assert "consistency_report_to_frontal" in results["tasks"]["report->frontal+lateral"]
+    assert set(results["joint"]) == {"report->frontal+lateral"}
+    assert results["joint"]["report->frontal+lateral"]["joint"]["joint_generation"] is True
+    assert results["joint"]["report->frontal+lateral"]["independent"]["joint_generation"] is False
+    report = results["tasks"]["frontal->report"]["report"]
+    assert {"bleu1", "bleu4", "rouge_l", "label_f1"} <= set(report)
+    # the report metrics on the studies' own reports are perfect, on other studies' reports they are not
+    studies = medcodi.held_out_studies(4, tmp_path / "work")
+    own = medcodi.score_reports([s["text"] for s in studies], studies)
+    assert own["bleu4"] == pytest.approx(1.0) and own["label_f1"]["micro_f1"] == 1.0
+    other = medcodi.score_reports([s["text"] for s in studies[1:] + studies[:1]], studies)
+    assert other["bleu4"] < 0.9 and other["rouge_l"] < own["rouge_l"]
