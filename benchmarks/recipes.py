@@ -92,6 +92,13 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                     "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
                                        "network_def#channels": [16, 32, 64, 96],
                                        "network_def#attention_levels": [False, False, True, True]}},
+    # rflow_down2 on the autoencoder whose learning rate was annealed (ae_down2_cosine)
+    "rflow_down2_cosine": {AUTOENCODER_KEY: "ae_down2_cosine",
+                           "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True, "learning_rate": 1e-3},
+                           # guidance 1.5: 2.0 (the epsilon bundles' value) was measured worse on cxr and derm
+                           "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30, "guidance_scale": 1.5,
+                                              "network_def#channels": [16, 32, 64, 96],
+                                              "network_def#attention_levels": [False, False, True, True]}},
     # the same for the label-only U-Net (its own widths, 48-96-128, behind the 16-channel level)
     "rflow_down2_label": {AUTOENCODER_KEY: "ae_down2",
                           "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True,

@@ -41,6 +41,8 @@ PAGE = DOCS / "phantoms.md"
 AUDIT_PAGE = DOCS / "audit.md"
 RESULTS_PAGE = DOCS / "results.md"
 ENGINE_PAGE = DOCS / "engine.md"
+MEDCODI_PAGE = DOCS / "medcodi.md"
+CCELLA_PAGE = DOCS / "ccella.md"
 DICOM_PAGE = DOCS / "dicom.md"
 QUALITY_PAGE = DOCS / "quality.md"
 RESULTS = DOCS.parent / "benchmarks" / "results"
@@ -539,6 +541,95 @@ def recipes_block() -> str:
     return "\n".join(lines).rstrip()
 
 
+def _mean_sd_text(value: dict | None, digits: int = 3) -> str:
+    if not value or value.get("mean") is None:
+        return "-"
+    return f"{value['mean']:.{digits}f} ± {value['sd']:.{digits}f}" if value.get("n", 0) > 1 else f"{value['mean']:.{digits}f}"
+
+
+def ccella_block() -> str:
+    """benchmarks/ccella.py's three studies: the class read from held-out reports, the ablation over training seeds,
+    the low-data classifier study."""
+    path = RESULTS / "ccella.json"
+    if not path.is_file():
+        return ("Not measured yet: `bundles/ccella_prostate_mri` ships no weights. Run `python benchmarks/ccella.py` "
+                "once it does.")
+    r = _result("ccella")
+    lines = []
+    if "class_from_report" in r:
+        c, reports = r["class_from_report"], r["class_from_report"]["reports"]
+        lines += [f"Class from the report, measured by `{c['command']}` on {reports['n']} held-out non-empty reports "
+                  f"({reports['positives']} csPCa; dataset seed {c['seed']}):", "",
+                  "| accuracy | sensitivity | specificity | ROC AUC | goal |", "|---|---|---|---|---|",
+                  f"| {reports['accuracy']:.3f} | {reports['sensitivity']:.3f} | {reports['specificity']:.3f} | "
+                  f"{reports['auc']:.3f} | accuracy >= {c['goal']['accuracy']} |", ""]
+    if "ablation" in r:
+        lines += [f"Ablation, measured by `{r['ablation']['command']}` (mean ± sd over training seeds):", "",
+                  "| arm | seeds | valid | FID / floor | class agreement | " + " | ".join(
+                      next(iter(r["ablation"]["arms"].values()))["summary"]["attribute_accuracy"]) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(next(iter(r["ablation"]["arms"].values()))["summary"]["attribute_accuracy"])]
+        for arm, entry in r["ablation"]["arms"].items():
+            summary = entry["summary"]
+            attributes = " | ".join(_mean_sd_text(v) for v in summary["attribute_accuracy"].values())
+            lines.append(f"| {arm} | {len(entry['seeds'])} | {_mean_sd_text(summary['valid_fraction'])} | "
+                         f"{_mean_sd_text(summary['fid_ratio'], 2)} | {_mean_sd_text(summary['class_agreement'])} | "
+                         f"{attributes} |")
+        lines.append("")
+    if "classifier" in r:
+        c = r["classifier"]
+        lines += [f"Low-data classifier, measured by `{c['command']}` ({c['n_test']} held-out real volumes, "
+                  f"M = {c['synthetic']} synthetic; mean ± sd over seeds):", "",
+                  "| training set | accuracy | ROC AUC |", "|---|---|---|"]
+        for name, entry in c["arms"].items():
+            lines.append(f"| {name} | {_mean_sd_text(entry['accuracy'])} | {_mean_sd_text(entry['auc'])} |")
+    return "\n".join(lines).rstrip()
+
+
+def medcodi_block() -> str:
+    """benchmarks/medcodi.py's tables: per task, each generated view's quality and the cross-stream agreements;
+    each generated report's text and label scores; joint against independent generation."""
+    path = RESULTS / "medcodi.json"
+    if not path.is_file():
+        return ("Not measured yet: `bundles/medcodim_cxr` ships no weights. Run `python benchmarks/medcodi.py` once it "
+                "does.")
+    r = _result("medcodi")
+    lines = [f"Measured by `{r['command']}` (`benchmarks/results/medcodi.json`).", ""]
+    if "tasks" in r:
+        lines += ["| task | generated | n | valid | attribute accuracy | FID / floor |", "|---|---|---|---|---|---|"]
+        for name, task in r["tasks"].items():
+            for view in ("frontal", "lateral"):
+                if view in task:
+                    v = task[view]
+                    lines.append(f"| {name} | {view} | {task['n']} | {v['valid_fraction']:.3f} | "
+                                 f"{v['attribute_accuracy']:.3f} | {v['fid_ratio']:.2f}x |")
+        lines += ["", "| task | agreement | mean | per attribute |", "|---|---|---|---|"]
+        for name, task in r["tasks"].items():
+            for key, value in task.items():
+                if key.startswith("consistency") and value.get("mean") is not None:
+                    per = ", ".join(f"{a} {x:.2f}" for a, x in value["per_attribute"].items())
+                    lines.append(f"| {name} | {key.removeprefix('consistency_').replace('_', ' ')} | {value['mean']:.3f} | {per} |")
+        lines += ["", "| task | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | ROUGE-L | label micro F1 | label macro F1 | empty |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, task in r["tasks"].items():
+            if "report" in task:
+                t = task["report"]
+                lines.append(f"| {name} | {t['bleu1']:.3f} | {t['bleu2']:.3f} | {t['bleu3']:.3f} | {t['bleu4']:.3f} | "
+                             f"{t['rouge_l']:.3f} | {t['label_f1']['micro_f1']:.3f} | {t['label_f1']['macro_f1']:.3f} | "
+                             f"{t['empty_fraction']:.2f} |")
+    if "joint" in r:
+        lines += ["", "| task | arm | generated | attribute accuracy | FID / floor | cross-stream agreement |",
+                  "|---|---|---|---|---|---|"]
+        for name, arms in r["joint"].items():
+            for arm, task in arms.items():
+                agreements = [v["mean"] for k, v in task.items() if k.startswith("consistency") and v.get("mean") is not None]
+                for view in ("frontal", "lateral"):
+                    if view in task:
+                        v = task[view]
+                        lines.append(f"| {name} | {arm} | {view} | {v['attribute_accuracy']:.3f} | {v['fid_ratio']:.2f}x | "
+                                     f"{np.mean(agreements):.3f} |")
+    return "\n".join(lines)
+
+
 def fill(page: str, name: str, content: str, path: Path) -> str:
     pattern = re.compile(rf"(<!-- generated:{name} -->\n).*?(<!-- /generated:{name} -->)", re.S)  # the block may be empty
     if not pattern.search(page):
@@ -586,6 +677,8 @@ def main() -> int:
         RESULTS_PAGE: lambda page: fill(fill(page, "vap_ablation", vap_ablation_block(), RESULTS_PAGE),
                                         "vap_projection_sweep", vap_projection_sweep_block(), RESULTS_PAGE),
         DICOM_PAGE: lambda page: fill(page, "dciodvfy", dicom_validation_block(), DICOM_PAGE),
+        MEDCODI_PAGE: lambda page: fill(page, "medcodi", medcodi_block(), MEDCODI_PAGE),
+        CCELLA_PAGE: lambda page: fill(page, "ccella", ccella_block(), CCELLA_PAGE),
     }
     stale = []
     for path, update in pages.items():

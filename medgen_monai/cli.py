@@ -27,6 +27,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "pacs_echo",
            "pacs_store", "main"]
@@ -411,7 +412,7 @@ def _outputs_complete(folder: Path) -> list[Path]:
 def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category: str | None = None, seed: int = 0,
              steps: int | None = None, description: str | None = None, guidance: float | None = None,
              patient_id_prefix: str = "SYN", calling_aet: str = "MEDGEN", timeout: float = 10.0,
-             progress: bool = True) -> str:
+             progress: bool = True, outputs: str | Sequence[str] | None = None) -> str:
     """Pull a study from a PACS, generate with a bundle conditioned on it, and push the synthetic DICOM back.
 
     The study is retrieved into a temporary folder and read (:func:`medgen_monai.io.dicom.read_study`); its
@@ -437,6 +438,8 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         calling_aet: our AE title (DIMSE).
         timeout: seconds to reach the PACS before failing.
         progress: show a progress bar.
+        outputs: multi-stream bundles (MedCoDi-M): the streams to generate (comma-separated); default every stream
+            the study lacks. The study's views (found by ViewPosition) and its de-identified report are the inputs.
 
     Returns:
         a JSON summary: the study pulled, the synthetic study and instances pushed, the output folder.
@@ -444,9 +447,6 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     import shutil
     import tempfile
 
-    import pydicom
-
-    from .errors import PacsError
     from .io.dicom import conditioning_from_study, read_study
     from .io.pacs import PacsClient
 
@@ -459,16 +459,64 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     out_dir = Path(out)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ValueError(f"--out {out_dir}: exists and is not an empty folder; pacs-run writes a new folder")
-    description_bundle = (root / "bank").is_dir()
     _description_options(root, None, description)  # refuses --description for label bundles
-    report_bundle = _is_report_bundle(root)
     _report_options(root, category=category)  # a report bundle reads its class from the report
     client = PacsClient.from_url(pacs, calling_aet=calling_aet, timeout=timeout)
 
+    stream_bundle = _is_stream_bundle(root)
+    if outputs is not None and not stream_bundle:
+        raise ValueError("--outputs: only for multi-stream bundles (medcodim_cxr)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="medgen-pacs-study-") as pulled:
-        files = client.retrieve_study(study, pulled)
-        conditioning = conditioning_from_study(read_study(pulled))
+    # a multi-stream bundle is conditioned on the study's views: their pixels stay in a private folder until the
+    # generation is over (as PNGs: nothing of their headers goes further)
+    views_dir = Path(tempfile.mkdtemp(prefix="medgen-pacs-views-")) if stream_bundle else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="medgen-pacs-study-") as pulled:
+            files = client.retrieve_study(study, pulled)
+            read = read_study(pulled)
+            conditioning = conditioning_from_study(read)
+            view_inputs = _study_view_pngs(read, views_dir) if stream_bundle else {}
+        return _pacs_generate_and_push(root, client, study, files, conditioning, view_inputs, out_dir, n, category,
+                                       seed, steps, description, guidance, patient_id_prefix, progress, outputs)
+    finally:
+        if views_dir is not None:
+            shutil.rmtree(views_dir, ignore_errors=True)
+
+
+def _is_stream_bundle(root: Path) -> bool:
+    """A multi-stream bundle (MedCoDi-M): its inference config chooses ``inputs`` and ``outputs``."""
+    config = json.loads((root / "configs" / "inference.json").read_text(encoding="utf-8"))
+    return "inputs" in config and "outputs" in config
+
+
+def _study_view_pngs(study: Any, folder: Path) -> dict[str, str]:
+    """The study's frontal / lateral views (by ViewPosition) as PNG files in ``folder``: modality -> path."""
+    from .io.dicom import study_views
+    from .io.writers import save_image_2d
+    from .transforms import read_image_channels
+
+    pngs = {}
+    for view, path in study_views(study).items():
+        pixels = read_image_channels(path, 1)[0].round().astype("uint8")
+        pngs[view] = str(save_image_2d(pixels, folder / f"{view}.png"))
+    return pngs
+
+
+def _pacs_generate_and_push(root: Path, client: Any, study: str, files: Sequence[Path], conditioning: dict[str, Any],
+                            view_inputs: dict[str, str], out_dir: Path, n: int, category: str | None, seed: int,
+                            steps: int | None, description: str | None, guidance: float | None, patient_id_prefix: str,
+                            progress: bool, outputs: str | Sequence[str] | None) -> str:
+    """The rest of :func:`pacs_run`, once the study is read."""
+    import shutil
+    import tempfile
+
+    import pydicom
+
+    from .errors import PacsError
+
+    description_bundle = (root / "bank").is_dir()
+    report_bundle = _is_report_bundle(root)
+    stream_bundle = bool(view_inputs) or _is_stream_bundle(root)
     report = conditioning.get("report")  # de-identified by the reader with the study's own identifying values
     report_used = False
     if description is not None:  # free text from the command line is scrubbed as well, before MONAI logs it
@@ -480,6 +528,15 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     report_options: dict[str, object] = {}
     if report_bundle:  # a report bundle is conditioned on the study's report (or on none)
         report_options, report_used = {"report": report or ""}, bool(report)
+    if stream_bundle:  # the study's views and report condition; the streams it lacks are generated
+        modalities = json.loads((root / "configs" / "inference.json").read_text())["modalities"]
+        inputs = {**view_inputs, **({"report": report} if report else {})}
+        wanted = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs or [])
+        wanted = wanted or [m for m in modalities if m not in inputs]
+        if not wanted:
+            raise ValueError(f"study {study} already holds every stream ({sorted(inputs)}); name --outputs to generate")
+        inputs = {m: v for m, v in inputs.items() if m not in wanted}
+        report_options, report_used = {"inputs": inputs, "outputs": wanted}, "report" in inputs
     # a 3D bundle's series are written as NIfTI (PNG is 2D) and DICOM
     formats = "nifti,dicom" if len(json.loads((root / "configs" / "inference.json").read_text())["image_size"]) == 3 \
         else "png,dicom"
@@ -508,7 +565,7 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
         "pacs": client.address,
         "study_pulled": study,
         "instances_pulled": len(files),
-        ("report_used" if report_bundle else "report_used_as_description"): report_used,
+        ("report_used" if report_bundle or stream_bundle else "report_used_as_description"): report_used,
         "synthetic_study": synthetic_studies[0] if len(synthetic_studies) == 1 else synthetic_studies,
         "instances_pushed": pushed,
         "output_dir": str(out_dir),

@@ -174,3 +174,50 @@ def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp
     assert own["bleu4"] == pytest.approx(1.0) and own["label_f1"]["micro_f1"] == 1.0
     other = medcodi.score_reports([s["text"] for s in studies[1:] + studies[:1]], studies)
     assert other["bleu4"] < 0.9 and other["rouge_l"] < own["rouge_l"]
+
+
+def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bundle, orthanc, tmp_path):
+    """A study with a frontal radiograph (ViewPosition PA, 16-bit) and an identifiable SR report: pacs-run generates
+    what the study lacks (the lateral view) from both, and pushes it as a new synthetic study; nothing identifying
+    arrives, and the view's file path never reaches a sidecar."""
+    import io
+
+    import highdicom as hd
+    import numpy as np
+    from pacs_helpers import IDENTIFYING, identifiable_study, identify
+
+    from medgen_monai import cli
+    from medgen_monai.io.pacs import PacsClient
+
+    study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
+    orthanc.clear()
+    study_uid, uids, files = identifiable_study(tmp_path / "input", study["text"] + " Seen by Dr. Gregory House.")
+    pixels = (np.asarray(__import__("PIL.Image").Image.open(study["frontal"]), dtype=np.uint16) * 16)  # 12-bit
+    frontal = hd.sc.SCImage(pixel_array=pixels, photometric_interpretation="MONOCHROME2", bits_allocated=16,
+                            coordinate_system="PATIENT", study_instance_uid=study_uid,
+                            series_instance_uid=pydicom.uid.generate_uid(), series_number=3,
+                            sop_instance_uid=pydicom.uid.generate_uid(), instance_number=1, manufacturer="X-Ray Inc",
+                            patient_orientation=("L", "F"))
+    identify(frontal)
+    frontal.ViewPosition = "PA"
+    frontal.save_as(tmp_path / "input" / "frontal.dcm", enforce_file_format=True)
+    files = [files[1], tmp_path / "input" / "frontal.dcm"]  # the report and the frontal view (not the RGB image)
+    assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
+    out = tmp_path / "out"
+    summary = json.loads(cli.pacs_run(str(bundle["root"]), orthanc.dicom_url, study_uid, str(out), n=1, steps=2,
+                                      progress=False))
+    assert summary["report_used"] and summary["synthetic_study"] not in uids
+    (sidecar,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert sidecar["outputs"] == ["lateral"] and set(sidecar["inputs"]) == {"frontal", "report"}
+    assert "file_sha256" in sidecar["inputs"]["frontal"] and "House" not in sidecar["inputs"]["report"]
+    arrived = orthanc.study_instances(summary["synthetic_study"])
+    assert len(arrived) == summary["instances_pushed"] == 1
+    data = orthanc.instance_file(arrived[0])
+    for value in [*IDENTIFYING.values(), *uids, "House", "X-Ray Inc"]:
+        assert value.encode() not in data, f"{value!r} of the input reached the PACS"
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert ds.ViewPosition == "LL" and ds.ConversionType == "SYN" and ds.PatientID.startswith("SYN")
+    with pytest.raises(ValueError, match="only for multi-stream bundles"):
+        cli.pacs_run(str(BUNDLE.parent / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(tmp_path / "o2"),
+                     outputs="lateral")
+    orthanc.clear()

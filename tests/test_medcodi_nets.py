@@ -53,7 +53,7 @@ def test_report_vae_vocabulary_is_fitted_once_and_unknown_tokens_read_as_unknown
         vae.fit_vocabulary(TEXTS)
     ids = vae.token_ids(["pleural zebra"])
     rows = vae._rows(ids)
-    unknown_row = 1
+    unknown_row = vae.unknown_row
     zebra = vae.tokenizer("zebra", add_special_tokens=False)["input_ids"][0]
     assert rows[0, (ids[0] == zebra).nonzero()[0, 0]] == unknown_row
     assert rows[0, 1] != unknown_row  # "pleural" has a row

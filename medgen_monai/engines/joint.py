@@ -106,17 +106,8 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         prediction = self.network(noisy, timesteps, context=condition)
         target = self.target(x0, noise, timesteps)
         shapes = [self.network.latent_shapes[s] for s in outputs]
-        losses = {f"diffusion_{s}": F.mse_loss(p.float(), t.float())
-                  for s, p, t in zip(outputs, unpack(prediction, shapes), unpack(target, shapes))}
-        loss = sum(losses.values())
-        auxiliary = self.network.auxiliary_losses
-        self.network.auxiliary_losses = {}
-        for name, value in auxiliary.items():
-            losses[name] = value
-            loss = loss + self.auxiliary_weights.get(name, 1.0) * value
-        self.optimise(loss)
-        losses["loss"] = loss
-        return losses
+        return self.optimise_with_auxiliary({f"diffusion_{s}": F.mse_loss(p.float(), t.float())
+                                             for s, p, t in zip(outputs, unpack(prediction, shapes), unpack(target, shapes))})
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.network.packed_size,)

@@ -654,8 +654,13 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         prediction = self.network(noisy, timesteps, **self._conditions(batch, x0.shape[0]))
         errors = (prediction.float() - self.target(x0, noise, timesteps).float()).pow(2).flatten(1).mean(1)
         diffusion = (self.schedule.loss_weights(timesteps, self.min_snr_gamma).to(errors) * errors).mean()
-        losses = {"diffusion": diffusion}
-        loss = diffusion
+        return self.optimise_with_auxiliary({"diffusion": diffusion})
+
+    def optimise_with_auxiliary(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add the training-only terms the network published in its last forward (``auxiliary_losses``, weighed by
+        ``auxiliary_weights``) to the sum of ``losses``, take the optimiser step, and return every term and
+        ``"loss"``, the total."""
+        loss = sum(losses.values())
         # networks with training-only terms (VAP-Diffusion's L_proto) publish them after each forward; taking them
         # clears them, so no autograd graph outlives the step (and the network stays deep-copyable for EMA)
         auxiliary = getattr(self.network, "auxiliary_losses", None) or {}

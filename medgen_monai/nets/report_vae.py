@@ -98,6 +98,8 @@ class ReportVAE(nn.Module):
             vocabulary[: len(specials)] = torch.tensor(specials)
             self.register_buffer("vocabulary", vocabulary)
             self.specials = len(specials)
+            unknown = self.tokenizer.unk_token_id
+            self.unknown_row = specials.index(unknown) if unknown is not None else 0  # pad when there is no unknown
         if encoder_path is not None:
             self.encoder = AutoModel.from_pretrained(str(encoder_path), local_files_only=True)
         else:
@@ -160,7 +162,7 @@ class ReportVAE(nn.Module):
             return ids
         used = self.vocabulary >= 0
         size = max(self.tokenizer.vocab_size, int(ids.max()) + 1 if ids.numel() else 1)
-        lookup = torch.full((size,), 1, dtype=torch.long, device=self.vocabulary.device)  # row 1: unknown
+        lookup = torch.full((size,), self.unknown_row, dtype=torch.long, device=self.vocabulary.device)
         lookup[self.vocabulary[used]] = torch.arange(len(self.vocabulary), device=self.vocabulary.device)[used]
         return lookup.to(ids.device)[ids]
 

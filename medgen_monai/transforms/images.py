@@ -10,6 +10,10 @@ stops inside a batch, naming no file. :class:`LoadImageChannelsd` converts at re
 * to 1 channel (grayscale): RGB and the above become luma, ``L = 0.299 R + 0.587 G + 0.114 B`` (ITU-R 601-2,
   PIL's ``convert("L")``), alpha dropped, 16-bit scaled to 8 bits.
 
+A DICOM file (``.dcm`` or the ``DICM`` marker) is read through :func:`medgen_monai.io.dicom.read_image_2d`:
+8-bit pixels as stored, deeper ones (12- or 16-bit radiographs) mapped linearly from their minimum and maximum to
+0-255, MONOCHROME1 inverted; then converted as above. So a view pulled from a PACS conditions a bundle directly.
+
 Anything else (a file PIL cannot open, a float image, a multi-frame file) is refused with one ``ValueError``
 naming the file and what was expected. With a ``CacheDataset`` (the bundles' training configs) every file
 is read when the cache fills, so a bad file stops the run before the first iteration.
@@ -48,12 +52,15 @@ def read_image_channels(path: str | Path, channels: int | None) -> np.ndarray:
     if channels not in (1, 3, None):
         raise ValueError(f"channels must be 1 (grayscale), 3 (RGB) or None (as the file is), got {channels}")
     path = Path(path)
-    try:
-        image = Image.open(path)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not an image file PIL can read ({e})") from None
+    if _is_dicom(path):
+        image = _dicom_as_pil(path)
+    else:
+        try:
+            image = Image.open(path)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: image file not found") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{path}: not an image file PIL can read ({e})") from None
     with image:
         if getattr(image, "n_frames", 1) > 1:
             raise ValueError(f"{path}: holds {image.n_frames} frames; expected a single 2D image")
@@ -75,6 +82,34 @@ def read_image_channels(path: str | Path, channels: int | None) -> np.ndarray:
         converted = image.convert("RGB" if channels == 3 else "L")
         array = np.asarray(converted, dtype=np.float32)
     return array[None] if channels == 1 else np.ascontiguousarray(np.moveaxis(array, -1, 0))
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: the ``.dcm`` suffix, or the ``DICM`` marker after the 128-byte preamble."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_as_pil(path: Path):
+    """A single-frame DICOM image as an 8-bit PIL image: 8-bit pixels as stored, others (12- or 16-bit radiographs,
+    rescaled values) mapped linearly from their minimum and maximum to 0-255; MONOCHROME1 is inverted so that
+    bright means dense, as in MONOCHROME2."""
+    from PIL import Image
+
+    from ..io.dicom.reader import read_dicom, read_image_2d
+
+    array = np.asarray(read_image_2d(path))
+    if array.dtype != np.uint8:
+        low, high = float(array.min()), float(array.max())
+        array = np.round((array.astype(np.float64) - low) / max(high - low, 1e-12) * 255.0).astype(np.uint8)
+    if array.ndim == 2 and str(read_dicom(path).get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        array = 255 - array
+    return Image.fromarray(array)  # (H, W) uint8 -> L, (H, W, 3) -> RGB
 
 
 class LoadImageChannelsd(MapTransform):

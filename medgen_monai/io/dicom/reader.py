@@ -45,6 +45,8 @@ __all__ = [
     "patient_age",
     "patient_sex",
     "conditioning_from_study",
+    "study_views",
+    "VIEW_POSITIONS",
 ]
 
 #: SOP classes of structured reports start with this root (Basic/Enhanced/Comprehensive SR, ...).
@@ -598,6 +600,23 @@ def _is_stack(paths: Sequence[Path]) -> bool:
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds or ds.get("SamplesPerPixel", 1) != 1:
             return False
     return True
+
+
+#: ViewPosition values of a frontal and of a lateral chest radiograph (MIMIC-CXR's rule, as its reader applies it)
+VIEW_POSITIONS: dict[str, tuple[str, ...]] = {"frontal": ("PA", "AP"), "lateral": ("LATERAL", "LL", "RL")}
+
+
+def study_views(study: DicomStudy) -> dict[str, Path]:
+    """The study's radiograph views by ViewPosition: ``{"frontal": file, "lateral": file}`` (each the first in file
+    order among the images whose ViewPosition names it; a view the study lacks is absent)."""
+    views: dict[str, Path] = {}
+    for paths in study.images.values():
+        for path in paths:
+            position = str(read_dicom(path, headers_only=True).get("ViewPosition", "")).strip().upper()
+            for view, positions in VIEW_POSITIONS.items():
+                if position in positions and view not in views:
+                    views[view] = path
+    return views
 
 
 def conditioning_from_study(study: DicomStudy) -> dict[str, Any]:
