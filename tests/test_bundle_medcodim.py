@@ -221,3 +221,13 @@ def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bun
         cli.pacs_run(str(BUNDLE.parent / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(tmp_path / "o2"),
                      outputs="lateral")
     orthanc.clear()
+
+
+def test_the_bundle_ships_when_every_weights_file_its_config_loads_is_there(bundle):
+    from medgen_monai.engines import shipped_bundles
+    from medgen_monai.engines.bundles import weights_files
+
+    names = {p.name for p in weights_files(BUNDLE)}
+    assert names == {"autoencoder.pt", "report_vae.pt", "alignment.pt", "frontal.pt", "lateral.pt", "report.pt"}
+    assert bundle["root"] in shipped_bundles(bundle["root"].parent)  # the tiny copy has them all
+    assert BUNDLE not in shipped_bundles(BUNDLE.parent)

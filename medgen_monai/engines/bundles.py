@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from monai.bundle import ConfigParser
 
-__all__ = ["inference_parser", "shipped_bundles", "unshipped_bundles"]
+__all__ = ["inference_parser", "shipped_bundles", "unshipped_bundles", "weights_files"]
 
 
 def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrides: Any) -> ConfigParser:
@@ -50,8 +50,21 @@ def _bundle_folders(bundles_dir: str | Path) -> list[Path]:
     return sorted(p.parents[1] for p in Path(bundles_dir).glob("*/configs/inference.json"))
 
 
+def weights_files(root: str | Path) -> list[Path]:
+    """The weights files the bundle's ``configs/inference.json`` loads: every ``models/<name>.pt`` it names, and one
+    per stream of a multi-stream bundle (its ``modalities``; MedCoDi-M's joint connectors are optional)."""
+    import json
+    import re
+
+    root = Path(root)
+    text = (root / "configs" / "inference.json").read_text(encoding="utf-8")
+    names = set(re.findall(r"/(\w+)\.pt'", text)) | set(json.loads(text).get("modalities", []))
+    return sorted(root / "models" / f"{name}.pt" for name in names)
+
+
 def _ships_weights(root: Path) -> bool:
-    return all((root / "models" / f"{stage}.pt").is_file() for stage in ("autoencoder", "diffusion"))
+    files = weights_files(root)
+    return bool(files) and all(path.is_file() for path in files)
 
 
 def shipped_bundles(bundles_dir: str | Path) -> list[Path]:
