@@ -18,11 +18,15 @@ Stages (``--stages``, comma-separated):
     (:func:`medgen_monai.metrics.report_labels.cxr_report_labels`) against the study's (goal >= 0.9).
 - ``joint``: the tasks that generate several streams, with the connectors on (joint) and off (independent, the
   same weights), scored as above: what joint generation buys in cross-stream agreement.
+- ``prompts``: multi- against single-prompt training on the same budget and seeds. Each arm is a copy of the bundle
+  (its autoencoder, report VAE and aligned encoders; no joint connectors) whose three streams are trained from
+  scratch with ``--seeds`` training seeds: ``multi`` draws each stream's condition from the other modalities (the
+  bundle's recipe), ``single`` conditions each view on the report only and the report on the frontal view only
+  (one prompt per stream, as text-to-image models train). Every task is then scored as in ``tasks``; mean and sd
+  over seeds.
 
     python benchmarks/medcodi.py --stages tasks,joint [--bundle-dir bundles/medcodim_cxr] [--n 200]
-
-Multi- versus single-prompt training (three training seeds, mean and sd) trains each arm's streams with
-``benchmarks/recipes.py``'s machinery; it follows when the bundle ships weights.
+    python benchmarks/medcodi.py --stages prompts --seeds 0,1,2 [--iterations N]
 
 Cost on 2 CPU cores: about 0.1 s per generated view at 30 steps (one thread) plus the report decoding.
 """
@@ -57,7 +61,14 @@ from medgen_monai.phantoms import get_phantom  # noqa: E402
 from medgen_monai.phantoms.seeds import MEDCODI_SEEDS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-STAGES = ("tasks", "joint")
+STAGES = ("tasks", "joint", "prompts")
+#: the prompt ablation's arms: stream -> its condition options (None: the bundle's multi-prompt options)
+PROMPT_ARMS: dict[str, dict[str, list[list[str]]] | None] = {
+    "multi": None,
+    "single": {"frontal": [["report"]], "lateral": [["report"]], "report": [["frontal"]]},
+}
+#: what an arm's copy takes from the bundle (trained once, shared by every arm)
+SHARED_STAGES = ("autoencoder", "report_vae", "alignment")
 #: task name -> (inputs, outputs): the issue's six tasks and the unconditional joint one
 TASKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frontal->lateral": (("frontal",), ("lateral",)),
@@ -172,6 +183,9 @@ def score_reports(generated: Sequence[str], studies: Sequence[Mapping[str, Any]]
 
 
 def run(root: Path, stages: Sequence[str], n: int, work: Path, steps: int | None = None) -> dict[str, Any]:
+    """The ``tasks`` and ``joint`` stages of ``root`` on ``n`` held-out studies."""
+    if not stages:
+        return {}
     studies = held_out_studies(n, work)
     reference = reference_views(max(2 * n + 2, 200))
     audits = {}
@@ -204,6 +218,66 @@ def run(root: Path, stages: Sequence[str], n: int, work: Path, steps: int | None
     return results
 
 
+def arm_copy(root: Path, arm: str, seed: int, work: Path, batch_size: int | None = None) -> Path:
+    """A copy of the bundle for one arm and training seed: its configs (the arm's prompt options, the seed) and the
+    shared stages' weights; the streams are trained into it."""
+    import shutil
+
+    target = work / f"prompts_{arm}_seed{seed}"
+    if not (target / "configs" / "inference.json").is_file():
+        tmp = work / f".{target.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(root / "configs", tmp / "configs")
+        (tmp / "models").mkdir(parents=True)
+        for stage in SHARED_STAGES:
+            shutil.copy2(root / "models" / f"{stage}.pt", tmp / "models" / f"{stage}.pt")
+        stream = json.loads((tmp / "configs" / "train_stream.json").read_text())
+        stream["training_seed"] = int(seed)
+        if batch_size is not None:
+            stream["train_batch_size"] = int(batch_size)
+        if PROMPT_ARMS[arm] is not None:
+            stream["arm_prompt_options"] = PROMPT_ARMS[arm]
+            stream["prompt_options"] = "$@arm_prompt_options[@stream]"
+        (tmp / "configs" / "train_stream.json").write_text(json.dumps(stream, indent=4) + "\n")
+        tmp.rename(target)
+    return target
+
+
+def prompt_ablation(root: Path, seeds: Sequence[int], iterations: int | None, n: int, work: Path, data: Path,
+                    steps: int | None, batch_size: int | None = None) -> dict[str, Any]:
+    """Per arm and seed: train the three streams (resuming), score every task; per arm, the mean and sd over seeds of
+    the headline measures."""
+    from medgen_monai.cli import train
+
+    modalities = json.loads((root / "configs" / "inference.json").read_text())["modalities"]
+    results: dict[str, Any] = {}
+    for arm in PROMPT_ARMS:
+        runs = {}
+        for seed in seeds:
+            copy = arm_copy(root, arm, int(seed), work, batch_size)
+            for stream in modalities:
+                train(str(copy), "stream", dataset_dir=str(data), max_iterations=iterations, progress=False, stream=stream)
+            runs[str(seed)] = run(copy, ["tasks"], n, copy / "evaluation", steps)["tasks"]
+            print(f"prompts {arm} seed {seed}: {json.dumps({k: _short(v) for k, v in runs[str(seed)].items()})}", flush=True)
+        results[arm] = {"options": PROMPT_ARMS[arm] or "the bundle's multi-prompt options", "seeds": runs,
+                        "summary": _summary(runs)}
+    return results
+
+
+def _summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and sd over seeds of each task's headline numbers (view attribute accuracy and FID ratio, consistency
+    means, report BLEU-4, ROUGE-L and label micro F1)."""
+    values: dict[str, list[float]] = {}
+    for tasks in runs.values():
+        for task, short in ((k, _short(v)) for k, v in tasks.items()):
+            for key, value in short.items():
+                items = value.items() if isinstance(value, Mapping) else [("mean", value)]
+                for metric, number in items:
+                    values.setdefault(f"{task} {key} {metric}", []).append(float(number))
+    return {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+            for k, v in values.items()}
+
+
 def _short(result: Mapping[str, Any]) -> dict[str, Any]:
     """The headline numbers of a task result (for logs)."""
     short = {}
@@ -227,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the bundle's)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "medcodi"), help="generated outputs (resumable)")
     parser.add_argument("--out", default=str(RESULTS / "medcodi.json"))
+    parser.add_argument("--seeds", default="0,1,2", help="prompts stage: training seeds")
+    parser.add_argument("--iterations", type=int, default=None, help="prompts stage: stream iterations (default: the "
+                        "bundle's)")
+    parser.add_argument("--data", default=str(ROOT / "data" / "cxr"), help="prompts stage: the cxr training data")
+    parser.add_argument("--train-batch-size", type=int, default=None, help="prompts stage: stream training batch "
+                        "(default: the bundle's)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -236,7 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.n < 2:
         raise SystemExit("--n must be >= 2 (FID needs two images)")
     torch.manual_seed(0)
-    results = run(Path(args.bundle_dir), stages, args.n, Path(args.work), args.steps)
+    results = run(Path(args.bundle_dir), [s for s in stages if s != "prompts"], args.n, Path(args.work), args.steps)
+    if "prompts" in stages:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+        results["prompts"] = prompt_ablation(Path(args.bundle_dir), seeds, args.iterations, args.n, Path(args.work),
+                                             Path(args.data), args.steps, args.train_batch_size)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     record = {**previous, **results,

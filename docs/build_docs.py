@@ -627,6 +627,13 @@ def medcodi_block() -> str:
                         v = task[view]
                         lines.append(f"| {name} | {arm} | {view} | {v['attribute_accuracy']:.3f} | {v['fid_ratio']:.2f}x | "
                                      f"{np.mean(agreements):.3f} |")
+    if "prompts" in r:
+        arms = list(r["prompts"])
+        seeds = len(next(iter(r["prompts"].values()))["seeds"])
+        lines += ["", f"Multi- against single-prompt training, mean ± sd over {seeds} training seeds:", "",
+                  "| measure | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        for key in r["prompts"][arms[0]]["summary"]:
+            lines.append(f"| {key} | " + " | ".join(_mean_sd_text(r["prompts"][a]["summary"].get(key)) for a in arms) + " |")
     return "\n".join(lines)
 
 

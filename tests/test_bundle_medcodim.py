@@ -176,6 +176,7 @@ def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp
     assert other["bleu4"] < 0.9 and other["rouge_l"] < own["rouge_l"]
 
 
+
 def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bundle, orthanc, tmp_path):
     """A study with a frontal radiograph (ViewPosition PA, 16-bit) and an identifiable SR report: pacs-run generates
     what the study lacks (the lateral view) from both, and pushes it as a new synthetic study; nothing identifying
@@ -231,3 +232,19 @@ def test_the_bundle_ships_when_every_weights_file_its_config_loads_is_there(bund
     assert names == {"autoencoder.pt", "report_vae.pt", "alignment.pt", "frontal.pt", "lateral.pt", "report.pt"}
     assert bundle["root"] in shipped_bundles(bundle["root"].parent)  # the tiny copy has them all
     assert BUNDLE not in shipped_bundles(BUNDLE.parent)
+
+
+@pytest.mark.slow
+def test_prompt_ablation_trains_both_arms_from_the_shared_stages(bundle, tmp_path):
+    from benchmark_helpers import load_benchmark
+
+    medcodi = load_benchmark("medcodi")
+    out = tmp_path / "medcodi.json"
+    assert medcodi.main(["--stages", "prompts", "--bundle-dir", str(bundle["root"]), "--n", "4", "--steps", "2",
+                         "--seeds", "0", "--iterations", "2", "--data", str(bundle["data"]), "--train-batch-size", "4",
+                         "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["prompts"]) == {"multi", "single"}
+    single = json.loads((tmp_path / "work" / "prompts_single_seed0" / "configs" / "train_stream.json").read_text())
+    assert single["arm_prompt_options"]["frontal"] == [["report"]]
+    assert any(k.endswith("attribute_accuracy") for k in results["prompts"]["single"]["summary"])
