@@ -77,6 +77,7 @@ TASKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frontal+lateral->report": (("frontal", "lateral"), ("report",)),
     "report->frontal+lateral": (("report",), ("frontal", "lateral")),
     "report+frontal->lateral": (("report", "frontal"), ("lateral",)),
+    "unconditional->all": ((), ("frontal", "lateral", "report")),
 }
 VIEWS = ("frontal", "lateral")
 
@@ -110,9 +111,22 @@ def _agreement(a: Mapping[str, Sequence[str]], b: Mapping[str, Sequence[str]], n
 
 def generate_task(root: Path, requests: Sequence[Mapping[str, Any]], out: Path, steps: int | None,
                   connect: bool | None = None) -> list[dict[str, Any]]:
-    """Run the bundle on ``requests`` into ``out`` (resumable); the sidecars, in request order."""
-    overrides: dict[str, Any] = {"requests": list(requests), "output_dir": str(out), "progress": False,
-                                 "num_inference_steps": steps}
+    """Run the bundle on ``requests`` (one task: every request has the same outputs) into ``out``; the sidecars, in
+    request order. Outputs kept from an earlier run are reused only when they were made with the same weights."""
+    import shutil
+
+    from medgen_monai.engines import stream_weight_files
+    from medgen_monai.io.weights import bundle_info
+
+    outputs = {tuple(r["outputs"]) for r in requests}
+    if len(outputs) != 1:
+        raise ValueError(f"generate_task: one task per call, got outputs {sorted(outputs)}")
+    weights = bundle_info(root, stream_weight_files(root / "models"))["weights_sha256"]
+    kept = [json.loads(p.read_text()) for p in out.glob("*.json")] if out.is_dir() else []
+    if any(k.get("bundle", {}).get("weights_sha256") != weights for k in kept):
+        shutil.rmtree(out)  # made by other weights: not this bundle's outputs any more
+    overrides: dict[str, Any] = {"requests": list(requests), "outputs": list(next(iter(outputs))),
+                                 "output_dir": str(out), "progress": False, "num_inference_steps": steps}
     if connect is not None:
         overrides["network_def#connect"] = bool(connect)
     _run_bundle(root, ["inference.json"], **overrides)

@@ -466,6 +466,8 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
     stream_bundle = _is_stream_bundle(root)
     if outputs is not None and not stream_bundle:
         raise ValueError("--outputs: only for multi-stream bundles (medcodim_cxr)")
+    if category is not None and stream_bundle:
+        raise ValueError("--category: a multi-stream bundle has no classes; its study's views and report condition it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # a multi-stream bundle is conditioned on the study's views: their pixels stay in a private folder until the
     # generation is over (as PNGs: nothing of their headers goes further)

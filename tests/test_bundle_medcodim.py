@@ -124,6 +124,12 @@ def test_a_request_is_one_synthetic_dicom_study(bundle, tmp_path):
     assert sidecar["dicom"]["study_uid"] == str(lateral.StudyInstanceUID)
 
 
+def test_requests_for_other_outputs_than_the_networks_are_refused(bundle, tmp_path):
+    requests = stream_requests(1, 0, {}, ["lateral"])
+    with pytest.raises(ValueError, match="outputs other than the network"):
+        generate(bundle, tmp_path, requests=requests, outputs=["frontal", "lateral", "report"])
+
+
 def test_bad_tasks_get_one_clear_error(bundle, tmp_path):
     with pytest.raises(ValueError, match="both an input and an output"):
         generate(bundle, tmp_path, inputs={"frontal": "x.png"}, outputs=["frontal"])
@@ -135,6 +141,10 @@ def test_requests_and_prompt_options():
     assert prompt_options("frontal", ["frontal", "lateral", "report"]) == [["lateral"], ["report"], ["lateral", "report"]]
     requests = stream_requests(2, 7, {"frontal": "x.png"}, "lateral,report")
     assert [r["seed"] for r in requests] == [7, 8] and requests[0]["outputs"] == ["lateral", "report"]
+    other = stream_requests(2, 7, {"frontal": "y.png"}, "lateral,report")
+    assert {r["id"] for r in requests}.isdisjoint(r["id"] for r in other)  # other inputs, other outputs
+    scrubbed = stream_requests(1, 0, {"report": "Seen by Dr. Gregory House. Cardiomegaly."}, ["frontal"])
+    assert "House" not in scrubbed[0]["inputs"]["report"] and "Cardiomegaly" in scrubbed[0]["inputs"]["report"]
     with pytest.raises(ValueError, match="outputs"):
         stream_requests(1, 0, {}, [])
 
@@ -163,7 +173,8 @@ def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp
     assert 0 <= lateral["valid_fraction"] <= 1 and lateral["fid_ratio"] > 0
     assert "consistency_frontal_to_lateral" in results["tasks"]["frontal->lateral"]
     assert "consistency_report_to_frontal" in results["tasks"]["report->frontal+lateral"]
-    assert set(results["joint"]) == {"report->frontal+lateral"}
+    assert set(results["joint"]) == {"report->frontal+lateral", "unconditional->all"}
+    assert results["tasks"]["frontal->lateral"]["joint_generation"] is False  # one output: the lateral alone
     assert results["joint"]["report->frontal+lateral"]["joint"]["joint_generation"] is True
     assert results["joint"]["report->frontal+lateral"]["independent"]["joint_generation"] is False
     report = results["tasks"]["frontal->report"]["report"]

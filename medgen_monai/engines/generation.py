@@ -11,6 +11,7 @@ description, ...) goes into the output sidecar.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -174,7 +175,7 @@ class AlignedConditioner:
     Args:
         encoders: the trained :class:`~medgen_monai.nets.AlignedEncoders`.
         text_encoder: the frozen :class:`~medgen_monai.text.TextEncoder` whose pooled vector its text modalities read.
-        load_image: an image input (a file path: PNG, JPEG or DICOM; or an array) -> ``(C, H, W)`` as in training
+        load_image: an image input (a file path: PNG, JPEG or DICOM) -> ``(C, H, W)`` as in training
             (the bundle's loading transforms, applied to ``{"image": input}``).
         weights: modality -> weight in the mean (default 1 each).
         network: the :class:`~medgen_monai.nets.JointDiffusion`; given, each sidecar records ``joint_generation``:
@@ -198,6 +199,9 @@ class AlignedConditioner:
             if not isinstance(value, str):
                 raise ValueError(f"request {request.get('id')!r}: input {modality!r} must be text, got {type(value).__name__}")
             return self.text_encoder.encode([value]).pooled
+        if not isinstance(value, (str, Path)):
+            raise ValueError(f"request {request.get('id')!r}: input {modality!r} must be an image file path (PNG, JPEG "
+                             f"or DICOM), got {type(value).__name__}")
         image = self.load_image({"image": value})["image"]
         return torch.as_tensor(image, dtype=torch.float32).unsqueeze(0)
 
@@ -222,15 +226,21 @@ class AlignedConditioner:
         return combine_embeddings(embeddings, [self.weights.get(m, 1.0) for m in names])[0].cpu()
 
     def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        if self.network is not None:  # the network generates its outputs; a request asking for others is refused
+            made = list(self.network.outputs)
+            wrong = [r.get("id") for r in requests if list(r.get("outputs") or made) != made]
+            if wrong:
+                raise ValueError(f"requests {wrong[:3]} ask for outputs other than the network's {made}; set the "
+                                 "config's outputs to the requests' (one task per run)")
         context = torch.stack([self.condition(r) for r in requests]).unsqueeze(1)
         return {"context": context}, {"context": torch.zeros_like(context)}
 
     def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Per request: whether its outputs were generated jointly."""
+        """Per request: whether its outputs were generated jointly (several outputs, connectors on)."""
         if self.network is None:
             return [{} for _ in requests]
-        connected = bool(getattr(self.network, "connect", False))
-        return [{"joint_generation": connected and len(r.get("outputs") or ()) > 1} for r in requests]
+        joint = bool(getattr(self.network, "connect", False)) and len(self.network.outputs) > 1
+        return [{"joint_generation": joint} for _ in requests]
 
 
 def volume_affine(shape: Sequence[int], spacing: Sequence[float]) -> list[list[float]]:

@@ -82,7 +82,8 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         parts = dict(zip(self.stream_order, unpack(packed, shapes)))
         return torch.cat([parts[s].reshape(packed.shape[0], -1) for s in outputs], dim=1)
 
-    def _condition(self, batch: Mapping[str, Any], inputs: Sequence[str], size: int, dim: int) -> torch.Tensor:
+    def _condition(self, batch: Mapping[str, Any], inputs: Sequence[str], size: int, dim: int,
+                   dropout: bool = True) -> torch.Tensor:
         if inputs:
             missing = [m for m in inputs if f"{m}_embedding" not in batch]
             if missing:
@@ -91,8 +92,9 @@ class JointStreamTrainer(LatentDiffusionTrainer):
                                             for m in inputs])
         else:
             condition = torch.zeros(size, dim)
-        drop = torch.rand(size, generator=self.generator) < self.condition_dropout
-        condition = torch.where(drop[:, None], torch.zeros_like(condition), condition)
+        if dropout:  # training only: the previews leave the trainer's generator (and so the run) untouched
+            drop = torch.rand(size, generator=self.generator) < self.condition_dropout
+            condition = torch.where(drop[:, None], torch.zeros_like(condition), condition)
         return condition.unsqueeze(1).to(self.device)
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -120,7 +122,8 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         batch = self.batches(0)
         count = min(8, len(batch[self.image_key]))
         self.network.set_outputs(outputs)
-        condition = self._condition(batch, inputs, len(batch[self.image_key]), self.network.condition_dim)[:count]
+        condition = self._condition(batch, inputs, len(batch[self.image_key]), self.network.condition_dim,
+                                    dropout=False)[:count]
         self.sampler.autoencoder = self.autoencoder.with_outputs(outputs)
         self.sampler.scale_factor, self.sampler.latent_shift = 1.0, 0.0
         decoded = self.sampler(self.model.set_outputs(outputs), (self.network.packed_size,), list(range(count)),

@@ -2,7 +2,7 @@
 multi-prompt options of a stream, and loading every stream's weights into one :class:`~medgen_monai.nets.JointDiffusion`.
 
 A request is ``{"id", "seed", "inputs": {modality: input}, "outputs": [stream, ...]}``: the inputs condition (a view
-image's file path or array, the report's text), the outputs are generated together.
+image's file path: PNG, JPEG or DICOM; the report's text), the outputs are generated together.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..io.weights import load_weights
 
-__all__ = ["dataset_stream_requests", "load_stream_models", "prompt_options", "stream_requests", "stream_weight_files"]
+__all__ = ["dataset_stream_requests", "input_key", "load_stream_models", "prompt_options", "stream_requests", "stream_weight_files"]
 
 
 def _check_task(inputs: Sequence[str], outputs: Sequence[str], streams: Sequence[str] | None) -> None:
@@ -44,11 +44,37 @@ def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = No
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    from ..text.deid import scrub_text
+
     outputs = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs)
-    inputs = dict(inputs or {})
+    # free text reaches the sidecars: de-identified first (as pacs-run does with a study's report)
+    inputs = {m: scrub_text(v)[0] if isinstance(v, str) and not _is_path(v) else v for m, v in dict(inputs or {}).items()}
     _check_task(list(inputs), outputs, streams)
-    return [{"id": f"{'_'.join(outputs)}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
+    key = input_key(inputs)
+    return [{"id": f"{'_'.join(outputs)}_{key}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
             for i in range(n)]
+
+
+def _is_path(value: Any) -> bool:
+    try:
+        return "\n" not in str(value) and Path(value).is_file()
+    except OSError:  # a long text is not a path
+        return False
+
+
+def input_key(inputs: Mapping[str, Any]) -> str:
+    """A short key of what conditions a request (``uncond`` for nothing): the request ids of different inputs differ,
+    so a rerun into the same folder never takes outputs of other inputs for done ones. Files count by content."""
+    import hashlib
+
+    if not inputs:
+        return "uncond"
+    parts = []
+    for modality in sorted(inputs):
+        value = inputs[modality]
+        digest = hashlib.sha256(Path(value).read_bytes()).hexdigest() if _is_path(value) else str(value)
+        parts.append(f"{modality}={digest}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:8]
 
 
 def dataset_stream_requests(records: Sequence[Mapping[str, Any]], n: int, seed: int, inputs: Sequence[str],
@@ -88,18 +114,19 @@ def prompt_options(stream: str, modalities: Sequence[str]) -> list[list[str]]:
 
 
 def load_stream_models(network: nn.Module, model_dir: str | Path, bundle: str,
-                       streams: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+                       streams: Sequence[str] | None = None, load_coupling: bool = True) -> dict[str, dict[str, Any]]:
     """Load ``<model_dir>/<stream>.pt`` into ``network.streams[stream]`` for each stream and
     ``<model_dir>/joint.pt`` into ``network.coupling`` when it exists (without it, jointly generated streams do
-    not see each other: the zero-initialised connectors are the identity). Returns each stream file's ``extra``
-    (its latent normalisation)."""
+    not see each other: the zero-initialised connectors are the identity). ``load_coupling=False`` leaves the
+    connectors as built (the joint stage trains them from their zero initialisation). Returns each stream file's
+    ``extra`` (its latent normalisation)."""
     model_dir = Path(model_dir)
     extras = {}
     for name in streams or list(network.streams):
         extras[name] = load_weights(model_dir / f"{name}.pt", network.streams[name], bundle=bundle, role=f"{name} stream")
-    if (model_dir / "joint.pt").is_file():
+    if load_coupling and (model_dir / "joint.pt").is_file():
         extras["joint"] = load_weights(model_dir / "joint.pt", network.coupling, bundle=bundle, role="joint")
-    else:  # untrained connectors are the identity; say so in the network rather than pretend to couple
+    elif load_coupling:  # untrained connectors are the identity; say so in the network rather than pretend to couple
         network.connect = False
     return extras
 

@@ -152,6 +152,12 @@ class ReportVAE(nn.Module):
         special_ids = set(self.vocabulary[: self.specials].tolist())
         ranked = sorted((i for i in counts if i not in special_ids), key=lambda i: (-counts[i], i))
         kept = ranked[: len(self.vocabulary) - self.specials]
+        if len(ranked) > len(kept):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "the reports use %d distinct tokens, the vocabulary has rows for %d: the %d rarest read as unknown "
+                "(raise vocabulary_size to keep them)", len(ranked), len(kept), len(ranked) - len(kept))
         if kept:
             self.vocabulary[self.specials : self.specials + len(kept)] = torch.tensor(kept, dtype=torch.long)
         return len(ranked)

@@ -602,7 +602,8 @@ def _is_stack(paths: Sequence[Path]) -> bool:
     return True
 
 
-#: ViewPosition values of a frontal and of a lateral chest radiograph (MIMIC-CXR's rule, as its reader applies it)
+#: ViewPosition values of a frontal and of a lateral chest radiograph (MIMIC-CXR's PA / AP and LATERAL / LL, and a
+#: right lateral RL, which MIMIC does not hold but a PACS may)
 VIEW_POSITIONS: dict[str, tuple[str, ...]] = {"frontal": ("PA", "AP"), "lateral": ("LATERAL", "LL", "RL")}
 
 
