@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #: starts to pass must be taken off this list
 KNOWN_FAILING = {
     "ldm_label_derm": "epsilon-trained weights: class conditioning too weak (class accuracy below half the real one)",
-    "vap_diffusion_derm": "rectified flow at 3000 iterations: latents inside the band, but the class is read back "
-                          "below half as often as from real images on these few requests (0.70 of it at n = 504)",
+    "vap_diffusion_colon": "rectified flow at 3000 iterations on the annealed autoencoder: generated latents' standard "
+                           "deviation 1.38-1.48 against the real band's upper edge 1.43 (at guidance 1.0 as at 1.5): "
+                           "slightly over-dispersed, though the images pass every gate measure but FID",
+    "vap_diffusion_derm": "rectified flow at 9000 iterations: latents inside the band, but on these 14 requests the "
+                          "class is read back below half as often as from real images (0.14 against 0.36)",
 }
 BUNDLES = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[name]))
            if name in KNOWN_FAILING else name
