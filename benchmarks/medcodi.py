@@ -158,9 +158,9 @@ def score_task(name: str, studies: Sequence[Mapping[str, Any]], sidecars: Sequen
         read[view] = audit.assess(images)["values"]
     # cross-view consistency: a generated view against the real view it came from, on the attributes both show
     for source in (v for v in inputs if v in VIEWS):
+        audit_in = audits[source]["audit"]
+        real_read = audit_in.assess(load_images([s[source] for s in studies]))["values"]  # once per input view
         for view in read:
-            audit_in = audits[source]["audit"]
-            real_read = audit_in.assess(load_images([s[source] for s in studies]))["values"]
             shared = sorted((set(audits[view]["audit"].spec.head_names) & set(audit_in.spec.head_names))
                             - {h for h in audit_in.spec.head_names if h.startswith("label")})
             result[f"consistency_{source}_to_{view}"] = _agreement(read[view], real_read, shared)

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..io.weights import load_weights
+from ..io.weights import file_sha256, load_weights
+from ..io.writers import is_file_input
 
 __all__ = ["dataset_stream_requests", "input_key", "load_stream_models", "prompt_options", "stream_requests", "stream_weight_files"]
 
@@ -48,18 +49,11 @@ def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = No
 
     outputs = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs)
     # free text reaches the sidecars: de-identified first (as pacs-run does with a study's report)
-    inputs = {m: scrub_text(v)[0] if isinstance(v, str) and not _is_path(v) else v for m, v in dict(inputs or {}).items()}
+    inputs = {m: scrub_text(v)[0] if isinstance(v, str) and not is_file_input(v) else v for m, v in dict(inputs or {}).items()}
     _check_task(list(inputs), outputs, streams)
     key = input_key(inputs)
     return [{"id": f"{'_'.join(outputs)}_{key}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
             for i in range(n)]
-
-
-def _is_path(value: Any) -> bool:
-    try:
-        return "\n" not in str(value) and Path(value).is_file()
-    except OSError:  # a long text is not a path
-        return False
 
 
 def input_key(inputs: Mapping[str, Any]) -> str:
@@ -72,7 +66,7 @@ def input_key(inputs: Mapping[str, Any]) -> str:
     parts = []
     for modality in sorted(inputs):
         value = inputs[modality]
-        digest = hashlib.sha256(Path(value).read_bytes()).hexdigest() if _is_path(value) else str(value)
+        digest = file_sha256(value) if is_file_input(value) else str(value)
         parts.append(f"{modality}={digest}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:8]
 

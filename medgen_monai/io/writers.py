@@ -360,21 +360,24 @@ def _dicom_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"patient_id_prefix": prefix, "reference": reference}
 
 
+def is_file_input(value: Any) -> bool:
+    """Whether a request input names an existing file (a view image) rather than being text (a report, which may be
+    too long to be a path at all)."""
+    try:
+        return isinstance(value, (str, Path)) and "\n" not in str(value) and Path(value).is_file()
+    except OSError:
+        return False
+
+
 def _input_summary(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """What a sidecar records of a request's inputs: a text as it is (reports reach a bundle de-identified: pacs-run
     scrubs them), an image file by its SHA-256 only (its path may name the patient), an array by its shape."""
-    import hashlib
+    from .weights import file_sha256
 
     summary: dict[str, Any] = {}
-    def is_file(value: Any) -> bool:
-        try:  # a report's text is not a path (and may be too long to be one)
-            return isinstance(value, (str, Path)) and "\n" not in str(value) and Path(value).is_file()
-        except OSError:
-            return False
-
     for modality, value in inputs.items():
-        if is_file(value):
-            summary[modality] = {"file_sha256": hashlib.sha256(Path(value).read_bytes()).hexdigest()}
+        if is_file_input(value):
+            summary[modality] = {"file_sha256": file_sha256(value)}
         elif isinstance(value, str):
             summary[modality] = value
         else:
