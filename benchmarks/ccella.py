@@ -209,11 +209,11 @@ def synthesize(root: Path, records: Sequence[dict[str, Any]], seed: int, out: Pa
     from medgen_monai.io.volumes import load_volume
 
     parser = inference_parser(root, output_dir=str(out), formats="nifti", progress=False)
-    runner = parser.get_parsed_content("runner")
+    evaluator = parser.get_parsed_content("evaluator")
     spacing, size = parser.get_parsed_content("spacing"), parser.get_parsed_content("image_size")
-    runner.requests = report_requests(1, seed, [r["text"] for r in records], spacing, size)
-    runner()
-    return [load_volume(out / f"{r['id']}.nii.gz")[0] for r in runner.requests]
+    evaluator.dataset = report_requests(1, seed, [r["text"] for r in records], spacing, size)
+    evaluator.run()
+    return [load_volume(out / f"{r['id']}.nii.gz")[0] for r in evaluator.dataset]
 
 
 def classifier_study(root: Path, data: Path, real_sizes: Sequence[int], synthetic: int, seeds: Sequence[int],

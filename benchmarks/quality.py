@@ -147,14 +147,14 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
              guidance: float | None = None) -> dict[str, Any]:
     """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
     parser = _parser(facts, out_dir, n_per_class, steps, eta, guidance)
-    runner = parser.get_parsed_content("runner")
+    evaluator = parser.get_parsed_content("evaluator")
     if facts["reports"]:
-        runner.requests = report_requests_of(facts, n_per_class, parser.get_parsed_content("image_size"))
-    requests = [dict(r) for r in runner.requests]
-    _check_kept_outputs(facts, out_dir, runner.sampler.settings())
+        evaluator.dataset = report_requests_of(facts, n_per_class, parser.get_parsed_content("image_size"))
+    requests = [dict(r) for r in evaluator.dataset]
+    _check_kept_outputs(facts, out_dir, evaluator.inferer.sampler.settings())
     timing_path = out_dir / "timing.json"
     start = time.perf_counter()
-    written = runner()
+    written = evaluator.run()
     seconds = time.perf_counter() - start
     if written:
         previous = json.loads(timing_path.read_text()) if timing_path.is_file() else {"images": 0, "seconds": 0.0}

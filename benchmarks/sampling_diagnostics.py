@@ -60,9 +60,10 @@ def _alpha_bar(scheduler: Any, t: torch.Tensor | int) -> float | None:
     return None if alphas is None else float(alphas[int(t)])
 
 
-def sampling_trace(runner: Any, requests: Sequence[Mapping[str, Any]], eta: float) -> dict[str, list[float]]:
+def sampling_trace(evaluator: Any, requests: Sequence[Mapping[str, Any]], eta: float) -> dict[str, list[float]]:
     """Per-step statistics of one sampling run of ``requests`` at ``eta`` (the sampler's other settings as shipped)."""
-    sampler, network, conditioner = runner.sampler, runner.network.eval(), runner.conditioner
+    inferer = evaluator.inferer
+    sampler, network, conditioner = inferer.sampler, evaluator.network.eval(), inferer.conditioner
     sampler.eta = float(eta)
     condition, null_condition = conditioner(requests)
     trace: dict[str, list[float]] = {k: [] for k in ("t", "x_std", "x0_std", "eps_rms", "eps_rms_conditional",
@@ -87,7 +88,7 @@ def sampling_trace(runner: Any, requests: Sequence[Mapping[str, Any]], eta: floa
             trace["eps_rms_unconditional"].append(_rms(unconditional))
 
     with torch.inference_mode():
-        latents = sampler.denoise(split_network, runner.latent_shape,
+        latents = sampler.denoise(split_network, inferer.latent_shape,
                                   [int(r["seed"]) for r in requests], condition, null_condition, callback=record)
     trace["x_final_std"] = [float(latents.std())]
     trace["x_final_channel_std"] = [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)]
@@ -112,11 +113,12 @@ def real_conditions(facts: Mapping[str, Any], samples: Sequence[Any]) -> list[di
 
 
 @torch.inference_mode()
-def denoising_loss(runner: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
+def denoising_loss(evaluator: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
     """The denoising loss per timestep on real latents, conditional and unconditional, and the latents' statistics."""
     phantom = get_phantom(facts["kind"])
     samples = list(phantom.generate_many(N_REAL, seed=TRAINING_SEED))
-    sampler, network, conditioner = runner.sampler, runner.network.eval(), runner.conditioner
+    inferer = evaluator.inferer
+    sampler, network, conditioner = inferer.sampler, evaluator.network.eval(), inferer.conditioner
     autoencoder = sampler.autoencoder.eval()
     images = preprocess_images([s.images[facts["view"]] for s in samples], 2, phantom.channels)
     z_mu, _ = autoencoder.encode(images)
@@ -149,17 +151,17 @@ def bundle_facts(root: Path) -> dict[str, Any]:
 
 def diagnose(root: Path, n_per_class: int, etas: Sequence[float]) -> dict[str, Any]:
     facts = bundle_facts(root)
-    runner = inference_parser(root, n=n_per_class, seed=0, progress=False).get_parsed_content("runner")
-    requests, sampler = runner.requests, runner.sampler
+    evaluator = inference_parser(root, n=n_per_class, seed=0, progress=False).get_parsed_content("evaluator")
+    requests, sampler = list(evaluator.dataset), evaluator.inferer.sampler
     report: dict[str, Any] = {"kind": facts["kind"], "n": len(requests), "steps": sampler.num_inference_steps,
                               "guidance_scale": sampler.guidance_scale, "sampler": sampler.name,
                               "prediction_type": sampler.scheduler.prediction_type, "sampling": {}}
     # eta is DDIM's; a deterministic sampler (rectified flow's Euler steps) is traced once
     for eta in etas if sampler.schedule.stochastic(1.0) else etas[:1]:
-        report["sampling"][f"eta{eta:g}"] = sampling_trace(runner, requests, eta)
+        report["sampling"][f"eta{eta:g}"] = sampling_trace(evaluator, requests, eta)
         print(f"{facts['name']} eta {eta:g}: final latent std {report['sampling'][f'eta{eta:g}']['x_final_std'][0]:.2f}",
               flush=True)
-    report.update(denoising_loss(runner, facts))
+    report.update(denoising_loss(evaluator, facts))
     return report
 
 

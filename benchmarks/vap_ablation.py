@@ -255,14 +255,14 @@ def generate(modality: str, condition: str, weights: Path, requests: list[dict[s
                  "projection_k": int(projection["k"])}
     for key, value in overrides.items():
         parser[key] = value
-    from medgen_monai.engines import GenerationRunner
+    from medgen_monai.engines import GenerationEvaluator, GenerationInferer
 
     parser.get_parsed_content("load_autoencoder")
     sampler = parser.get_parsed_content("sampler")  # resolving it loads the diffusion weights into @network
-    # the requests are plain data handed to the runner, never parsed as config (a description is free text)
-    GenerationRunner(sampler, parser.get_parsed_content("network"), parser.get_parsed_content("writer"),
-                     parser.get_parsed_content("conditioner"), requests, parser.get_parsed_content("latent_shape"),
-                     batch_size=32, progress=False)()
+    # the requests are plain data handed to the evaluator, never parsed as config (a description is free text)
+    inferer = GenerationInferer(sampler, parser.get_parsed_content("conditioner"), parser.get_parsed_content("latent_shape"))
+    GenerationEvaluator(requests, parser.get_parsed_content("network"), inferer, parser.get_parsed_content("writer"),
+                        batch_size=32, progress=False).run()
 
 
 def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: Reference,

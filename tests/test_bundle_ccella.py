@@ -108,6 +108,15 @@ def test_generate_from_a_report_writes_nifti_and_dicom_with_the_spacing_and_the_
     assert "Smith" not in texts and "PI-RADS 5" in texts
 
 
+def test_monais_inference_workflow_finds_every_property_and_runs(tiny_bundle, tmp_path):
+    from workflow_helpers import run_infer_workflow
+
+    out = tmp_path / "out"
+    workflow = run_infer_workflow(tiny_bundle, output_dir=str(out), n=1, num_inference_steps=2, progress=False,
+                                  formats="nifti", report=REPORT)
+    assert [p.name for p in sorted(out.glob("*.nii.gz"))] == [f"{workflow.dataset[0]['id']}.nii.gz"]
+
+
 def test_generate_from_no_report_uses_the_empty_report(trained, tmp_path):
     (sidecar,) = generate(trained, tmp_path, n=1)
     assert sidecar["report"] == "" and sidecar["spacing"] == [1.125, 1.125, 2.5]

@@ -245,6 +245,16 @@ def test_the_bundle_ships_when_every_weights_file_its_config_loads_is_there(bund
     assert BUNDLE not in shipped_bundles(BUNDLE.parent)
 
 
+def test_monais_inference_workflow_finds_every_property_and_runs(bundle, tmp_path):
+    from workflow_helpers import run_infer_workflow
+
+    out = tmp_path / "out"
+    workflow = run_infer_workflow(bundle["root"], output_dir=str(out), n=1, num_inference_steps=2, progress=False,
+                                  outputs=["lateral", "report"])
+    record = json.loads((out / f"{workflow.dataset[0]['id']}.json").read_text())
+    assert sorted(record["outputs"]) == ["lateral", "report"]
+
+
 @pytest.mark.slow
 def test_prompt_ablation_trains_both_arms_from_the_shared_stages(bundle, tmp_path):
     from benchmark_helpers import load_benchmark

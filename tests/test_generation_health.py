@@ -48,13 +48,13 @@ def _quality():
     return load_benchmark("quality")
 
 
-def real_latent_band(runner, facts) -> tuple[float, float]:
+def real_latent_band(inferer, facts) -> tuple[float, float]:
     """The 1st-99th percentile of per-image latent standard deviations of real phantoms, widened by 25%."""
     phantom = get_phantom(facts["kind"])
     samples = phantom.generate_many(REAL_LATENTS, seed=QUALITY_SEEDS["autoencoder"])
-    spatial_dims = len(runner.latent_shape) - 1
+    spatial_dims = len(inferer.latent_shape) - 1
     images = preprocess_images([s.images[facts["view"]] for s in samples], spatial_dims, phantom.channels)
-    sampler = runner.sampler
+    sampler = inferer.sampler
     with torch.inference_mode():
         z_mu, _ = sampler.autoencoder.eval().encode(images)
     stds = normalise_latents(z_mu, sampler.scale_factor, sampler.latent_shift).flatten(1).std(dim=1).numpy()
@@ -66,14 +66,14 @@ def check_bundle(name: str, seeds_per_class: int, share: float) -> None:
     quality = _quality()
     facts = quality.bundle_facts(ROOT / "bundles" / name)
     # one seed for every class: seed s for the first request of each class, s + 1 for the second, ...
-    runner = inference_parser(ROOT / "bundles" / name, n=seeds_per_class, seed=0, progress=False).get_parsed_content("runner")
-    requests = list(runner.requests)
-    condition, null_condition = runner.conditioner(requests)
+    evaluator = inference_parser(ROOT / "bundles" / name, n=seeds_per_class, seed=0, progress=False).get_parsed_content("evaluator")
+    requests, inferer = list(evaluator.dataset), evaluator.inferer
+    condition, null_condition = inferer.conditioner(requests)
     with torch.inference_mode():
-        latents = runner.sampler.denoise(runner.network.eval(), runner.latent_shape, [int(r["seed"]) for r in requests],
-                                         condition, null_condition)
-        images = runner.sampler.decode(latents).clamp(0, 1)
-    low, high = real_latent_band(runner, facts)
+        latents = inferer.sampler.denoise(evaluator.network.eval(), inferer.latent_shape, [int(r["seed"]) for r in requests],
+                                          condition, null_condition)
+        images = inferer.sampler.decode(latents).clamp(0, 1)
+    low, high = real_latent_band(inferer, facts)
     stds = latents.flatten(1).std(dim=1)
     outside = [(r["category"], r["seed"], round(float(s), 2)) for r, s in zip(requests, stds) if not low <= s <= high]
     assert not outside, f"{name}: latents outside the real band [{low:.2f}, {high:.2f}]: {outside}"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from .bundles import inference_parser, shipped_bundles, unshipped_bundles
-from .generation import (AlignedConditioner, ClassConditioner, Conditioner, DescriptionConditioner, GenerationRunner, ReportConditioner,
+from .generation import (AlignedConditioner, ClassConditioner, Conditioner, DescriptionConditioner, GenerationEvaluator,
+                         GenerationInferer, ReportConditioner,
                          class_requests, dataset_report_requests, report_requests, volume_affine)
+from .distributed import (destroy_distributed, distributed_backend, distributed_device, get_rank, get_world_size, init_distributed,
+                          is_distributed, is_main_process)
 from .guidance import classifier_free_guidance, conditioned
 from .latents import LATENT_NORMALISATIONS, denormalise_latents, fit_latent_normalisation, normalise_latents
 from .sampler import DiffusionSampler, initial_noise, step_noise
@@ -24,7 +27,8 @@ __all__ = [
     "DDPMSchedule",
     "DescriptionConditioner",
     "DiffusionSampler",
-    "GenerationRunner",
+    "GenerationEvaluator",
+    "GenerationInferer",
     "IndexedBatches",
     "JointStreamTrainer",
     "ObjectiveTrainer",
@@ -39,9 +43,17 @@ __all__ = [
     "conditioned",
     "dataset_report_requests",
     "denormalise_latents",
+    "destroy_distributed",
+    "distributed_backend",
+    "distributed_device",
     "fit_latent_normalisation",
+    "get_rank",
+    "get_world_size",
     "inference_parser",
+    "init_distributed",
     "initial_noise",
+    "is_distributed",
+    "is_main_process",
     "load_checkpoint",
     "normalise_latents",
     "report_requests",

@@ -23,8 +23,9 @@ def inference_parser(bundle_root: str | Path, initialize: bool = True, **overrid
         overrides: config ids to set, e.g. ``n=4``, ``output_dir="out"``, ``**{"sampler#eta": 1.0}``.
 
     Returns:
-        the parser; ``parser.get_parsed_content("runner")`` gives the generation runner, ``"sampler"``,
-        ``"network"``, ``"autoencoder"``, ``"conditioner"`` its parts.
+        the parser; ``parser.get_parsed_content("evaluator")`` gives the generation run (MONAI's
+        inference workflow property), ``"inferer"``, ``"sampler"``, ``"network"``, ``"autoencoder"``, ``"conditioner"``
+        its parts.
 
     Raises:
         ValueError: ``bundle_root`` has no ``configs/inference.json``.

@@ -1,9 +1,10 @@
 """Generation runs: what to make (requests), how a request becomes U-Net conditions, and the loop
 that samples the missing outputs in batches and hands them to the writers.
 
-A bundle's ``inference.json`` builds a :class:`GenerationRunner` from a sampler, a network, a
-:class:`~medgen_monai.io.OutputWriter`, a conditioner (method-specific: :class:`ClassConditioner` here;
-description and report conditioners in later bundles) and a list of requests, and runs it. A request is
+A bundle's ``inference.json`` composes MONAI's inference workflow from these: its ``dataset`` is the list of
+requests, its ``inferer`` a :class:`GenerationInferer` (a sampler and a conditioner: :class:`ClassConditioner`,
+:class:`DescriptionConditioner`, :class:`ReportConditioner` or :class:`AlignedConditioner`) and its ``evaluator``
+a :class:`GenerationEvaluator` that writes each batch through a :class:`~medgen_monai.io.OutputWriter`. A request is
 a dict with at least ``"id"`` (the output file stem) and ``"seed"``; everything else in it (category,
 description, ...) goes into the output sidecar.
 """
@@ -16,13 +17,16 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+from ignite.engine import Engine, Events
+from monai.inferers import Inferer
 from tqdm import tqdm
 
 from ..io.writers import OutputWriter, safe_id
 from .sampler import DiffusionSampler
 
 __all__ = ["AlignedConditioner", "Conditioner", "ClassConditioner", "DescriptionConditioner", "ReportConditioner", "class_requests",
-           "dataset_report_requests", "report_requests", "volume_affine", "GenerationRunner"]
+           "dataset_report_requests", "report_requests", "volume_affine", "GenerationEvaluator",
+           "GenerationInferer"]
 
 
 class Conditioner(Protocol):
@@ -367,62 +371,108 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     return requests
 
 
-class GenerationRunner:
-    """Sample every request that has no complete output yet and write it.
+class GenerationInferer(Inferer):
+    """Requests -> generated outputs: MONAI's ``Inferer`` interface over the project's sampler.
+
+    ``inferer(requests, network)`` turns a batch of requests into U-Net conditions (the conditioner), draws each
+    request's noise from its own seed and runs the sampler. It is the bundles' ``inferer`` (MONAI's inference
+    workflow property); :class:`GenerationEvaluator` calls it once per batch.
 
     Args:
         sampler: the project's :class:`DiffusionSampler`.
-        network: the diffusion U-Net (put in eval mode).
-        writer: where outputs and sidecars go (a rerun into the same folder fills only what is missing).
-        conditioner: requests -> U-Net conditions.
-        requests: what to make.
+        conditioner: requests -> U-Net conditions (and their null conditions for guidance).
         latent_shape: ``(C, *spatial)`` of one latent.
-        batch_size: samples per sampler call.
         device: where the network runs.
+    """
+
+    def __init__(self, sampler: DiffusionSampler, conditioner: Conditioner, latent_shape: Sequence[int],
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        if not latent_shape or any(int(s) < 1 for s in latent_shape):
+            raise ValueError(f"latent_shape must be (C, *spatial) with positive sizes, got {latent_shape}")
+        self.sampler = sampler
+        self.conditioner = conditioner
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.device = torch.device(device)
+
+    def __call__(self, inputs: Sequence[Mapping[str, Any]], network: nn.Module, *args: Any,  # type: ignore[override]
+                 **kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:
+        """Generate ``inputs`` (requests: dicts with ``"id"`` and ``"seed"``).
+
+        Returns:
+            the sampler's output for the batch (``(B, C, *spatial)`` images, or a stream -> batch mapping for a
+            multi-stream network) and one record per request: the request, the sampler's settings and what the
+            conditioner derived from it (CCELLA: the class predicted from the report).
+        """
+        requests = list(inputs)
+        if not requests:
+            raise ValueError("inputs is empty: give at least one request")
+        network.to(self.device).eval()
+        condition, null_condition = self.conditioner(requests)
+        outputs = self.sampler(network, self.latent_shape, [int(r["seed"]) for r in requests],
+                               condition=condition, null_condition=null_condition, device=self.device)
+        annotate = getattr(self.conditioner, "annotate", None)
+        notes = annotate(requests, condition) if callable(annotate) else [{} for _ in requests]
+        records = [{**r, **self.sampler.settings(), **note} for r, note in zip(requests, notes)]
+        return outputs, records
+
+
+class GenerationEvaluator(Engine):
+    """Generate every request of ``dataset`` that has no complete output yet, in batches, and write it.
+
+    An ignite engine, as MONAI's evaluators are (the bundles' ``evaluator``): one iteration is one batch of
+    pending requests through ``inferer`` and ``writer``; ``handlers`` (MONAI style: objects with
+    ``attach(engine)``) are attached at construction. :meth:`run` takes no data, like MONAI's ``Workflow.run``:
+    the data are the requests still missing in ``writer``'s folder, so a rerun into the same folder makes only
+    what is missing, and the writer's contact sheet is written at the end.
+
+    Args:
+        dataset: the requests (a MONAI ``Dataset`` or any sequence of dicts with ``"id"`` and ``"seed"``).
+        network: the diffusion network (put in eval mode).
+        inferer: requests -> outputs and records (:class:`GenerationInferer`).
+        writer: where outputs and sidecars go (:class:`~medgen_monai.io.OutputWriter` or its stream variant).
+        batch_size: requests per inferer call.
+        handlers: ignite/MONAI handlers to attach.
         progress: a tqdm bar over batches.
     """
 
-    def __init__(
-        self,
-        sampler: DiffusionSampler,
-        network: nn.Module,
-        writer: OutputWriter,
-        conditioner: Conditioner,
-        requests: Sequence[Mapping[str, Any]],
-        latent_shape: Sequence[int],
-        batch_size: int = 8,
-        device: str | torch.device = "cpu",
-        progress: bool = True,
-    ) -> None:
+    def __init__(self, dataset: Sequence[Mapping[str, Any]], network: nn.Module, inferer: GenerationInferer,
+                 writer: OutputWriter, batch_size: int = 8, handlers: Sequence[Any] = (), progress: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not requests:
-            raise ValueError("requests is empty: nothing to generate")
-        self.sampler = sampler
+        if len(dataset) == 0:
+            raise ValueError("dataset is empty: no request to generate")
+        super().__init__(self._iteration)
+        self.dataset = dataset
         self.network = network
+        self.inferer = inferer
         self.writer = writer
-        self.conditioner = conditioner
-        self.requests = list(requests)
-        self.latent_shape = tuple(int(s) for s in latent_shape)
         self.batch_size = int(batch_size)
-        self.device = torch.device(device)
         self.progress = progress
+        self.written: list[dict[str, Any]] = []
+        for handler in handlers:
+            handler.attach(self)
 
-    def __call__(self) -> list[dict[str, Any]]:
+    def _iteration(self, engine: Engine, batch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            outputs, records = self.inferer(batch, self.network)
+        self.writer.write(outputs, records)
+        self.written.extend(records)
+        return records
+
+    def run(self) -> list[dict[str, Any]]:  # type: ignore[override]
         """Generate what is missing; returns the sidecar records written in this call."""
-        pending = self.writer.pending(self.requests)
-        self.network.to(self.device).eval()
-        written = []
+        requests = [self.dataset[i] for i in range(len(self.dataset))]
+        pending = self.writer.pending(requests)
         batches = [pending[i : i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
-        for batch in tqdm(batches, desc="generating", unit="batch", disable=not self.progress):
-            condition, null_condition = self.conditioner(batch)
-            images = self.sampler(self.network, self.latent_shape, [int(r["seed"]) for r in batch],
-                                  condition=condition, null_condition=null_condition, device=self.device)
-            # a conditioner may add what it derived from a request (CCELLA: the class predicted from the report)
-            annotate = getattr(self.conditioner, "annotate", None)
-            notes = annotate(batch, condition) if callable(annotate) else [{} for _ in batch]
-            records = [{**r, **self.sampler.settings(), **note} for r, note in zip(batch, notes)]
-            self.writer.write(images, records)
-            written.extend(records)
+        self.written = []
+        if batches:
+            bar = tqdm(total=len(batches), desc="generating", unit="batch", disable=not self.progress)
+            with bar:
+                handle = self.add_event_handler(Events.ITERATION_COMPLETED, lambda _: bar.update(1))
+                try:
+                    super().run(batches, max_epochs=1)
+                finally:
+                    handle.remove()
         self.writer.write_grid()
-        return written
+        return self.written

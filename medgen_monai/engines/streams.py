@@ -33,27 +33,38 @@ def _check_task(inputs: Sequence[str], outputs: Sequence[str], streams: Sequence
 
 def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = None,
                     outputs: Sequence[str] | str = ("frontal", "lateral", "report"),
-                    streams: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                    streams: Sequence[str] | None = None, root: str | Path | None = None) -> list[dict[str, Any]]:
     """``n`` requests with seeds ``seed .. seed + n - 1``, each generating ``outputs`` from the same ``inputs``.
 
     Args:
         n: how many (different seeds).
         seed: the first seed.
-        inputs: modality -> input (``None``/empty: unconditional).
+        inputs: modality -> input: an image file (a view) or text (a report); ``None``/empty: unconditional.
         outputs: the generated streams (a comma-separated string is accepted, as a command line gives it).
         streams: the bundle's modalities, to reject unknown names.
+        root: the folder relative input files are read from (the bundle's ``dataset_dir``); ``None``: the
+            working directory.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     from ..text.deid import scrub_text
 
     outputs = [o.strip() for o in outputs.split(",")] if isinstance(outputs, str) else list(outputs)
+    if root is not None:
+        inputs = {m: _under(root, v) for m, v in dict(inputs or {}).items()}
     # free text reaches the sidecars: de-identified first (as pacs-run does with a study's report)
     inputs = {m: scrub_text(v)[0] if isinstance(v, str) and not is_file_input(v) else v for m, v in dict(inputs or {}).items()}
     _check_task(list(inputs), outputs, streams)
     key = input_key(inputs)
     return [{"id": f"{'_'.join(outputs)}_{key}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
             for i in range(n)]
+
+
+def _under(root: str | Path, value: Any) -> Any:
+    """``value`` as a path under ``root`` when it names a file there; anything else unchanged."""
+    if isinstance(value, (str, Path)) and not Path(str(value)).is_absolute() and is_file_input(Path(root) / str(value)):
+        return str(Path(root) / str(value))
+    return value
 
 
 def input_key(inputs: Mapping[str, Any]) -> str:
