@@ -108,6 +108,18 @@ def test_projection_and_label_only_switches_run(trained, tmp_path):
     assert a.shape == b.shape
 
 
+def test_evaluate_scores_bank_requests_against_the_test_split(trained, tmp_path):
+    if trained["modality"] != "cxr":  # the same code; cxr also gives every request its multi-label classes
+        pytest.skip("one modality is enough")
+    out = tmp_path / "eval"
+    _run_bundle(bundle("cxr"), ["inference.json", "evaluate.json"], dataset_dir=str(trained["data"]),
+                bank_dir=str(trained["bank"]), diffusion_weights=str(trained["weights"]), output_dir=str(out),
+                split="train", n=2, num_inference_steps=2, progress=False, **TINY_UNET)  # 40 phantoms: a test
+    report = json.loads((out / "evaluation.json").read_text())  # split too small for diversity per class
+    assert report["generated"]["n"] == 12 and 0.0 <= report["generated"]["attribute_accuracy"] <= 1.0
+    assert report["reference"]["class_accuracy"] > 0.5  # the test split's real images, read by the audit
+
+
 def test_bad_inputs_give_one_clear_error(trained, tmp_path):
     with pytest.raises(ValueError, match="unknown category"):
         generate(trained, tmp_path, category="NOT_A_CLASS", n=1)

@@ -236,3 +236,27 @@ def test_shipped_weights_load_and_meet_the_target():
         floors = {h: BELOW_TARGET.get(unit, {}).get(h, 0.9) for h in attributes}  # documented shortfalls keep a floor
         assert all(attributes[h] >= floors[h] for h in attributes), (unit, attributes, floors)
     assert set(BELOW_TARGET) <= set(units)
+
+
+def test_evaluation_inputs_get_labels_and_the_drawn_descriptions_attributes():
+    from medgen_monai.describe import get_task
+    from medgen_monai.metrics.evaluation import labelled_reference, with_bank_attributes
+    from medgen_monai.phantoms.cxr import label_from_attributes
+
+    class Bank:
+        def index(self):
+            return {"d1": {"attributes": {"effusion": "left"}}}
+
+    requests = [{"id": "a", "description_id": "d1"}, {"id": "b", "description": "own text"}]
+    scored = with_bank_attributes(requests, Bank(), labels_from_attributes=lambda a: ("Pleural Effusion",))
+    assert scored[0]["attributes"] == {"effusion": "left"} and scored[0]["labels"] == ("Pleural Effusion",)
+    assert scored[1] == requests[1] and "attributes" not in requests[0]  # the inputs are not changed
+    assert "labels" not in with_bank_attributes(requests, Bank())[0]
+    assert label_from_attributes  # the cxr phantom's function the cxr bundle passes
+
+    task = get_task("cxr")
+    records = [{"image": "x.jpg", "label_name": ["Cardiomegaly", "Pleural Effusion"]}]
+    classes = ["No Finding", "Cardiomegaly", "Pleural Effusion"]
+    reference = labelled_reference(records, classes, task)
+    assert reference[0]["label"] == 2 and "labels" not in reference[0]  # filed under its most acute finding
+    assert labelled_reference(records, classes, task, multi_label=True)[0]["labels"] == records[0]["label_name"]

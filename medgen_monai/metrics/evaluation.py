@@ -38,7 +38,55 @@ from .diversity import diversity
 from .fid import feature_extractor, fid_from_features
 from .reference import fid_floor, kid, matched_fid, request_sources, stratified_reference
 
-__all__ = ["load_images", "predicted_or_invalid", "attribute_distance", "evaluate_generation"]
+__all__ = ["load_images", "predicted_or_invalid", "attribute_distance", "evaluate_generation", "labelled_reference",
+           "with_bank_attributes"]
+
+
+def labelled_reference(records: Sequence[Mapping[str, Any]], classes: Sequence[str], task: Any,
+                       multi_label: bool = False) -> list[dict[str, Any]]:
+    """Reference datalist records with the ``label`` index :func:`evaluate_generation` scores against.
+
+    Args:
+        records: datalist records of real images (:func:`medgen_monai.data.read_dataset`).
+        classes: class names in label-index order.
+        task: the describe task of the kind (:func:`medgen_monai.describe.get_task`): its ``category(record)``
+            names the record's class.
+        multi_label: also give each record its positive classes as ``labels`` (from its ``label_name``: chest
+            X-rays carry several findings at once).
+    """
+    classes = list(classes)
+    labelled = []
+    for record in records:
+        extra: dict[str, Any] = {"label": classes.index(task.category(record))}
+        if multi_label:
+            extra["labels"] = record["label_name"]
+        labelled.append(dict(record, **extra))
+    return labelled
+
+
+def with_bank_attributes(requests: Sequence[Mapping[str, Any]], bank: Any,
+                         labels_from_attributes: Any = None) -> list[dict[str, Any]]:
+    """Requests whose description was drawn from ``bank``, with that description's ``attributes`` (what the audit
+    reads back); requests with their own description are kept as they are.
+
+    Args:
+        requests: a generation run's requests (``description_id`` names the bank entry drawn).
+        bank: the bundle's :class:`~medgen_monai.describe.DescriptionBank`.
+        labels_from_attributes: attributes -> positive classes (multi-label kinds: the chest X-ray phantom's
+            ``label_from_attributes``), given as the requests' ``labels``; ``None``: no labels.
+    """
+    index = bank.index()
+    scored = []
+    for request in requests:
+        if not request.get("description_id"):
+            scored.append(dict(request))
+            continue
+        attributes = index[request["description_id"]]["attributes"]
+        extra: dict[str, Any] = {"attributes": attributes}
+        if labels_from_attributes is not None:
+            extra["labels"] = labels_from_attributes(attributes)
+        scored.append(dict(request, **extra))
+    return scored
 
 
 def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None) -> list[np.ndarray]:

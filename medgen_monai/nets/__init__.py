@@ -6,7 +6,7 @@ from .aligned import AlignedEncoders, clip_loss, combine_embeddings
 from .ccella import CLASS_PATHS, CCELLAUNet
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
 from .connector import CLASS_HEAD_MODES, AdaLayerNorm, PerceiverBlock, TimestepAwareConnector
-from .projection import NearestNeighbourProjection
+from .projection import NearestNeighbourProjection, projection_from_bank
 from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
 from .report_vae import ReportVAE
 from .shapes import latent_shape
@@ -33,6 +33,7 @@ __all__ = [
     "ConditionedDiffusionUNet",
     "SoftClassEmbedding",
     "NearestNeighbourProjection",
+    "projection_from_bank",
     "PrototypeConditioning",
     "MiddleBlockWithPrototypes",
     "VAPDiffusionUNet",

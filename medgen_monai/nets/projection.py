@@ -15,11 +15,12 @@ neighbour, so retrieval from the bank is changed only by the spread of its neigh
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NearestNeighbourProjection"]
+__all__ = ["NearestNeighbourProjection", "projection_from_bank"]
 
 
 class NearestNeighbourProjection:
@@ -98,3 +99,12 @@ class NearestNeighbourProjection:
             return tokens
         targets = torch.stack([self.tokens[index].mean(0) for index in self.neighbours(pooled, classes)])
         return ((1.0 - self.alpha) * tokens.float() + self.alpha * targets).to(tokens.dtype)
+
+
+def projection_from_bank(bank: Any, encoder: Any, classes: Sequence[str], k: int = 8,
+                         alpha: float = 0.5) -> NearestNeighbourProjection | None:
+    """The bundles' ``projection``: :meth:`NearestNeighbourProjection.from_bank`, or ``None`` (no projection) when
+    ``alpha`` is 0."""
+    if alpha == 0:
+        return None
+    return NearestNeighbourProjection.from_bank(bank, encoder, classes, k=k, alpha=alpha)
