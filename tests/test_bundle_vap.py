@@ -18,6 +18,7 @@ from medgen_monai.data import read_dataset, write_dataset
 from medgen_monai.describe import DescriptionBank, OracleDescriber, describe_dataset, get_task
 from medgen_monai.io.weights import WeightsError, file_sha256, load_weights
 from medgen_monai.phantoms import get_phantom
+from workflow_helpers import folder_digest
 
 ROOT = Path(__file__).parents[1]
 MODALITIES = {"derm": ("isic", "MEL", 3), "colon": ("kvasir", "polyps", 3), "cxr": ("mimic_cxr", "Pleural Effusion", 1)}
@@ -133,17 +134,10 @@ def test_bad_inputs_give_one_clear_error(trained, tmp_path):
 
 
 # ---- the shipped bundles ------------------------------------------------------------------------------------------
-def _folder_digest(root: Path) -> dict[str, str]:
-    import hashlib
-
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
-
-
 @pytest.mark.parametrize("modality", list(MODALITIES))
 def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_path):
     root = bundle(modality)
-    before = _folder_digest(root)
+    before = folder_digest(root)
     category = MODALITIES[modality][1]
     relative = root.relative_to(ROOT)  # as a user types it from the repository root
     files = f"['{relative / 'configs' / 'inference.json'}']"
@@ -160,7 +154,7 @@ def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_p
           "--category", category, "--description", "a description written by the user", "--progress", "False"])
     sidecar = json.loads((tmp_path / "by_description" / f"{stem(category, 0)}.json").read_text())
     assert sidecar["description"] == "a description written by the user"
-    assert _folder_digest(root) == before, "generation wrote into the bundle folder"
+    assert folder_digest(root) == before, "generation wrote into the bundle folder"
 
 
 def test_description_options_are_refused_for_label_bundles_and_missing_banks(tmp_path):

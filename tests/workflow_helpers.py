@@ -8,9 +8,19 @@ from typing import Any
 from monai.bundle import create_workflow
 
 
+def folder_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (``__pycache__`` aside): a bundle folder is never written at run time."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
 def run_infer_workflow(root: Path, **overrides: Any) -> Any:
     """Build ``root``'s inference workflow with MONAI's ``create_workflow``, check that no inference property is
-    missing, run it (``initialize``, ``run``, ``finalize``) and return the workflow."""
+    missing, run it (``initialize``, ``run``, ``finalize``), check that nothing in ``root`` changed, and return the
+    workflow."""
+    before = folder_digest(root)
     workflow = create_workflow(config_file=str(root / "configs" / "inference.json"),
                                meta_file=str(root / "configs" / "metadata.json"), workflow_type="infer",
                                bundle_root=str(root), **overrides)
@@ -20,4 +30,5 @@ def run_infer_workflow(root: Path, **overrides: Any) -> Any:
         assert getattr(workflow, name) is not None, f"{root.name}: property {name} is None"
     workflow.run()
     workflow.finalize()
+    assert folder_digest(root) == before, f"{root.name}: the inference workflow wrote into the bundle folder"
     return workflow
