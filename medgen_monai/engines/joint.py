@@ -93,15 +93,15 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         else:
             condition = torch.zeros(size, dim)
         if dropout:  # training only: the previews leave the trainer's generator (and so the run) untouched
-            drop = torch.rand(size, generator=self.generator) < self.condition_dropout
+            drop = self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator)) < self.condition_dropout
             condition = torch.where(drop[:, None], torch.zeros_like(condition), condition)
         return condition.unsqueeze(1).to(self.device)
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         inputs, outputs = self.draw_task()
         x0 = self._select(self.latents(batch, self.state.iteration - 1), outputs)
-        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
-        timesteps = self.schedule.training_timesteps(x0, self.generator)
+        noise = self.training_noise(x0)
+        timesteps = self.training_timesteps(x0)
         noisy = self.schedule.add_noise(x0, noise, timesteps)
         self.network.set_outputs(outputs)
         condition = self._condition(batch, inputs, x0.shape[0], self.network.condition_dim)
@@ -119,7 +119,7 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         if self.sampler is None:
             return None
         inputs, outputs = self.tasks[0]
-        batch = self.batches(0)
+        batch = self.preview_batch()
         count = min(8, len(batch[self.image_key]))
         self.network.set_outputs(outputs)
         condition = self._condition(batch, inputs, len(batch[self.image_key]), self.network.condition_dim,

@@ -4,7 +4,10 @@ The diffusion and autoencoder trainers know their losses. Some stages' losses be
 (MedCoDi-M's report VAE: token cross-entropy and KL; its aligned condition space: a CLIP loss over every pair of
 modalities). Such a network implements :class:`TrainingObjective`; :class:`ObjectiveTrainer` feeds it batch
 fields, weighs its terms (a weight may ramp up linearly, as a VAE's KL weight is annealed) and does the rest as
-every trainer of the family does (checkpoints that resume exactly, EMA, TensorBoard, sample files).
+every trainer of the family does (checkpoints that resume exactly, EMA, TensorBoard, sample files, distributed
+data parallel). A network that computes its own objective draws its own noise, so in a distributed run each rank
+draws for its share from seeds of its own, and a term over the whole batch (a contrastive loss) is computed over each
+rank's share: the averaged gradients are then close to, not equal to, those of one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..io.atomic import atomic_write_text
+from .distributed import rank_seed
 from .trainer import GenerativeTrainer, IndexedBatches
 
 __all__ = ["ObjectiveTrainer", "TrainingObjective"]
@@ -88,9 +92,16 @@ class ObjectiveTrainer(GenerativeTrainer):
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         # dropout inside the network draws from the global RNG: fork it from ours, so a resumed run is exact
+        seed, generator = int(torch.randint(0, 2**62, (1,), generator=self.generator)), self.generator
+        if self.world_size > 1:
+            # the network draws for its own (this rank's) rows: give each rank its own seeds, derived from draws that
+            # keep the trainer's generator in step across the ranks
+            seed = rank_seed(seed, self.rank)
+            generator = torch.Generator().manual_seed(rank_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)),
+                                                                self.rank))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-            terms = self.network.training_losses(**self._fields(batch), generator=self.generator)
+            torch.manual_seed(seed)
+            terms = self.network.training_losses(**self._fields(batch), generator=generator)
         missing = sorted(set(self.loss_weights) - set(terms))
         if missing:
             raise ValueError(f"{type(self.network).__name__}.training_losses gave no {missing} (gave {sorted(terms)})")
@@ -103,7 +114,7 @@ class ObjectiveTrainer(GenerativeTrainer):
         describe = getattr(self.model, "training_samples", None)
         if not callable(describe) or self.num_samples == 0:
             return None
-        batch = self.batches(0)
+        batch = self.preview_batch()
         fields = {k: v[: self.num_samples] for k, v in self._fields(batch).items()}
         was_training = self.model.training
         self.model.eval()

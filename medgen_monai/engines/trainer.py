@@ -18,6 +18,15 @@ or on pixels). Both are ignite :class:`~ignite.engine.Engine` subclasses sharing
   to an uninterrupted run (``tests/test_trainer.py`` kills a run and compares).
 * **What people look at:** a tqdm bar, TensorBoard scalars (loss terms, learning rate) and sample grids
   written to ``<output_dir>/samples/`` and TensorBoard every ``sample_every`` iterations.
+* **Distributed data parallel** (:mod:`medgen_monai.engines.distributed`; a bundle's ``configs/multi_gpu_train.json``
+  under ``torchrun``): when ``torch.distributed`` is initialised, each rank trains on its share of every global
+  batch (:meth:`IndexedBatches.shard`); every draw from the trainer's generator is made for the whole batch and
+  sliced (:meth:`GenerativeTrainer.shard_rows`), so the generator advances alike on every rank and the run equals
+  the single-process run up to floating-point summation order; gradients are averaged in :meth:`GenerativeTrainer.optimise`
+  (every optimiser, the discriminator's included), rank 0's modules are broadcast when a run starts, and only rank 0
+  writes checkpoints, sample grids, TensorBoard and the progress bar (``save_weights`` too). The network is never
+  wrapped in ``DistributedDataParallel``, so checkpoints and weights files keep the plain module's keys, and every
+  rank resumes from rank 0's ``last.pt``. Without a process group nothing of this runs.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..io.atomic import atomic_path
 from ..io.writers import image_grid, save_image_2d, to_uint8
+from .distributed import (all_gather_rows, average_gradients, average_scalars, barrier, broadcast_buffers, broadcast_modules,
+                          get_rank, get_world_size, rank_seed)
 from .latents import LATENT_NORMALISATIONS, fit_latent_normalisation, normalise_latents
 from .latents import numbers as _numbers
 from .latents import plain as _plain
@@ -98,43 +109,77 @@ class IndexedBatches:
     Epoch ``e`` visits the dataset in a permutation drawn from ``(seed, e)``; the last incomplete
     batch of an epoch is dropped so that every batch has ``batch_size`` items.
 
+    **Distributed runs.** ``batch_size`` is the *global* batch: with ``world_size`` processes, rank ``r`` draws
+    items ``[r * s, (r + 1) * s)`` of every batch, ``s = batch_size / world_size`` (:meth:`shard` makes a rank's
+    batches; the trainers call it when ``torch.distributed`` is initialised). The ranks together see exactly the
+    batches one process would, so a run on N GPUs trains the single-process recipe (same batch size, learning
+    rate and data order). Random transforms draw from ``(seed, iteration, rank)`` on each rank.
+
     Args:
         dataset: any indexable dataset (a MONAI ``Dataset`` / ``CacheDataset`` of dict records).
-        batch_size: items per batch (<= ``len(dataset)``).
+        batch_size: items per (global) batch (<= ``len(dataset)``, a multiple of ``world_size``).
         seed: permutation seed.
         collate_fn: how items become a batch (MONAI's ``list_data_collate`` by default).
+        rank: this process's rank, in ``[0, world_size)``.
+        world_size: the number of processes sharing each batch.
     """
 
     def __init__(self, dataset: Sequence[Any], batch_size: int, seed: int = 0,
-                 collate_fn: Callable[[list[Any]], Any] = list_data_collate) -> None:
+                 collate_fn: Callable[[list[Any]], Any] = list_data_collate, rank: int = 0, world_size: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(dataset) < batch_size:
             raise ValueError(f"the dataset has {len(dataset)} items, fewer than one batch of {batch_size}")
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}) for world_size {world_size}, got {rank}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of world_size {world_size}: each of the "
+                             f"{world_size} processes takes an equal share of every batch")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.collate_fn = collate_fn
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self._permutation: tuple[int, np.ndarray] | None = None
 
     @property
     def epoch_length(self) -> int:
         return len(self.dataset) // self.batch_size
 
-    def indices(self, iteration: int) -> list[int]:
-        """Dataset indices of batch ``iteration`` (0-based)."""
+    @property
+    def shard_size(self) -> int:
+        """Items of each batch this rank draws (``batch_size / world_size``)."""
+        return self.batch_size // self.world_size
+
+    def shard(self, rank: int, world_size: int) -> IndexedBatches:
+        """The same batches split across ``world_size`` processes: rank ``rank``'s share of each."""
+        return IndexedBatches(self.dataset, self.batch_size, self.seed, self.collate_fn, rank=rank, world_size=world_size)
+
+    def global_indices(self, iteration: int) -> list[int]:
+        """Dataset indices of the whole batch ``iteration`` (0-based), every rank's share in rank order."""
         epoch, position = divmod(int(iteration), self.epoch_length)
         if self._permutation is None or self._permutation[0] != epoch:
             self._permutation = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)))
         start = position * self.batch_size
         return self._permutation[1][start : start + self.batch_size].tolist()
 
+    def indices(self, iteration: int) -> list[int]:
+        """Dataset indices of this rank's share of batch ``iteration`` (0-based; the whole batch in one process)."""
+        indices = self.global_indices(iteration)
+        if self.world_size == 1:
+            return indices
+        return indices[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+
     def __call__(self, iteration: int) -> Any:
         # random transforms (augmentation, random crops) draw from a state set by (seed, iteration), so batch i
         # stays a pure function of i and a resumed run sees the same batches
         transform = getattr(self.dataset, "transform", None)
         if isinstance(transform, Randomizable):
-            transform.set_random_state(seed=int(np.random.default_rng([self.seed, int(iteration), 1]).integers(2**31)))
+            entropy = [self.seed, int(iteration), 1] + ([] if self.world_size == 1 else [self.rank])
+            transform.set_random_state(seed=int(np.random.default_rng(entropy).integers(2**31)))
         return self.collate_fn([self.dataset[i] for i in self.indices(iteration)])
 
 
@@ -155,8 +200,11 @@ class GenerativeTrainer(Engine):
         seed: seed of the trainer's generator (noise, timesteps, dropout).
         tag: a run tag stored in checkpoints (bundles use their name) and checked on resume.
         device: training device.
-        progress: show a tqdm bar.
-        tensorboard: write TensorBoard event files.
+        progress: show a tqdm bar (rank 0 only in a distributed run).
+        tensorboard: write TensorBoard event files (rank 0 only in a distributed run).
+
+    In a distributed run (``torch.distributed`` initialised before the trainer is made) ``batches`` is sharded
+    across the ranks and ``network`` must be the plain module, not a ``DistributedDataParallel`` wrapper.
     """
 
     def __init__(
@@ -185,6 +233,15 @@ class GenerativeTrainer(Engine):
             raise ValueError(f"sample_every must be >= 0 (0 disables sample grids), got {sample_every}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+        if isinstance(network, nn.parallel.DistributedDataParallel):
+            raise ValueError("network: pass the plain module, not a DistributedDataParallel wrapper; in a distributed run "
+                             "the trainer averages the gradients itself and keeps the module's own state_dict keys")
+        self.rank, self.world_size = get_rank(), get_world_size()
+        if self.world_size > 1:
+            if not callable(getattr(batches, "shard", None)):
+                raise ValueError(f"batches: a distributed run needs batches that can be sharded (IndexedBatches), "
+                                 f"got {type(batches).__name__}")
+            batches = batches.shard(self.rank, self.world_size)
         super().__init__(self._iteration)
         self.device = torch.device(device)
         self.network = network.to(self.device)
@@ -233,29 +290,71 @@ class GenerativeTrainer(Engine):
         """The weights to use for inference: the EMA network when EMA is on."""
         return self.network if self.ema is None else self.ema.module
 
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0 (always, in a single process): the process that writes checkpoints, samples and logs."""
+        return self.rank == 0
+
+    def trained_modules(self) -> list[nn.Module]:
+        """The modules the trainer optimises (the network; subclasses add theirs, e.g. a discriminator): a
+        distributed run broadcasts rank 0's buffers of these after every iteration."""
+        return [self.network]
+
+    # ---- distributed helpers (identities in a single process) ---------------------------------------
+    def global_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """``shape`` of this rank's share of a batch -> the shape of the whole batch (dim 0 times the ranks)."""
+        return (int(shape[0]) * self.world_size, *(int(s) for s in shape[1:]))
+
+    def shard_rows(self, value: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of ``value`` drawn for the whole batch (:meth:`global_shape`): every rank draws the same
+        numbers from the trainer's generator, keeps its own, and the generator stays in step across the ranks."""
+        if self.world_size == 1:
+            return value
+        size = value.shape[0] // self.world_size
+        return value[self.rank * size : (self.rank + 1) * size]
+
+    def gather_rows(self, value: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``value`` concatenated in rank order: the whole batch's (the identity in one process)."""
+        return all_gather_rows(value) if self.world_size > 1 else value
+
+    def preview_batch(self) -> Any:
+        """The run's first batch, whole (every rank's share), for sample grids: the previews one process shows."""
+        return (self.batches.shard(0, 1) if self.world_size > 1 else self.batches)(0)
+
     # ---- one iteration -------------------------------------------------------------------------
     def _iteration(self, engine: Engine, _: Any) -> dict[str, float]:
         batch = self.batches(engine.state.iteration - 1)
         self.network.train()
         losses = self.train_step(batch)
+        if self.world_size > 1:
+            broadcast_buffers(self.trained_modules())  # running statistics follow rank 0, as DDP's broadcast_buffers
         if self.ema is not None:
             self.ema.update_parameters(self.network)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
+        if self.world_size > 1:  # the logged terms are the whole batch's: the mean of the ranks' shares
+            return average_scalars(losses)
         return {k: float(v.detach()) for k, v in losses.items()}
 
     def optimise(self, loss: torch.Tensor, network: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Backward, clip, step (``network`` / ``optimizer`` default to the trained ones)."""
+        """Backward, clip, step (``network`` / ``optimizer`` default to the trained ones).
+
+        In a distributed run the gradients of ``optimizer``'s parameters are averaged over the ranks between
+        backward and clipping, so every rank clips and steps the same gradients: those of the whole batch's loss
+        when ``loss`` is a mean over the batch.
+        """
         optimizer = optimizer or self.optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world_size > 1:
+            average_gradients(p for group in optimizer.param_groups for p in group["params"])
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_((network or self.network).parameters(), self.grad_clip)
         optimizer.step()
 
     # ---- logging, samples, checkpoints ------------------------------------------------------------
     def _writer(self) -> Any:
-        if self._summary is None and self._tensorboard:
+        if self._summary is None and self._tensorboard and self.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self._summary = SummaryWriter(str(self.output_dir / "tensorboard"), purge_step=self.state.iteration)
@@ -268,7 +367,7 @@ class GenerativeTrainer(Engine):
             for key, value in engine.state.output.items():
                 writer.add_scalar(f"train/{key}", value, iteration)
             writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], iteration)
-        if self.sample_every and iteration % self.sample_every == 0:
+        if self.sample_every and iteration % self.sample_every == 0 and self.is_main_process:
             self.write_samples(iteration)
         if iteration % self.checkpoint_every == 0:
             self.save_checkpoint()
@@ -311,9 +410,10 @@ class GenerativeTrainer(Engine):
         }
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/last.pt`` atomically."""
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self.state_for_checkpoint(), tmp)
+        """Write ``checkpoints/last.pt`` atomically (rank 0 only in a distributed run: every rank holds the same state)."""
+        if self.is_main_process:
+            with atomic_path(self.checkpoint_path) as tmp:
+                torch.save(self.state_for_checkpoint(), tmp)
         return self.checkpoint_path
 
     def load_state(self, state: Mapping[str, Any]) -> int:
@@ -332,8 +432,11 @@ class GenerativeTrainer(Engine):
     def training_record(self) -> dict[str, Any]:
         """How the weights were trained, for a weights file's ``extra`` and the model card: iterations, wall-clock
         seconds (summed over resumed runs), CPU threads and device."""
-        return {"iterations": int(self.state.iteration or 0), "train_seconds": round(self.train_seconds, 1),
-                "threads": torch.get_num_threads(), "device": str(self.device)}
+        record = {"iterations": int(self.state.iteration or 0), "train_seconds": round(self.train_seconds, 1),
+                  "threads": torch.get_num_threads(), "device": str(self.device)}
+        if self.world_size > 1:
+            record["processes"] = self.world_size
+        return record
 
     @property
     def train_seconds(self) -> float:
@@ -342,17 +445,23 @@ class GenerativeTrainer(Engine):
         return self._seconds_before + running
 
     def run_training(self, resume: bool = True) -> Engine:
-        """Train to ``max_iterations``, continuing from ``checkpoints/last.pt`` when it exists and ``resume``."""
+        """Train to ``max_iterations``, continuing from ``checkpoints/last.pt`` when it exists and ``resume``.
+
+        In a distributed run every rank resumes from the same (rank 0's) checkpoint, which needs a file system
+        every rank sees (one machine, or a shared ``output_dir``), then rank 0's modules are broadcast.
+        """
         start = 0
         if resume and self.checkpoint_path.is_file():
             start = self.load_state(load_checkpoint(self.checkpoint_path, type(self).__name__, self.tag))
         if start >= self.max_iterations:
             return self
+        if self.world_size > 1:  # ranks whose networks were initialised from other seeds start from rank 0's
+            broadcast_modules([*self.trained_modules(), self.ema])
         self._run_started = time.perf_counter()
         epoch_length = self.batches.epoch_length
         self.load_state_dict({"iteration": start, "epoch_length": epoch_length, "max_iters": self.max_iterations})
         bar = None
-        if self.progress:
+        if self.progress and self.is_main_process:
             from ignite.handlers import ProgressBar
 
             bar = ProgressBar(persist=True, desc=type(self).__name__)
@@ -363,6 +472,7 @@ class GenerativeTrainer(Engine):
             self._seconds_before, self._run_started = self.train_seconds, None
             if bar is not None:
                 bar.close()
+        barrier()  # rank 0's last checkpoint is written when any rank returns
         return self
 
 
@@ -425,12 +535,31 @@ class AutoencoderTrainer(GenerativeTrainer):
             raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
         return torch.as_tensor(batch[self.image_key]).float().to(self.device)
 
+    def trained_modules(self) -> list[nn.Module]:
+        return [self.network] + ([] if self.discriminator is None else [self.discriminator])
+
+    def _forward(self, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(reconstruction, z_mu, z_sigma)``; the reparameterisation noise comes from the global RNG seeded with
+        ``seed``. In a distributed run an ``AutoencoderKL`` (``encode`` / ``sampling`` / ``decode``) gets this rank's
+        rows of the noise one process would draw for the whole batch; another network, noise of its rank's own."""
+        with torch.random.fork_rng(devices=[]):
+            if self.world_size == 1 or not all(hasattr(self.network, m) for m in ("encode", "sampling", "decode")):
+                torch.manual_seed(seed if self.world_size == 1 else rank_seed(seed, self.rank))
+                return self.network(images)
+            torch.manual_seed(seed)
+            z_mu, z_sigma = self.network.encode(images)
+            # MONAI's sampling draws randn_like(z_sigma), in z_sigma's memory layout (channels-last from oneDNN):
+            # draw the whole batch's noise in the same layout, so that a rank's rows are the ones one process draws
+            shape = self.global_shape(z_sigma.shape)
+            whole = (torch.empty_strided(shape, z_sigma.stride(), dtype=z_sigma.dtype, device=z_sigma.device)
+                     if z_sigma.stride(0) == z_sigma[0].numel() else z_sigma.new_empty(shape))
+            noise = self.shard_rows(torch.randn_like(whole))
+            return self.network.decode(z_mu + noise * z_sigma), z_mu, z_sigma
+
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         images = self._images(batch)
         # the encoder's reparameterisation draws from the global RNG: fork it from ours for exact resume
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-            reconstruction, z_mu, z_sigma = self.network(images)
+        reconstruction, z_mu, z_sigma = self._forward(images, int(torch.randint(0, 2**62, (1,), generator=self.generator)))
         reduce = list(range(1, z_mu.ndim))
         kl = 0.5 * torch.sum(z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1, dim=reduce).mean()
         l1 = F.l1_loss(reconstruction.float(), images)
@@ -458,7 +587,7 @@ class AutoencoderTrainer(GenerativeTrainer):
     @torch.inference_mode()
     def sample_images(self) -> torch.Tensor:
         """Inputs (top row) and EMA reconstructions (bottom row) of the first batch of the run."""
-        batch = self.batches(0)
+        batch = self.preview_batch()
         images = self._images(batch)[: self.num_samples]
         model = self.model.eval()
         reconstruction = model.reconstruct(images) if hasattr(model, "reconstruct") else model(images)[0]
@@ -586,14 +715,15 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         if self.autoencoder is None:
             return images
         z_mu, _ = self.autoencoder.encode(images)
-        if self.scale_factor is None:
-            self.scale_factor, self.latent_shift = fit_latent_normalisation(z_mu, self.latent_normalisation)
+        if self.scale_factor is None:  # fitted on the whole first batch: every rank's share, in a distributed run
+            self.scale_factor, self.latent_shift = fit_latent_normalisation(self.gather_rows(z_mu), self.latent_normalisation)
         return normalise_latents(z_mu, self.scale_factor, self.latent_shift)
 
     @torch.no_grad()
     def _fill_latent_cache(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's ``(mu, sigma)`` of every training item, ``(N, C, *spatial)`` each, in dataset order."""
-        dataset, size = self.batches.dataset, self.batches.batch_size
+        """The encoder's ``(mu, sigma)`` of every training item, ``(N, C, *spatial)`` each, in dataset order (every
+        rank of a distributed run encodes the whole set, in chunks of its share of a batch)."""
+        dataset, size = self.batches.dataset, self.batches.shard_size
         mus, sigmas = [], []
         for start in range(0, len(dataset), size):
             items = self.batches.collate_fn([dataset[i] for i in range(start, min(start + size, len(dataset)))])
@@ -613,7 +743,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
                                                                                 self.latent_normalisation)
         index = torch.as_tensor(self.batches.indices(iteration))
         mu, sigma = self._posteriors[0][index], self._posteriors[1][index]
-        z = mu + sigma * torch.randn(mu.shape, generator=self.generator)
+        z = mu + sigma * self.shard_rows(torch.randn(self.global_shape(mu.shape), generator=self.generator))
         return normalise_latents(z.to(self.device), self.scale_factor, self.latent_shift)
 
     def _null_class(self) -> int:
@@ -623,7 +753,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         return int(null)
 
     def _conditions(self, batch: Mapping[str, Any], size: int) -> dict[str, torch.Tensor]:
-        drop = torch.rand(size, generator=self.generator) < self.condition_dropout
+        drop = self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator)) < self.condition_dropout
         out = {}
         for key, name in self.conditions.items():
             if key not in batch:
@@ -644,12 +774,23 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         """What the network learns to predict."""
         return self.schedule.training_target(x0, noise, timesteps)
 
+    def training_noise(self, x0: torch.Tensor) -> torch.Tensor:
+        """Noise like ``x0`` from the trainer's generator (this rank's rows of the whole batch's, when distributed)."""
+        return self.shard_rows(torch.randn(self.global_shape(x0.shape), generator=self.generator)).to(self.device)
+
+    def training_timesteps(self, x0: torch.Tensor) -> torch.Tensor:
+        """Training timesteps for ``x0`` from the trainer's generator (this rank's rows of the whole batch's)."""
+        if self.world_size == 1:
+            return self.schedule.training_timesteps(x0, self.generator)
+        whole = x0[:1].expand(*self.global_shape(x0.shape))  # the schedule reads the shape and device only
+        return self.shard_rows(self.schedule.training_timesteps(whole, self.generator))
+
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if self.image_key not in batch:
             raise ValueError(f"batch has no {self.image_key!r} (keys: {sorted(batch)})")
         x0 = self.latents(batch, self.state.iteration - 1)
-        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
-        timesteps = self.schedule.training_timesteps(x0, self.generator)
+        noise = self.training_noise(x0)
+        timesteps = self.training_timesteps(x0)
         noisy = self.schedule.add_noise(x0, noise, timesteps)
         prediction = self.network(noisy, timesteps, **self._conditions(batch, x0.shape[0]))
         errors = (prediction.float() - self.target(x0, noise, timesteps).float()).pow(2).flatten(1).mean(1)

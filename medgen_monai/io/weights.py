@@ -34,7 +34,12 @@ def save_weights(path: str | Path, network: nn.Module | Mapping[str, torch.Tenso
 
     ``half`` stores floating-point tensors as float16 (half the file size; loading casts them back
     to the network's dtype), for demo weights kept in the repository.
+
+    In a distributed run (``torch.distributed`` initialised, a bundle's ``multi_gpu_train.json``) only rank 0
+    writes; every rank holds the same weights, and the others return ``path`` without writing.
     """
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return Path(path)
     state = network.state_dict() if isinstance(network, nn.Module) else dict(network)
 
     def stored(value: torch.Tensor) -> torch.Tensor:
