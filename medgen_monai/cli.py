@@ -9,7 +9,8 @@ Commands::
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
     medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti,dicom] [--seed S] [--steps K]
                           [--report TEXT | --report_file FILE] [--spacing sx,sy,sz]   (report-conditioned bundles)
-    medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
+    medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N] [--multi_gpu]
+                       (--multi_gpu: under `python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`)
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
     medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
                           [--layout {isic,kvasir,mimic_cxr}] [--model PATH_OR_NAME] [--url URL] [--batch_size B] [--limit N] [--seed S]
@@ -18,6 +19,8 @@ Commands::
                           [--description TEXT]     (URL: dicom://AET@host:port or http(s)://host:port/dicom-web)
     medgen-monai pacs-echo --pacs URL
     medgen-monai pacs-store --pacs URL --path FILE_OR_DIR    (every .dcm file, a folder's recursively)
+    medgen-monai export --bundle bundles/NAME --out DIR [--noencoder] [--untrained] [--batch_size 2] [--noverify]
+                          (torch.export programs of the bundle's inference networks, checked against them)
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "pacs_echo",
-           "pacs_store", "main"]
+           "pacs_store", "export", "main"]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -253,8 +256,10 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
 
 
 def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
-          train_dir: str | None = None, bank: str | None = None, progress: bool = True, stream: str | None = None) -> str:
-    """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``.
+          train_dir: str | None = None, bank: str | None = None, progress: bool = True, stream: str | None = None,
+          multi_gpu: bool = False) -> str:
+    """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``
+    (+ ``multi_gpu_train.json`` with ``multi_gpu``).
 
     Interrupted runs continue from ``<train_dir>/checkpoints/last.pt``; the final weights replace
     ``models/<stage>.pt`` (the diffusion stage uses the autoencoder in ``models/``).
@@ -269,16 +274,23 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
         bank: description-conditioned bundles: the description bank of ``dataset_dir`` (default: the bundle's bank/).
         progress: show a progress bar.
         stream: the ``stream`` stage's stream (MedCoDi-M: frontal, lateral or report).
+        multi_gpu: distributed data-parallel training with the bundle's ``configs/multi_gpu_train.json``; launch the
+            command under ``python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`` (each
+            process trains on its share of every batch of ``train_batch_size``; only rank 0 writes).
     """
     root = _bundle_root(bundle)
+    if multi_gpu and not (root / "configs" / "multi_gpu_train.json").is_file():
+        raise ValueError(f"--multi_gpu: {root} has no configs/multi_gpu_train.json")
     stages = sorted(p.stem[len("train_"):] for p in (root / "configs").glob("train_*.json") if p.stem != "train_common")
     if stage not in stages:
         raise ValueError(f"--stage: {root.name} has the stages {stages}, got {stage!r}")
     if (stream is not None) != (stage == "stream"):
         raise ValueError("--stream: give it with --stage stream (and only then): the stream to train")
-    _run_bundle(root, ["inference.json", "train_common.json", f"train_{stage}.json"], dataset_dir=dataset_dir,
+    configs = ["inference.json", "train_common.json", f"train_{stage}.json"] + (["multi_gpu_train.json"] if multi_gpu else [])
+    _run_bundle(root, configs, dataset_dir=dataset_dir,
                 max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
-                progress=bool(progress), stream=stream, **_description_options(root, bank))
+                # multi-GPU: without --progress False, multi_gpu_train.json shows progress bars on rank 0 only
+                progress=None if multi_gpu and progress else bool(progress), stream=stream, **_description_options(root, bank))
     return str(root / "models" / f"{stream or stage}.pt")
 
 
@@ -614,6 +626,33 @@ def pacs_store(pacs: str, path: str, calling_aet: str = "MEDGEN", timeout: float
     return json.dumps({"pacs": client.address, "instances_stored": client.store(files)}, indent=2)
 
 
+def export(bundle: str, out: str, encoder: bool = True, untrained: bool = False, batch_size: int = 2,
+           verify: bool = True) -> str:
+    """Export a bundle's inference networks with ``torch.export`` (``<out>/<name>.pt2``, ``torch.export.load``) and a
+    manifest ``<out>/export.json`` of their inputs, outputs and calls (:mod:`medgen_monai.export`; docs/deployment.md).
+
+    Args:
+        bundle: the bundle folder, e.g. bundles/vap_diffusion_derm.
+        out: a new or empty folder, or an earlier export (replaced); not inside the bundle folder.
+        encoder: also export the autoencoder's encoder (images -> normalised latents); ``--noencoder``: not.
+        untrained: random initialisation instead of the bundle's weights (bundles without weights yet).
+        batch_size: the example batch (>= 2); the exported batch dimension is dynamic.
+        verify: load every program back and compare it with its network (``--noverify``: skip).
+
+    Returns:
+        a JSON summary: the folder, each network's file, call and measured difference from its network.
+    """
+    from .export import export_bundle
+
+    root = _bundle_root(bundle)
+    manifest = export_bundle(root, out, weights=not untrained, encoder=bool(encoder), batch_size=int(batch_size),
+                             verify=bool(verify))
+    return json.dumps({"out": str(out), "bundle": manifest["bundle"]["name"],
+                       "networks": {name: {k: entry[k] for k in ("file", "call", "max_abs_difference") if k in entry}
+                                    for name, entry in manifest["networks"].items()},
+                       "not_exported": sorted(manifest["not_exported"])}, indent=2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     import fire
 
@@ -633,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "pacs-run": pacs_run,
         "pacs-echo": pacs_echo,
         "pacs-store": pacs_store,
+        "export": export,
     }
     try:
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name="medgen-monai")

@@ -44,6 +44,12 @@ from .conditioned_unet import ConditionedDiffusionUNet
 __all__ = ["PrototypeConditioning", "MiddleBlockWithPrototypes", "VAPDiffusionUNet"]
 
 
+def _exporting() -> bool:
+    """Whether ``torch.export`` is tracing (``torch.compiler.is_exporting``, torch >= 2.5)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
+
+
 class PrototypeConditioning(nn.Module):
     """Per-class prototype cross-attention with zero-initialised residual attention and MLP.
 
@@ -110,7 +116,10 @@ class PrototypeConditioning(nn.Module):
             return torch.einsum("bk,ktd->btd", class_labels.to(self.prototypes.dtype), self.prototypes)
         if class_labels.ndim != 1:
             raise ValueError(f"integer class labels must be (B,), got {tuple(class_labels.shape)}")
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) >= rows):
+        # the range check reads the labels' values: torch.export traces without values (the exported program
+        # indexes the prototypes as given)
+        if class_labels.numel() and not _exporting() and (
+                int(class_labels.min()) < 0 or int(class_labels.max()) >= rows):
             raise ValueError(f"class labels must be in [0, {self.num_classes}] ({self.num_classes} is the null class), "
                              f"got {class_labels.tolist()}")
         return self.prototypes[class_labels.long()]
