@@ -270,7 +270,8 @@ def prompt_ablation(root: Path, seeds: Sequence[int], iterations: int | None, n:
         for seed in seeds:
             copy = arm_copy(root, arm, int(seed), work, batch_size)
             for stream in modalities:
-                train(str(copy), "stream", dataset_dir=str(data), max_iterations=iterations, progress=False, stream=stream)
+                train(str(copy), "stream", dataset_dir=str(data), max_iterations=iterations, progress=False, stream=stream,
+                      train_dir=str(copy / "train" / stream), train_root=str(copy))
             runs[str(seed)] = run(copy, ["tasks"], n, copy / "evaluation", steps)["tasks"]
             print(f"prompts {arm} seed {seed}: {json.dumps({k: _short(v) for k, v in runs[str(seed)].items()})}", flush=True)
         results[arm] = {"options": PROMPT_ARMS[arm] or "the bundle's multi-prompt options", "seeds": runs,

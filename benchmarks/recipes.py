@@ -69,40 +69,38 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # the shipped recipe: epsilon prediction on a DDPM schedule, stochastic DDIM sampling (eta 1, 50 steps)
     "eps": {},
     # v prediction with min-SNR-5 loss weighting on the same schedule, same sampler
-    "v_min_snr": {"train_diffusion.json": {"train_scheduler#prediction_type": "v_prediction", "min_snr_gamma": 5.0},
+    "v_min_snr": {"train_diffusion.json": {"min_snr_gamma": 5.0},
                   "inference.json": {"noise_scheduler#prediction_type": "v_prediction"}},
     # rectified flow (MAISI v2's choice): velocity target, logit-normal timesteps, 30 Euler steps
-    "rflow": {"train_diffusion.json": {"train_scheduler": _RFLOW},
-              "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    "rflow": {"inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
     # rectified flow on per-channel normalised latents
-    "rflow_per_channel": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_normalisation": "per_channel"},
+    "rflow_per_channel": {"train_diffusion.json": {"latent_normalisation": "per_channel"},
                           "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
     # rectified flow on latents drawn from a cache of the training set's posteriors (no encoder per iteration)
-    "rflow_cache": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True},
+    "rflow_cache": {"train_diffusion.json": {"latent_cache": True},
                     "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
     # rectified flow from the latent cache at five times the learning rate (1e-3 after the same 500-step warmup):
     # can the 60-minute budget reach what 2e-4 reaches in twice the iterations?
-    "rflow_lr1e3": {"train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True, "learning_rate": 1e-3},
+    "rflow_lr1e3": {"train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
                     "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
     # rflow_lr1e3 on the half-compression autoencoder (32 x 32 latents): the U-Net gets a narrow 16-channel level
     # at 32 x 32 in front of its three, so the time per iteration stays near the 16 x 16 U-Net's (the same three
     # levels run at 32 x 32 would cost about four times as much)
     "rflow_down2": {AUTOENCODER_KEY: "ae_down2",
-                    "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True, "learning_rate": 1e-3},
+                    "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
                     "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
                                        "network_def#channels": [16, 32, 64, 96],
                                        "network_def#attention_levels": [False, False, True, True]}},
     # rflow_down2 on the autoencoder whose learning rate was annealed (ae_down2_cosine)
     "rflow_down2_cosine": {AUTOENCODER_KEY: "ae_down2_cosine",
-                           "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True, "learning_rate": 1e-3},
+                           "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
                            # guidance 1.5: 2.0 (the epsilon bundles' value) was measured worse on cxr and derm
                            "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30, "guidance_scale": 1.5,
                                               "network_def#channels": [16, 32, 64, 96],
                                               "network_def#attention_levels": [False, False, True, True]}},
     # the same for the label-only U-Net (its own widths, 48-96-128, behind the 16-channel level)
     "rflow_down2_label": {AUTOENCODER_KEY: "ae_down2",
-                          "train_diffusion.json": {"train_scheduler": _RFLOW, "latent_cache": True,
-                                                   "learning_rate": 1e-3},
+                          "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
                           "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
                                              "network_def#channels": [16, 48, 96, 128],
                                              "network_def#attention_levels": [False, False, True, True]}},
@@ -121,7 +119,7 @@ AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "inference.json": {"autoencoder_def#channels": [32, 64], "autoencoder_def#attention_levels": [False, False]},
         "train_autoencoder.json": {"+lr_scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
                                                      "optimizer": "@optimizer", "T_max": "@max_iterations"},
-                                   "trainer#lr_scheduler": "@lr_scheduler"},
+                                   "train#trainer#lr_scheduler": "@lr_scheduler"},
     },
     # and a patch discriminator after 1000 iterations (MONAI's generative tutorials' weights), so that the decoder
     # draws texture instead of averaging it away
@@ -132,30 +130,67 @@ AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                                "num_layers_d": 3, "channels": 32, "in_channels": "@image_channels", "out_channels": 1},
             "+discriminator_optimizer": {"_target_": "torch.optim.Adam", "params": "$@discriminator.parameters()",
                                          "lr": "@learning_rate"},
-            "trainer#discriminator": "@discriminator",
-            "trainer#discriminator_optimizer": "@discriminator_optimizer",
-            "trainer#adversarial_weight": 0.01,
-            "trainer#adversarial_start": 1000,
+            "train#trainer#discriminator": "@discriminator",
+            "train#trainer#discriminator_optimizer": "@discriminator_optimizer",
+            "train#trainer#adversarial_weight": 0.01,
+            "train#trainer#adversarial_start": 1000,
         },
     },
 }
 
 
 def _set(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``key`` (``#`` reaches into nested items); a top-level setting must exist unless ``key`` starts with
-    ``+`` (a new object the recipe adds)."""
+    """Set ``key`` (``#`` reaches into nested items; a file's own ``train#trainer`` key counts as one item); a
+    top-level setting must exist unless ``key`` starts with ``+`` (a new object the recipe adds)."""
     if key.startswith("+"):
         config[key[1:]] = copy.deepcopy(value)
         return
-    *parents, last = key.split("#")
-    node = config
-    for part in parents:
-        if part not in node:
+    parts = key.split("#")
+    node, i = config, 0
+    while i < len(parts) - 1:
+        # the longest run of parts that names an item here (MONAI config files may hold "train#trainer" literally)
+        for j in range(len(parts) - 1, i, -1):
+            if "#".join(parts[i:j]) in node:
+                node, i = node["#".join(parts[i:j])], j
+                break
+        else:
             raise KeyError(f"config has no {key!r}")
-        node = node[part]
-    if last not in node and not parents:  # a top-level setting must exist; a constructor argument may be new
+    last = "#".join(parts[i:])
+    if last not in node and node is config:  # a top-level setting must exist; a constructor argument may be new
         raise KeyError(f"config has no {key!r}")
     node[last] = copy.deepcopy(value)
+
+
+def current_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A copy's recorded overrides in today's config ids: the trainer moved to ``train#trainer`` (MONAI's train
+    properties) and the training schedule is the inference ``noise_scheduler`` (``train_scheduler`` is gone)."""
+    current: dict[str, dict[str, Any]] = {}
+    for name, values in overrides.items():
+        for key, value in values.items():
+            if key == "train_scheduler" or key.startswith("train_scheduler#"):
+                continue
+            if key.startswith("trainer#"):
+                key = "train#" + key
+            current.setdefault(name, {})[key] = value
+    return current
+
+
+def _stale(root: Path) -> bool:
+    """Whether a copy's configs predate MONAI's workflow properties (then they are written again)."""
+    return "evaluator" not in json.loads((root / "configs" / "inference.json").read_text())
+
+
+def _write_configs(bundle: Path, target: Path, overrides: Mapping[str, Mapping[str, Any]]) -> None:
+    """``bundle``'s configs into ``target/configs`` with ``overrides`` applied."""
+    if (target / "configs").exists():
+        shutil.rmtree(target / "configs")
+    shutil.copytree(bundle / "configs", target / "configs")
+    for name, values in overrides.items():
+        path = target / "configs" / name
+        config = json.loads(path.read_text())
+        for key, value in values.items():
+            _set(config, key, value)
+        path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def stage_of(recipe: str) -> str:
@@ -218,15 +253,20 @@ def prepare(bundle: Path, recipe: str, work: Path,
     overrides = overrides_of(recipe) if overrides is None else {k: dict(v) for k, v in overrides.items()}
     wanted = {"bundle": bundle.name, "recipe": recipe, "overrides": overrides}
     if stamp.is_file():
-        if json.loads(stamp.read_text()) != json.loads(json.dumps(wanted)):
+        made = json.loads(stamp.read_text())
+        made["overrides"] = current_overrides(made["overrides"])
+        if made != json.loads(json.dumps(wanted)):
             raise RuntimeError(f"{target} was made for another recipe; delete it or use another --work")
+        if _stale(target):  # the trained state stays; the configs are the bundle's of today, same recipe
+            _write_configs(bundle, target, overrides)
+            atomic_write_text(stamp, json.dumps(wanted, indent=2) + "\n")
         return target
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # renamed into place when complete
     try:
-        shutil.copytree(bundle / "configs", tmp / "configs")
+        _write_configs(bundle, tmp, overrides)
         if (bundle / "bank").is_dir():
             shutil.copytree(bundle / "bank", tmp / "bank")
         (tmp / "models").mkdir()
@@ -235,12 +275,6 @@ def prepare(bundle: Path, recipe: str, work: Path,
         else:
             name = json.loads((bundle / "configs" / "inference.json").read_text())["bundle_name"]
             _copy_autoencoder(autoencoder_source(bundle, recipe, work), tmp / "models" / "autoencoder.pt", name)
-        for name, values in overrides.items():
-            path = tmp / "configs" / name
-            config = json.loads(path.read_text())
-            for key, value in values.items():
-                _set(config, key, value)
-            path.write_text(json.dumps(config, indent=4) + "\n")
         (tmp / "recipe.json").write_text(json.dumps(wanted, indent=2) + "\n")
         os.replace(tmp, target)
     finally:
@@ -272,7 +306,7 @@ def promote(copy_root: Path, bundle: Path) -> list[Path]:
         raise ValueError(f"{copy_root} is a copy of {stamp['bundle']}, not {bundle.name}")
     stage = stage_of(stamp["recipe"])
     written = []
-    for name, overrides in stamp["overrides"].items():  # exactly what the copy was trained with
+    for name, overrides in current_overrides(stamp["overrides"]).items():  # exactly what the copy was trained with
         path = bundle / "configs" / name
         config = json.loads(path.read_text())
         for key, value in overrides.items():
@@ -321,7 +355,9 @@ def train_to(copy_root: Path, stage: str, iterations: int, dataset_dir: str) -> 
     A stage already trained that far is left alone: running its config again would rewrite the weights file
     (same weights, a new record), and the images kept for scoring would no longer match it."""
     if trained_to(copy_root, stage) < iterations:
-        cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False)
+        # the copy is its own bundle folder: checkpoints in <copy>/train/<stage>, weights in <copy>/models
+        cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False,
+                  train_dir=str(copy_root / "train" / stage), train_root=str(copy_root))
     return float(load_checkpoint(copy_root / "train" / stage / "checkpoints" / "last.pt").get("train_seconds", 0.0))
 
 

@@ -230,10 +230,10 @@ def training_throughput(root: Path, dataset_dir: Path, iterations: int = 30, bat
     parser.read_config([str(root / "configs" / n) for n in ("inference.json", "train_common.json", "train_diffusion.json")])
     parser.update({"bundle_root": str(root), "progress": False, "dataset_dir": str(dataset_dir)})
     parser.get_parsed_content("load_autoencoder")
-    dataset = parser.get_parsed_content("dataset")
+    dataset = parser.get_parsed_content("train#dataset")
     autoencoder = parser.get_parsed_content("autoencoder").eval()
     template = parser.get_parsed_content("network_def", instantiate=True)
-    train_scheduler = parser.get_parsed_content("train_scheduler")
+    train_scheduler = parser.get_parsed_content("train#trainer#scheduler")  # the training copy of noise_scheduler
 
     def trainer_run() -> float:
         network = copy.deepcopy(template)

@@ -210,7 +210,7 @@ def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_d
     configs = [str(bundle / "configs" / f) for f in ("inference.json", "train_common.json", "train_diffusion.json")]
     run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
         logging_file=str(bundle / "configs" / "logging.conf"), dataset_dir=str(dataset_dir), bank_dir=str(bank_dir),
-        train_dir=str(run_dir / "train"), diffusion_weights=str(weights), max_iterations=int(iterations),
+        train_dir=str(run_dir / "train"), trained_model_dir=str(run_dir), max_iterations=int(iterations),
         training_seed=int(seed), excluded_combinations=HELDOUT[modality], sample_every=0, ema_decay=ema_decay(iterations),
         warmup_iterations=max(1, iterations // 10),
         checkpoint_every=max(1, iterations // 4), progress=False, **TRAINED[condition])

@@ -10,6 +10,7 @@ Commands::
     medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti,dicom] [--seed S] [--steps K]
                           [--report TEXT | --report_file FILE] [--spacing sx,sy,sz]   (report-conditioned bundles)
     medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N] [--multi_gpu]
+                       [--train_root DIR (default train/NAME)] [--model_dir DIR (earlier stages; default the bundle's)]
                        (--multi_gpu: under `python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`)
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
     medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
@@ -257,12 +258,14 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
 
 def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
           train_dir: str | None = None, bank: str | None = None, progress: bool = True, stream: str | None = None,
-          multi_gpu: bool = False) -> str:
+          multi_gpu: bool = False, train_root: str | None = None, model_dir: str | None = None) -> str:
     """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``
     (+ ``multi_gpu_train.json`` with ``multi_gpu``).
 
-    Interrupted runs continue from ``<train_dir>/checkpoints/last.pt``; the final weights replace
-    ``models/<stage>.pt`` (the diffusion stage uses the autoencoder in ``models/``).
+    Nothing is written into the bundle folder: checkpoints, sample grids and TensorBoard logs go to
+    ``<train_root>/<stage>`` and the final weights to ``<train_root>/models/<stage>.pt``; interrupted runs continue
+    from ``<train_dir>/checkpoints/last.pt``. A later stage reads the earlier stages' weights from ``model_dir`` (the
+    bundle's ``models/`` by default): give ``--model_dir <train_root>/models`` to build on the stages just trained.
 
     Args:
         bundle: the bundle folder.
@@ -270,13 +273,18 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
             autoencoder, report_vae, alignment, stream (with ``stream``) and joint.
         dataset_dir: the training data in the bundle's layout (default: the config's, data/<kind>).
         max_iterations: training length (default: the config's).
-        train_dir: checkpoints, sample grids and TensorBoard logs (default: <bundle>/train/<stage>).
+        train_dir: checkpoints, sample grids and TensorBoard logs (default: <train_root>/<stage>).
         bank: description-conditioned bundles: the description bank of ``dataset_dir`` (default: the bundle's bank/).
         progress: show a progress bar.
         stream: the ``stream`` stage's stream (MedCoDi-M: frontal, lateral or report).
         multi_gpu: distributed data-parallel training with the bundle's ``configs/multi_gpu_train.json``; launch the
             command under ``python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`` (each
             process trains on its share of every batch of ``train_batch_size``; only rank 0 writes).
+        train_root: where the run writes (default: ``train/<bundle name>`` under the working directory).
+        model_dir: where the earlier stages' weights are read (default: the bundle's ``models/``).
+
+    Returns:
+        the trained weights file.
     """
     root = _bundle_root(bundle)
     if multi_gpu and not (root / "configs" / "multi_gpu_train.json").is_file():
@@ -286,12 +294,14 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
         raise ValueError(f"--stage: {root.name} has the stages {stages}, got {stage!r}")
     if (stream is not None) != (stage == "stream"):
         raise ValueError("--stream: give it with --stage stream (and only then): the stream to train")
+    train_root = str(Path(train_root or Path("train") / root.name).resolve())
     configs = ["inference.json", "train_common.json", f"train_{stage}.json"] + (["multi_gpu_train.json"] if multi_gpu else [])
     _run_bundle(root, configs, dataset_dir=dataset_dir,
                 max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
                 # multi-GPU: without --progress False, multi_gpu_train.json shows progress bars on rank 0 only
-                progress=None if multi_gpu and progress else bool(progress), stream=stream, **_description_options(root, bank))
-    return str(root / "models" / f"{stream or stage}.pt")
+                progress=None if multi_gpu and progress else bool(progress), stream=stream, train_root=train_root,
+                model_dir=model_dir, **_description_options(root, bank))
+    return str(Path(train_root) / "models" / f"{stream or stage}.pt")
 
 
 def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,

@@ -211,7 +211,7 @@ def test_a_grayscale_jpeg_in_an_rgb_training_folder_trains(tmp_path):
     parser = inference_parser(root, initialize=False)
     parser.read_config([str(root / "configs" / n) for n in ("inference.json", "train_common.json", "train_diffusion.json")])
     parser["bundle_root"] = str(root)
-    transforms = parser.get_parsed_content("train_transforms")
+    transforms = parser.get_parsed_content("train#preprocessing")
     shapes = {tuple(item["image"].shape) for item in CacheDataset(datalist, transforms, progress=False)}
     assert shapes == {(3, 64, 64)}
 

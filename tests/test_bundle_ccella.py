@@ -24,6 +24,7 @@ from medgen_monai.io.weights import load_weights
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.transforms import LoadVolumed, VoxelSpacingd
 from benchmark_helpers import load_benchmark
+from workflow_helpers import run_train_workflow
 
 ROOT = Path(__file__).parents[1]
 BUNDLE = ROOT / "bundles" / "ccella_prostate_mri"
@@ -39,11 +40,11 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ccella")
     data = write_dataset("picai", get_phantom("prostate").generate_many(40, seed=11), root / "data")
     weights = {"autoencoder_weights": str(root / "autoencoder.pt"), "diffusion_weights": str(root / "diffusion.pt")}
-    common = {"dataset_dir": str(data), "progress": False, **TINY, **weights}
-    _run_bundle(BUNDLE, ["inference.json", "train_common.json", "train_autoencoder.json"], max_iterations=2,
-                train_batch_size=4, crop_size=[16, 16, 8], sample_every=2, train_dir=str(root / "ae"), **common)
-    _run_bundle(BUNDLE, ["inference.json", "train_common.json", "train_diffusion.json"], max_iterations=2,
-                train_batch_size=4, sample_every=2, train_dir=str(root / "diffusion"), **common)
+    common = {"dataset_dir": str(data), "progress": False, "trained_model_dir": str(root), **TINY, **weights}
+    run_train_workflow(BUNDLE, ["inference.json", "train_common.json", "train_autoencoder.json"], max_iterations=2,
+                       train_batch_size=4, crop_size=[16, 16, 8], sample_every=2, train_dir=str(root / "ae"), **common)
+    run_train_workflow(BUNDLE, ["inference.json", "train_common.json", "train_diffusion.json"], max_iterations=2,
+                       train_batch_size=4, sample_every=2, train_dir=str(root / "diffusion"), **common)
     return {"root": root, "data": data, **weights}
 
 

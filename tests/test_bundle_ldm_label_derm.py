@@ -21,12 +21,12 @@ BUNDLE = ROOT / "bundles" / "ldm_label_derm"
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
 
-def bundle_run(*configs: str, **overrides) -> subprocess.CompletedProcess:
+def bundle_run(*configs: str, cwd: Path = ROOT, **overrides) -> subprocess.CompletedProcess:
     files = "[" + ",".join(f"'{BUNDLE / 'configs' / c}'" for c in configs) + "]"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(BUNDLE)]
     for key, value in overrides.items():
         command += [f"--{key}", str(value)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +93,30 @@ def test_weights_are_checked(tmp_path):
 
 
 def test_training_configs_run_end_to_end(tmp_path):
-    """Both training stages through the bundle's own configs on a tiny phantom set, then inference on the result."""
+    """Both training stages through the bundle's own configs on a tiny phantom set, writing where the shipped configs
+    write (``train/<bundle>`` under the working directory, never the bundle folder), then inference on the result."""
+    from workflow_helpers import folder_digest
+
     main(["phantoms", "--kind", "derm", "--n", "40", "--out", str(tmp_path / "data"), "--progress", "False"])
-    models = tmp_path / "models"
+    before = folder_digest(BUNDLE)
     common = dict(dataset_dir=tmp_path / "data", max_iterations=2, train_batch_size=4, checkpoint_every=1, sample_every=2,
-                  progress=False, bundle_name="ldm_label_derm", autoencoder_weights=models / "autoencoder.pt",
-                  diffusion_weights=models / "diffusion.pt")
-    run = bundle_run("inference.json", "train_common.json", "train_autoencoder.json", train_dir=tmp_path / "ae", **common)
+                  progress=False, cwd=tmp_path)
+    run = bundle_run("inference.json", "train_common.json", "train_autoencoder.json", **common)
     assert run.returncode == 0, run.stderr[-3000:]
-    run = bundle_run("inference.json", "train_common.json", "train_diffusion.json", train_dir=tmp_path / "dm", **common)
+    trained = tmp_path / "train" / "ldm_label_derm"
+    models = trained / "models"
+    run = bundle_run("inference.json", "train_common.json", "train_diffusion.json", model_dir=models, **common)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (tmp_path / "dm" / "samples" / "iteration_0000002.png").is_file()
+    assert folder_digest(BUNDLE) == before, "training wrote into the bundle folder"
+    assert (trained / "diffusion" / "samples" / "iteration_0000002.png").is_file()
+    assert (trained / "autoencoder" / "checkpoints" / "last.pt").is_file()
     assert load_weights(models / "diffusion.pt", role="diffusion")["scale_factor"] > 0
     run = bundle_run("inference.json", output_dir=tmp_path / "out", n=1, num_inference_steps=2, category="NV", progress=False,
-                     autoencoder_weights=models / "autoencoder.pt", diffusion_weights=models / "diffusion.pt")
+                     model_dir=models)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "out" / "NV_000000.png").is_file()
     run = bundle_run("inference.json", "evaluate.json", output_dir=tmp_path / "eval", n=2, num_inference_steps=2, progress=False,
-                     dataset_dir=tmp_path / "data", split="train", autoencoder_weights=models / "autoencoder.pt",
-                     diffusion_weights=models / "diffusion.pt")
+                     dataset_dir=tmp_path / "data", split="train", model_dir=models)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["generated"]["n"] == 14 and 0 <= report["generated"]["class_accuracy"] <= 1

@@ -55,7 +55,8 @@ def bundle(tmp_path_factory) -> dict:
     (copy / "models").mkdir()
     for config, overrides in STAGES:
         _run_bundle(copy, ["inference.json", "train_common.json", config], dataset_dir=str(data), max_iterations=2,
-                    train_batch_size=4, sample_every=2, progress=False, **overrides)
+                    train_batch_size=4, sample_every=2, progress=False, train_root=str(copy / "train"),
+                    trained_model_dir=str(copy / "models"), **overrides)
     return {"root": copy, "data": data}
 
 

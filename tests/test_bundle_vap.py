@@ -18,7 +18,7 @@ from medgen_monai.data import read_dataset, write_dataset
 from medgen_monai.describe import DescriptionBank, OracleDescriber, describe_dataset, get_task
 from medgen_monai.io.weights import WeightsError, file_sha256, load_weights
 from medgen_monai.phantoms import get_phantom
-from workflow_helpers import folder_digest
+from workflow_helpers import folder_digest, run_train_workflow
 
 ROOT = Path(__file__).parents[1]
 MODALITIES = {"derm": ("isic", "MEL", 3), "colon": ("kvasir", "polyps", 3), "cxr": ("mimic_cxr", "Pleural Effusion", 1)}
@@ -46,9 +46,10 @@ def trained(request, tmp_path_factory) -> dict:
     summary = describe_dataset(read_dataset(layout, data), task, OracleDescriber(task), root / "bank", progress=False)
     assert summary["rejection_rate"] == 0.0
     weights = root / "diffusion.pt"
-    _run_bundle(bundle(modality), ["inference.json", "train_common.json", "train_diffusion.json"], dataset_dir=str(data),
-                bank_dir=str(root / "bank"), train_dir=str(root / "train"), diffusion_weights=str(weights),
-                max_iterations=2, train_batch_size=4, sample_every=2, progress=False, **TINY_UNET)
+    run_train_workflow(bundle(modality), ["inference.json", "train_common.json", "train_diffusion.json"],
+                       dataset_dir=str(data), bank_dir=str(root / "bank"), train_dir=str(root / "train"),
+                       trained_model_dir=str(root), max_iterations=2, train_batch_size=4, sample_every=2, progress=False,
+                       **TINY_UNET)
     return {"modality": modality, "root": root, "weights": weights, "bank": root / "bank", "data": data}
 
 

@@ -49,3 +49,26 @@ def test_evaluator_and_inferer_reject_bad_arguments():
         GenerationEvaluator([], None, None, None)
     with pytest.raises(ValueError, match="latent_shape"):
         GenerationInferer(None, None, [4, 0, 8])
+
+
+TRAINING = [(root, p.stem[len("train_"):]) for root in sorted((ROOT / "bundles").glob("*")) if (root / "configs").is_dir()
+            for p in sorted((root / "configs").glob("train_*.json")) if p.stem != "train_common"]
+
+
+@pytest.mark.parametrize("root, stage", TRAINING, ids=[f"{r.name}-{s}" for r, s in TRAINING])
+def test_every_training_stage_defines_monais_train_properties(root, stage):
+    """Every id of MONAI's ``TrainProperties`` marked required is in the merged configs: ``train#trainer`` (with
+    ``max_epochs``), ``train#dataset``, ``train#inferer``, ``dataset_dir``, ``device``, ``bundle_root``; optional ones
+    that are referenced are referenced by their own id (``train#preprocessing``). MONAI's ``check_properties`` needs
+    the stage built, so it runs where each bundle's stages train on tiny data (``run_train_workflow``)."""
+    from monai.bundle import ConfigParser
+    from monai.bundle.properties import TrainProperties
+
+    configs = [str(root / "configs" / name) for name in ("inference.json", "train_common.json", f"train_{stage}.json")]
+    parser = ConfigParser(ConfigParser.load_config_files(configs))
+    missing = [name for name, p in TrainProperties.items()
+               if p["required"] and p["id"].replace("::", "#") not in parser]
+    assert missing == []
+    assert parser["train#dataset#transform"] == "@train#preprocessing"
+    assert parser["train#trainer#max_epochs"] is None  # max_iterations rules unless max_epochs is set
+    assert not str(parser["train_dir"]).startswith("$@bundle_root")  # training never writes into the bundle

@@ -38,7 +38,7 @@ TRAINING_BUNDLES = sorted(p.parents[1].name for p in BUNDLES.glob("*/configs/tra
 ALL_BUNDLES = sorted(p.parents[1].name for p in BUNDLES.glob("*/configs/inference.json"))
 INIT = "$medgen_monai.engines.init_distributed(@backend, @device)"
 # every rank dumps its trainer's whole state (what a checkpoint holds) after the run
-DUMP = "$torch.save(@trainer.state_for_checkpoint(), @dump_dir + '/rank%d.pt' % medgen_monai.engines.get_rank())"
+DUMP = "$torch.save(@train#trainer.state_for_checkpoint(), @dump_dir + '/rank%d.pt' % medgen_monai.engines.get_rank())"
 TINY_UNET = {"network_def#channels": [8, 16, 16], "network_def#attention_levels": [False, True, True],
              "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8,
              "network_def#prototype_heads": 2, "network_def#prototype_tokens": 4}
@@ -48,7 +48,7 @@ DISCRIMINATOR = {
     "discriminator": {"_target_": "monai.networks.nets.PatchDiscriminator", "spatial_dims": 2, "num_layers_d": 1,
                       "channels": 8, "in_channels": "@image_channels", "out_channels": 1, "norm": "INSTANCE"},
     "discriminator_optimizer": {"_target_": "torch.optim.Adam", "params": "$@discriminator.parameters()", "lr": 1e-3},
-    "trainer#discriminator": "@discriminator", "trainer#discriminator_optimizer": "@discriminator_optimizer",
+    "train#trainer#discriminator": "@discriminator", "train#trainer#discriminator_optimizer": "@discriminator_optimizer",
 }
 
 
@@ -155,7 +155,7 @@ def test_multi_gpu_config_composes_with_every_training_stage(bundle):
         assert merged["run"] == plain["run"] and merged["finalize"] == ["$medgen_monai.engines.destroy_distributed()"]
         assert merged["device"] == "$medgen_monai.engines.distributed_device()"
         assert merged["imports"] == plain["imports"] + ["$import medgen_monai.engines"]
-        assert "$@trainer.run_training()" in merged["run"]  # one trainer per stage: the engine does the rest
+        assert "$@train#trainer.run_training()" in merged["run"]  # one trainer per stage: the engine does the rest
 
 
 def test_cli_train_multi_gpu_adds_the_config(monkeypatch):
@@ -258,12 +258,12 @@ def test_vap_diffusion_on_two_ranks_trains_what_one_process_trains_and_only_rank
     rank = "medgen_monai.engines.get_rank()"
     torchrun(bundle, [*configs, "multi_gpu_train.json"],
              overrides(tmp_path / "two.json", two, train_dir=f"$'{two}/train_rank%d' % {rank}",
-                       diffusion_weights=f"$'{two}/diffusion_rank%d.pt' % {rank}", **common))
+                       trained_model_dir=f"$'{two}/models_rank%d' % {rank}", **common))
     one = tmp_path / "one"
     single(bundle, configs, overrides(tmp_path / "one.json", one, train_dir=str(one / "train"),
-                                      diffusion_weights=str(one / "diffusion.pt"), **common))
+                                      trained_model_dir=str(one), **common))
 
-    assert not (two / "train_rank1").exists() and not (two / "diffusion_rank1.pt").exists()
+    assert not (two / "train_rank1").exists() and not (two / "models_rank1").exists()
     assert len(list((two / "train_rank0" / "tensorboard").iterdir())) == 1
     assert [p.name for p in (two / "train_rank0" / "samples").iterdir()] == ["iteration_0000002.png"]
     states = [dumped(two, 0), dumped(two, 1)]
@@ -277,7 +277,7 @@ def test_vap_diffusion_on_two_ranks_trains_what_one_process_trains_and_only_rank
     assert states[0]["extra"]["scale_factor"] == pytest.approx(reference["extra"]["scale_factor"], rel=1e-5)
     assert_trains_alike(states[0]["network"], reference["network"], lr=1e-3, iterations=2)
     assert_trains_alike(states[0]["ema"], reference["ema"], lr=1e-3, iterations=2)
-    extra = load_weights(two / "diffusion_rank0.pt", bundle="vap_diffusion_derm", role="diffusion")
+    extra = load_weights(two / "models_rank0" / "diffusion.pt", bundle="vap_diffusion_derm", role="diffusion")
     assert extra["processes"] == 2 and "processes" not in load_weights(one / "diffusion.pt")
 
 
@@ -290,15 +290,15 @@ def test_autoencoder_stage_on_two_ranks_resumes_the_checkpoint_and_trains_what_o
               "progress": False, **TINY_AUTOENCODER, **DISCRIMINATOR}
     first = tmp_path / "first"
     single(bundle, configs, overrides(tmp_path / "first.json", first, max_iterations=1, train_dir=str(first / "train"),
-                                      autoencoder_weights=str(first / "autoencoder.pt"), **common))
+                                      trained_model_dir=str(first), **common))
     two, one = tmp_path / "two", tmp_path / "one"
     for folder in (two, one):
         shutil.copytree(first / "train", folder / "train")
     torchrun(bundle, [*configs, "multi_gpu_train.json"],
              overrides(tmp_path / "two.json", two, max_iterations=2, train_dir=str(two / "train"),
-                       autoencoder_weights=str(two / "autoencoder.pt"), **common))
+                       trained_model_dir=str(two), **common))
     single(bundle, configs, overrides(tmp_path / "one.json", one, max_iterations=2, train_dir=str(one / "train"),
-                                      autoencoder_weights=str(one / "autoencoder.pt"), **common))
+                                      trained_model_dir=str(one), **common))
 
     states = [dumped(two, 0), dumped(two, 1)]
     assert states[0]["iteration"] == 2 and "discriminator" in states[0]["extra"]
@@ -398,7 +398,8 @@ def test_every_training_stage_runs_on_two_ranks(bundle, stage, tmp_path):
     kind = json.loads((BUNDLES / bundle / "configs" / "train_common.json").read_text())["dataset_dir"].split("/")[-1]
     data = write_dataset(LAYOUTS[kind], get_phantom(kind).generate_many(24, seed=11), tmp_path / "data")
     common: dict[str, Any] = {"dataset_dir": str(data), "train_batch_size": 4, "sample_every": 2, "checkpoint_every": 100,
-                              "progress": False, **_tiny(bundle, stage)}
+                              "progress": False, "train_root": str(copy / "train"),
+                              "trained_model_dir": str(copy / "models"), **_tiny(bundle, stage)}
     if (copy / "bank").is_dir():
         task = get_task(kind)
         describe_dataset(read_dataset(LAYOUTS[kind], data), task, OracleDescriber(task), tmp_path / "bank", progress=False)

@@ -32,3 +32,20 @@ def run_infer_workflow(root: Path, **overrides: Any) -> Any:
     workflow.finalize()
     assert folder_digest(root) == before, f"{root.name}: the inference workflow wrote into the bundle folder"
     return workflow
+
+
+def run_train_workflow(root: Path, configs: list[str], **overrides: Any) -> Any:
+    """Train a stage through MONAI's workflow API (``ConfigWorkflow(workflow_type="train")``), as MONAI Label's train
+    tasks do: initialise, check that no train property is missing, run, finalise; ``root`` must not change."""
+    from monai.bundle import ConfigWorkflow
+
+    before = folder_digest(root)
+    workflow = ConfigWorkflow(config_file=[str(root / "configs" / name) for name in configs],
+                              meta_file=str(root / "configs" / "metadata.json"), workflow_type="train",
+                              bundle_root=str(root), **overrides)
+    workflow.initialize()
+    assert workflow.check_properties() == [], f"{root.name}: missing train properties"
+    workflow.run()
+    workflow.finalize()
+    assert folder_digest(root) == before, f"{root.name}: training wrote into the bundle folder"
+    return workflow

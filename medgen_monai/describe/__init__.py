@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .bank import DescriptionBank, attach_descriptions, exclude_combinations
+from .bank import DescriptionBank, attach_descriptions, exclude_combinations, training_records
 from .backends import (
     BACKENDS,
     Describer,
@@ -56,4 +56,5 @@ __all__ = [
     "DescriptionBank",
     "attach_descriptions",
     "exclude_combinations",
+    "training_records",
 ]

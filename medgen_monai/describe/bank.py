@@ -27,7 +27,7 @@ from ..io.atomic import atomic_path
 from .run import BANK_FILE, REJECTED_FILE, read_bank_lines, rejection_reasons
 from .tasks import category_slug
 
-__all__ = ["DescriptionBank", "attach_descriptions", "exclude_combinations"]
+__all__ = ["DescriptionBank", "attach_descriptions", "exclude_combinations", "training_records"]
 
 _REQUIRED = ("id", "category", "description")
 
@@ -358,3 +358,19 @@ def exclude_combinations(records: Sequence[Mapping[str, Any]], combinations: Seq
         hit = any(all(attributes.get(name) in values for name, values in combination.items()) for combination in wanted)
         (removed if hit else kept).append(dict(record))
     return kept, removed
+
+
+def training_records(records: Sequence[Mapping[str, Any]], bank: DescriptionBank | str | Path, classes: Sequence[str],
+                     use_descriptions: bool = True,
+                     excluded_combinations: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The diffusion training records of a description-conditioned bundle.
+
+    Each record is joined to its bank description (:func:`attach_descriptions`), loses the held-out attribute
+    combinations (:func:`exclude_combinations`: neither their images nor their descriptions are trained on) and
+    gets ``label``, its category's index in ``classes``; its ``description`` is emptied when ``use_descriptions`` is
+    off (the label-only arm trains on the same records with the empty description).
+    """
+    classes = list(classes)
+    kept, _ = exclude_combinations(attach_descriptions(records, bank), excluded_combinations)
+    return [dict(r, label=classes.index(r["category"]), description=r["description"] if use_descriptions else "")
+            for r in kept]

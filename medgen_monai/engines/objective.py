@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+from monai.inferers import Inferer, SimpleInferer
 
 from ..io.atomic import atomic_write_text
 from .distributed import rank_seed
@@ -50,12 +51,15 @@ class ObjectiveTrainer(GenerativeTrainer):
         ramp_iterations: term -> iterations over which its weight rises linearly from 0 (KL annealing).
         num_samples: batch items shown in sample files (``samples/iteration_<n>.txt``) when the network has
             ``training_samples``.
+        inferer: how the sample files run the network (MONAI ``Inferer``: ``inferer(fields, network)`` with the
+            batch's fields as one dict; the bundles' train ``inferer`` property); default ``SimpleInferer``.
         **kwargs: :class:`~medgen_monai.engines.GenerativeTrainer` arguments.
     """
 
     def __init__(self, network: nn.Module, optimizer: torch.optim.Optimizer, batches: IndexedBatches,
                  inputs: Mapping[str, str], loss_weights: Mapping[str, float],
-                 ramp_iterations: Mapping[str, int] | None = None, num_samples: int = 4, **kwargs: Any) -> None:
+                 ramp_iterations: Mapping[str, int] | None = None, num_samples: int = 4,
+                 inferer: Inferer | None = None, **kwargs: Any) -> None:
         if not isinstance(network, TrainingObjective):
             raise ValueError(f"{type(network).__name__} has no training_losses(...): ObjectiveTrainer trains networks "
                              "that compute their own objective")
@@ -74,6 +78,7 @@ class ObjectiveTrainer(GenerativeTrainer):
         self.loss_weights = {str(k): float(v) for k, v in loss_weights.items()}
         self.ramp_iterations = {str(k): int(v) for k, v in ramp.items()}
         self.num_samples = int(num_samples)
+        self.inferer = SimpleInferer() if inferer is None else inferer
 
     def _fields(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         missing = sorted(k for k in self.inputs if k not in batch)
@@ -119,7 +124,7 @@ class ObjectiveTrainer(GenerativeTrainer):
         was_training = self.model.training
         self.model.eval()
         try:
-            text = describe(**fields)
+            text = self.inferer(fields, lambda f: describe(**f))
         finally:
             self.model.train(was_training)
         path = self.output_dir / "samples" / f"iteration_{iteration:07d}.txt"

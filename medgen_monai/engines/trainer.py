@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
+from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Randomizable
 from monai.networks.schedulers import Scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -202,6 +203,8 @@ class GenerativeTrainer(Engine):
         device: training device.
         progress: show a tqdm bar (rank 0 only in a distributed run).
         tensorboard: write TensorBoard event files (rank 0 only in a distributed run).
+        max_epochs: train this many passes over ``batches`` instead (``max_epochs x batches.epoch_length``
+            iterations; MONAI's ``train#trainer#max_epochs`` property); ``None``: ``max_iterations``.
 
     In a distributed run (``torch.distributed`` initialised before the trainer is made) ``batches`` is sharded
     across the ranks and ``network`` must be the plain module, not a ``DistributedDataParallel`` wrapper.
@@ -224,7 +227,12 @@ class GenerativeTrainer(Engine):
         device: str | torch.device = "cpu",
         progress: bool = True,
         tensorboard: bool = True,
+        max_epochs: int | None = None,
     ) -> None:
+        if max_epochs is not None:
+            if int(max_epochs) < 1:
+                raise ValueError(f"max_epochs must be >= 1 or None (train max_iterations), got {max_epochs}")
+            max_iterations = int(max_epochs) * batches.epoch_length
         if max_iterations < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations}")
         if checkpoint_every < 1:
@@ -438,6 +446,27 @@ class GenerativeTrainer(Engine):
             record["processes"] = self.world_size
         return record
 
+    def weights_record(self) -> dict[str, Any]:
+        """What a weights file of this trainer records besides the weights: :meth:`training_record`, and what
+        inference needs from training (the latent diffusion trainer adds its latent normalisation)."""
+        return self.training_record()
+
+    def save_weights(self, path: str | Path, bundle: str, role: str, extra: Mapping[str, Any] | None = None,
+                     half: bool = False) -> Path:
+        """Write :attr:`model` (the EMA network when EMA is on) to ``path`` with :meth:`weights_record` and ``extra``
+        (:func:`medgen_monai.io.weights.save_weights`: atomic, rank 0 only in a distributed run).
+
+        Args:
+            path: the weights file (a bundle config gives ``<trained_model_dir>/<role>.pt``).
+            bundle: the bundle name stored with the weights (checked when they are loaded).
+            role: the network's role in the bundle (``"diffusion"``, ``"autoencoder"``).
+            extra: more to record (a method's settings inference must match, e.g. VAP's ``prototype``).
+            half: store floating-point tensors as float16 (demo weights kept in the repository).
+        """
+        from ..io.weights import save_weights
+
+        return save_weights(path, self.model, bundle, role, {**self.weights_record(), **dict(extra or {})}, half=half)
+
     @property
     def train_seconds(self) -> float:
         """Wall-clock seconds spent training so far, summed over resumed runs (for model cards)."""
@@ -492,6 +521,10 @@ class AutoencoderTrainer(GenerativeTrainer):
         discriminator_optimizer: its optimizer (required with a discriminator).
         adversarial_weight: generator adversarial weight.
         adversarial_start: iteration from which the adversarial terms are used (warm-up without them).
+        num_samples: images of the first batch shown with their reconstructions in sample grids.
+        inferer: how sample grids reconstruct (MONAI ``Inferer``: ``inferer(images, network)``; the bundles' train
+            ``inferer`` property): ``SimpleInferer`` (default) for whole images, a ``SlidingWindowInferer`` for
+            volumes larger than the training crops.
         **kwargs: :class:`GenerativeTrainer` arguments.
     """
 
@@ -509,6 +542,7 @@ class AutoencoderTrainer(GenerativeTrainer):
         adversarial_weight: float = 0.01,
         adversarial_start: int = 0,
         num_samples: int = 8,
+        inferer: Inferer | None = None,
         **kwargs: Any,
     ) -> None:
         if kl_weight < 0 or perceptual_weight < 0 or adversarial_weight < 0:
@@ -525,6 +559,7 @@ class AutoencoderTrainer(GenerativeTrainer):
         self.adversarial_weight = float(adversarial_weight)
         self.adversarial_start = int(adversarial_start)
         self.num_samples = int(num_samples)
+        self.inferer = SimpleInferer() if inferer is None else inferer
         if self.discriminator is not None:
             from monai.losses import PatchAdversarialLoss
 
@@ -590,7 +625,8 @@ class AutoencoderTrainer(GenerativeTrainer):
         batch = self.preview_batch()
         images = self._images(batch)[: self.num_samples]
         model = self.model.eval()
-        reconstruction = model.reconstruct(images) if hasattr(model, "reconstruct") else model(images)[0]
+        reconstruct = model.reconstruct if hasattr(model, "reconstruct") else (lambda x: model(x)[0])
+        reconstruction = self.inferer(images, reconstruct)
         return torch.cat([images, reconstruction.float()]).clamp(0, 1)
 
     def extra_state(self) -> dict[str, Any]:
@@ -845,6 +881,9 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         value = state.get("scale_factor", math.nan)
         self.scale_factor = None if value is None or (isinstance(value, float) and math.isnan(value)) else _plain(value)
         self.latent_shift = _plain(state.get("latent_shift", 0.0))
+
+    def weights_record(self) -> dict[str, Any]:
+        return {**self.latent_normalisation_extra(), **self.training_record()}
 
     def latent_normalisation_extra(self) -> dict[str, Any]:
         """What inference needs to map sampled latents back to the autoencoder's: ``scale_factor`` and
