@@ -9,15 +9,32 @@ import pytest
 import torch
 
 from medgen_monai.engines import DescriptionConditioner, IndexedBatches, LatentDiffusionTrainer, class_requests
-from medgen_monai.nets import ConditionedDiffusionUNet, NearestNeighbourProjection, PrototypeConditioning, VAPDiffusionUNet
+from medgen_monai.nets import (
+    ConditionedDiffusionUNet,
+    NearestNeighbourProjection,
+    PrototypeConditioning,
+    VAPDiffusionUNet,
+)
 
 
 def tiny_unet(prototype: bool = True, spatial_dims: int = 2, num_classes: int = 3) -> VAPDiffusionUNet:
     torch.manual_seed(0)
-    return VAPDiffusionUNet(num_classes=num_classes, prototype=prototype, prototype_tokens=4, prototype_heads=2,
-                            spatial_dims=spatial_dims, in_channels=2, out_channels=2, channels=(8, 16),
-                            attention_levels=(False, True), num_res_blocks=1, num_head_channels=8, norm_num_groups=4,
-                            with_conditioning=True, cross_attention_dim=6)
+    return VAPDiffusionUNet(
+        num_classes=num_classes,
+        prototype=prototype,
+        prototype_tokens=4,
+        prototype_heads=2,
+        spatial_dims=spatial_dims,
+        in_channels=2,
+        out_channels=2,
+        channels=(8, 16),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        num_head_channels=8,
+        norm_num_groups=4,
+        with_conditioning=True,
+        cross_attention_dim=6,
+    )
 
 
 @pytest.mark.parametrize("spatial", [(4, 4), (4, 4, 2)])
@@ -38,8 +55,11 @@ def test_soft_labels_mix_prototypes_like_one_hot():
 
 @pytest.mark.parametrize(
     "labels, match",
-    [(torch.tensor([0, 4]), "must be in \\[0, 3\\]"), (torch.zeros(2, 2, dtype=torch.long), "must be \\(B,\\)"),
-     (torch.zeros(2, 3), "\\(B, 4\\) probabilities")],
+    [
+        (torch.tensor([0, 4]), "must be in \\[0, 3\\]"),
+        (torch.zeros(2, 2, dtype=torch.long), "must be \\(B,\\)"),
+        (torch.zeros(2, 3), "\\(B, 4\\) probabilities"),
+    ],
 )
 def test_bad_class_labels_are_refused(labels, match):
     module = PrototypeConditioning(num_classes=3, channels=8, num_heads=2)
@@ -49,8 +69,12 @@ def test_bad_class_labels_are_refused(labels, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_classes": 0}, "num_classes"), ({"num_tokens": 0}, "num_tokens"), ({"num_heads": 3}, "divisible"),
-     ({"mlp_ratio": 0}, "mlp_ratio")],
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_tokens": 0}, "num_tokens"),
+        ({"num_heads": 3}, "divisible"),
+        ({"mlp_ratio": 0}, "mlp_ratio"),
+    ],
 )
 def test_bad_arguments_are_refused(kwargs, match):
     arguments = {"num_classes": 2, "channels": 8, "num_heads": 2, **kwargs}
@@ -100,11 +124,45 @@ def test_vap_unet_publishes_the_prototype_loss_in_training_only():
         net(x, t, context=context)
 
 
+def test_networks_with_training_only_terms_hand_them_over_once():
+    """The trainer/network contract: an AuxiliaryLossNetwork's terms are taken once (cleared), and the class labels
+    reach the middle block only inside its context (nothing is left set on a submodule after a call, even a failing
+    one)."""
+    from medgen_monai.nets import AuxiliaryLossNetwork
+
+    net = tiny_unet().train()
+    assert isinstance(net, AuxiliaryLossNetwork) and not isinstance(
+        ConditionedDiffusionUNet(
+            spatial_dims=2,
+            in_channels=2,
+            out_channels=2,
+            channels=(8, 8),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            norm_num_groups=4,
+            num_head_channels=8,
+            num_classes=3,
+        ),
+        AuxiliaryLossNetwork,
+    )
+    x, t = torch.randn(2, 2, 8, 8), torch.tensor([3, 500])
+    net(x, t, context=torch.randn(2, 5, 6), class_labels=torch.tensor([0, 3]))
+    taken = net.pop_auxiliary_losses()
+    assert set(taken) == {"prototype"} and net.pop_auxiliary_losses() == {} and net.auxiliary_losses == {}
+    assert net.middle_block._labels is None and net.middle_block._result is None
+    with pytest.raises(Exception):
+        net(x, t, context=torch.randn(2, 5, 6), class_labels=torch.tensor([0]))  # a batch the labels do not match
+    assert net.middle_block._labels is None
+
+
 def test_vap_unet_starts_as_the_unet_without_prototypes():
     """Zero-initialised Z1/Z2: the prototype U-Net computes the same function as the one without prototypes."""
     with_prototypes, without = tiny_unet(True), tiny_unet(False)
-    state = {k.replace("middle_block.block.", "middle_block."): v for k, v in with_prototypes.state_dict().items()
-             if ".prototypes." not in k}
+    state = {
+        k.replace("middle_block.block.", "middle_block."): v
+        for k, v in with_prototypes.state_dict().items()
+        if ".prototypes." not in k
+    }
     without.load_state_dict(state)
     x, t = torch.randn(2, 2, 8, 8), torch.tensor([10, 900])
     context, labels = torch.randn(2, 5, 6), torch.tensor([1, 2])
@@ -131,17 +189,32 @@ def test_trainer_adds_the_prototype_loss(tmp_path):
     net = tiny_unet()
     data = [{"image": torch.randn(2, 8, 8), "label": i % 3, "context": torch.randn(5, 6)} for i in range(8)]
     trainer = LatentDiffusionTrainer(
-        net, torch.optim.Adam(net.parameters(), 1e-3), IndexedBatches(data, 4), DDPMScheduler(100),
-        conditions={"label": "class_labels", "context": "context"}, null_conditions={"context": torch.zeros(1, 5, 6)},
-        auxiliary_weights={"prototype": 0.5}, max_iterations=2, output_dir=tmp_path, progress=False, tensorboard=False,
+        net,
+        torch.optim.Adam(net.parameters(), 1e-3),
+        IndexedBatches(data, 4),
+        DDPMScheduler(100),
+        conditions={"label": "class_labels", "context": "context"},
+        null_conditions={"context": torch.zeros(1, 5, 6)},
+        auxiliary_weights={"prototype": 0.5},
+        max_iterations=2,
+        output_dir=tmp_path,
+        progress=False,
+        tensorboard=False,
     )
     trainer.run_training()
     out = trainer.state.output
     assert {"diffusion", "prototype", "loss"} <= set(out)
     assert out["loss"] == pytest.approx(out["diffusion"] + 0.5 * out["prototype"], rel=1e-5)
     with pytest.raises(ValueError, match="auxiliary_weights"):
-        LatentDiffusionTrainer(net, torch.optim.Adam(net.parameters()), IndexedBatches(data, 4), DDPMScheduler(100),
-                               auxiliary_weights={"prototype": -1}, max_iterations=1, output_dir=tmp_path)
+        LatentDiffusionTrainer(
+            net,
+            torch.optim.Adam(net.parameters()),
+            IndexedBatches(data, 4),
+            DDPMScheduler(100),
+            auxiliary_weights={"prototype": -1},
+            max_iterations=1,
+            output_dir=tmp_path,
+        )
 
 
 def test_projection_pulls_toward_neighbours_of_the_same_class():

@@ -1,5 +1,6 @@
 """What a multi-stream bundle (MedCoDi-M) needs around the engine: requests naming inputs and outputs, the
-multi-prompt options of a stream, and loading every stream's weights into one :class:`~medgen_monai.nets.JointDiffusion`.
+multi-prompt options of a stream, and loading every stream's weights into one
+:class:`~medgen_monai.nets.JointDiffusion`.
 
 A request is ``{"id", "seed", "inputs": {modality: input}, "outputs": [stream, ...]}``: the inputs condition (a view
 image's file path: PNG, JPEG or DICOM; the report's text), the outputs are generated together.
@@ -16,7 +17,14 @@ import torch.nn as nn
 from ..io.weights import file_sha256, load_weights
 from ..io.writers import is_file_input
 
-__all__ = ["dataset_stream_requests", "input_key", "load_stream_models", "prompt_options", "stream_requests", "stream_weight_files"]
+__all__ = [
+    "dataset_stream_requests",
+    "input_key",
+    "load_stream_models",
+    "prompt_options",
+    "stream_requests",
+    "stream_weight_files",
+]
 
 
 def _check_task(inputs: Sequence[str], outputs: Sequence[str], streams: Sequence[str] | None) -> None:
@@ -31,9 +39,14 @@ def _check_task(inputs: Sequence[str], outputs: Sequence[str], streams: Sequence
             raise ValueError(f"unknown modalities {unknown}; this bundle has {list(streams)}")
 
 
-def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = None,
-                    outputs: Sequence[str] | str = ("frontal", "lateral", "report"),
-                    streams: Sequence[str] | None = None, root: str | Path | None = None) -> list[dict[str, Any]]:
+def stream_requests(
+    n: int,
+    seed: int = 0,
+    inputs: Mapping[str, Any] | None = None,
+    outputs: Sequence[str] | str = ("frontal", "lateral", "report"),
+    streams: Sequence[str] | None = None,
+    root: str | Path | None = None,
+) -> list[dict[str, Any]]:
     """``n`` requests with seeds ``seed .. seed + n - 1``, each generating ``outputs`` from the same ``inputs``.
 
     Args:
@@ -53,11 +66,15 @@ def stream_requests(n: int, seed: int = 0, inputs: Mapping[str, Any] | None = No
     if root is not None:
         inputs = {m: _under(root, v) for m, v in dict(inputs or {}).items()}
     # free text reaches the sidecars: de-identified first (as pacs-run does with a study's report)
-    inputs = {m: scrub_text(v)[0] if isinstance(v, str) and not is_file_input(v) else v for m, v in dict(inputs or {}).items()}
+    inputs = {
+        m: scrub_text(v)[0] if isinstance(v, str) and not is_file_input(v) else v for m, v in dict(inputs or {}).items()
+    }
     _check_task(list(inputs), outputs, streams)
     key = input_key(inputs)
-    return [{"id": f"{'_'.join(outputs)}_{key}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
-            for i in range(n)]
+    return [
+        {"id": f"{'_'.join(outputs)}_{key}_{seed + i:05d}", "seed": seed + i, "inputs": inputs, "outputs": outputs}
+        for i in range(n)
+    ]
 
 
 def _under(root: str | Path, value: Any) -> Any:
@@ -82,8 +99,14 @@ def input_key(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:8]
 
 
-def dataset_stream_requests(records: Sequence[Mapping[str, Any]], n: int, seed: int, inputs: Sequence[str],
-                            outputs: Sequence[str], fields: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def dataset_stream_requests(
+    records: Sequence[Mapping[str, Any]],
+    n: int,
+    seed: int,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    fields: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Requests whose inputs are real studies' (evaluation: the generated outputs are compared with the study's).
 
     Args:
@@ -103,9 +126,17 @@ def dataset_stream_requests(records: Sequence[Mapping[str, Any]], n: int, seed: 
         missing = [m for m in inputs if record.get(fields.get(m, m)) is None]
         if missing:
             raise ValueError(f"record {record.get('id')!r} has no {missing} to condition on")
-        requests.append({"id": f"{'_'.join(outputs)}_{record['id']}", "seed": seed + i,
-                         "inputs": {m: record[fields.get(m, m)] for m in inputs}, "outputs": list(outputs),
-                         "study_id": record["id"], "attributes": record.get("attributes"), "label": record.get("label")})
+        requests.append(
+            {
+                "id": f"{'_'.join(outputs)}_{record['id']}",
+                "seed": seed + i,
+                "inputs": {m: record[fields.get(m, m)] for m in inputs},
+                "outputs": list(outputs),
+                "study_id": record["id"],
+                "attributes": record.get("attributes"),
+                "label": record.get("label"),
+            }
+        )
     return requests
 
 
@@ -118,8 +149,13 @@ def prompt_options(stream: str, modalities: Sequence[str]) -> list[list[str]]:
     return [[m] for m in others] + ([others] if len(others) > 1 else [])
 
 
-def load_stream_models(network: nn.Module, model_dir: str | Path, bundle: str,
-                       streams: Sequence[str] | None = None, load_coupling: bool = True) -> dict[str, dict[str, Any]]:
+def load_stream_models(
+    network: nn.Module,
+    model_dir: str | Path,
+    bundle: str,
+    streams: Sequence[str] | None = None,
+    load_coupling: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Load ``<model_dir>/<stream>.pt`` into ``network.streams[stream]`` for each stream and
     ``<model_dir>/joint.pt`` into ``network.coupling`` when it exists (without it, jointly generated streams do
     not see each other: the zero-initialised connectors are the identity). ``load_coupling=False`` leaves the
@@ -128,7 +164,9 @@ def load_stream_models(network: nn.Module, model_dir: str | Path, bundle: str,
     model_dir = Path(model_dir)
     extras = {}
     for name in streams or list(network.streams):
-        extras[name] = load_weights(model_dir / f"{name}.pt", network.streams[name], bundle=bundle, role=f"{name} stream")
+        extras[name] = load_weights(
+            model_dir / f"{name}.pt", network.streams[name], bundle=bundle, role=f"{name} stream"
+        )
     if load_coupling and (model_dir / "joint.pt").is_file():
         extras["joint"] = load_weights(model_dir / "joint.pt", network.coupling, bundle=bundle, role="joint")
     elif load_coupling:  # untrained connectors are the identity; say so in the network rather than pretend to couple

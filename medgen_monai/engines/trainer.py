@@ -22,10 +22,11 @@ or on pixels). Both are ignite :class:`~ignite.engine.Engine` subclasses sharing
   under ``torchrun``): when ``torch.distributed`` is initialised, each rank trains on its share of every global
   batch (:meth:`IndexedBatches.shard`); every draw from the trainer's generator is made for the whole batch and
   sliced (:meth:`GenerativeTrainer.shard_rows`), so the generator advances alike on every rank and the run equals
-  the single-process run up to floating-point summation order; gradients are averaged in :meth:`GenerativeTrainer.optimise`
-  (every optimiser, the discriminator's included), rank 0's modules are broadcast when a run starts, and only rank 0
-  writes checkpoints, sample grids, TensorBoard and the progress bar (``save_weights`` too). The network is never
-  wrapped in ``DistributedDataParallel``, so checkpoints and weights files keep the plain module's keys, and every
+  the single-process run up to floating-point summation order; gradients are averaged in
+  :meth:`GenerativeTrainer.optimise` (every optimiser, the discriminator's included), rank 0's modules are
+  broadcast when a run starts, and only rank 0 writes checkpoints, sample grids, TensorBoard and the progress bar
+  (``save_weights`` too). The network is never wrapped in ``DistributedDataParallel``, so checkpoints and weights
+  files keep the plain module's keys, and every
   rank resumes from rank 0's ``last.pt``. Without a process group nothing of this runs.
 """
 
@@ -44,14 +45,24 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.data import list_data_collate
 from monai.inferers import Inferer, SimpleInferer
-from monai.transforms import Randomizable
 from monai.networks.schedulers import Scheduler
+from monai.transforms import Randomizable
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..io.atomic import atomic_path
 from ..io.writers import image_grid, save_image_2d, to_uint8
-from .distributed import (all_gather_rows, average_gradients, average_scalars, barrier, broadcast_buffers, broadcast_modules,
-                          get_rank, get_world_size, rank_seed)
+from ..nets.auxiliary import AuxiliaryLossNetwork
+from .distributed import (
+    all_gather_rows,
+    average_gradients,
+    average_scalars,
+    barrier,
+    broadcast_buffers,
+    broadcast_modules,
+    get_rank,
+    get_world_size,
+    rank_seed,
+)
 from .latents import LATENT_NORMALISATIONS, fit_latent_normalisation, normalise_latents
 from .latents import numbers as _numbers
 from .latents import plain as _plain
@@ -100,7 +111,9 @@ def load_checkpoint(path: str | Path, trainer: str | None = None, tag: str | Non
     if trainer is not None and state.get("trainer") != trainer:
         raise CheckpointError(f"{path}: written by {state.get('trainer')!r}, expected a {trainer!r} checkpoint")
     if tag is not None and state.get("tag") != tag:
-        raise CheckpointError(f"{path}: belongs to run {state.get('tag')!r}, expected {tag!r} (a checkpoint from another bundle?)")
+        raise CheckpointError(
+            f"{path}: belongs to run {state.get('tag')!r}, expected {tag!r} (a checkpoint from another bundle?)"
+        )
     return state
 
 
@@ -125,8 +138,15 @@ class IndexedBatches:
         world_size: the number of processes sharing each batch.
     """
 
-    def __init__(self, dataset: Sequence[Any], batch_size: int, seed: int = 0,
-                 collate_fn: Callable[[list[Any]], Any] = list_data_collate, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        dataset: Sequence[Any],
+        batch_size: int,
+        seed: int = 0,
+        collate_fn: Callable[[list[Any]], Any] = list_data_collate,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(dataset) < batch_size:
@@ -136,8 +156,10 @@ class IndexedBatches:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}) for world_size {world_size}, got {rank}")
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of world_size {world_size}: each of the "
-                             f"{world_size} processes takes an equal share of every batch")
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of world_size {world_size}: each of the "
+                f"{world_size} processes takes an equal share of every batch"
+            )
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -157,7 +179,9 @@ class IndexedBatches:
 
     def shard(self, rank: int, world_size: int) -> IndexedBatches:
         """The same batches split across ``world_size`` processes: rank ``rank``'s share of each."""
-        return IndexedBatches(self.dataset, self.batch_size, self.seed, self.collate_fn, rank=rank, world_size=world_size)
+        return IndexedBatches(
+            self.dataset, self.batch_size, self.seed, self.collate_fn, rank=rank, world_size=world_size
+        )
 
     def global_indices(self, iteration: int) -> list[int]:
         """Dataset indices of the whole batch ``iteration`` (0-based), every rank's share in rank order."""
@@ -242,13 +266,17 @@ class GenerativeTrainer(Engine):
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
         if isinstance(network, nn.parallel.DistributedDataParallel):
-            raise ValueError("network: pass the plain module, not a DistributedDataParallel wrapper; in a distributed run "
-                             "the trainer averages the gradients itself and keeps the module's own state_dict keys")
+            raise ValueError(
+                "network: pass the plain module, not a DistributedDataParallel wrapper; in a distributed run "
+                "the trainer averages the gradients itself and keeps the module's own state_dict keys"
+            )
         self.rank, self.world_size = get_rank(), get_world_size()
         if self.world_size > 1:
             if not callable(getattr(batches, "shard", None)):
-                raise ValueError(f"batches: a distributed run needs batches that can be sharded (IndexedBatches), "
-                                 f"got {type(batches).__name__}")
+                raise ValueError(
+                    f"batches: a distributed run needs batches that can be sharded (IndexedBatches), "
+                    f"got {type(batches).__name__}"
+                )
             batches = batches.shard(self.rank, self.world_size)
         super().__init__(self._iteration)
         self.device = torch.device(device)
@@ -258,7 +286,11 @@ class GenerativeTrainer(Engine):
         self.max_iterations = int(max_iterations)
         self.output_dir = Path(output_dir)
         self.lr_scheduler = lr_scheduler
-        self.ema = None if ema_decay is None else AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self.ema = (
+            None
+            if ema_decay is None
+            else AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        )
         self.checkpoint_every = int(checkpoint_every)
         self.sample_every = int(sample_every)
         self.grad_clip = grad_clip
@@ -344,7 +376,9 @@ class GenerativeTrainer(Engine):
             return average_scalars(losses)
         return {k: float(v.detach()) for k, v in losses.items()}
 
-    def optimise(self, loss: torch.Tensor, network: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def optimise(
+        self, loss: torch.Tensor, network: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
         """Backward, clip, step (``network`` / ``optimizer`` default to the trained ones).
 
         In a distributed run the gradients of ``optimizer``'s parameters are averaged over the ranks between
@@ -398,8 +432,12 @@ class GenerativeTrainer(Engine):
         path = save_image_2d(grid, self.output_dir / "samples" / f"iteration_{iteration:07d}.png")
         writer = self._writer()
         if writer is not None:
-            writer.add_image("samples", grid if grid.ndim == 2 else np.moveaxis(grid, -1, 0),
-                             iteration, dataformats="HW" if grid.ndim == 2 else "CHW")
+            writer.add_image(
+                "samples",
+                grid if grid.ndim == 2 else np.moveaxis(grid, -1, 0),
+                iteration,
+                dataformats="HW" if grid.ndim == 2 else "CHW",
+            )
         return path
 
     def state_for_checkpoint(self) -> dict[str, Any]:
@@ -418,7 +456,8 @@ class GenerativeTrainer(Engine):
         }
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/last.pt`` atomically (rank 0 only in a distributed run: every rank holds the same state)."""
+        """Write ``checkpoints/last.pt`` atomically (rank 0 only in a distributed run: every rank holds the same
+        state)."""
         if self.is_main_process:
             with atomic_path(self.checkpoint_path) as tmp:
                 torch.save(self.state_for_checkpoint(), tmp)
@@ -440,8 +479,12 @@ class GenerativeTrainer(Engine):
     def training_record(self) -> dict[str, Any]:
         """How the weights were trained, for a weights file's ``extra`` and the model card: iterations, wall-clock
         seconds (summed over resumed runs), CPU threads and device."""
-        record = {"iterations": int(self.state.iteration or 0), "train_seconds": round(self.train_seconds, 1),
-                  "threads": torch.get_num_threads(), "device": str(self.device)}
+        record = {
+            "iterations": int(self.state.iteration or 0),
+            "train_seconds": round(self.train_seconds, 1),
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+        }
         if self.world_size > 1:
             record["processes"] = self.world_size
         return record
@@ -451,8 +494,9 @@ class GenerativeTrainer(Engine):
         inference needs from training (the latent diffusion trainer adds its latent normalisation)."""
         return self.training_record()
 
-    def save_weights(self, path: str | Path, bundle: str, role: str, extra: Mapping[str, Any] | None = None,
-                     half: bool = False) -> Path:
+    def save_weights(
+        self, path: str | Path, bundle: str, role: str, extra: Mapping[str, Any] | None = None, half: bool = False
+    ) -> Path:
         """Write :attr:`model` (the EMA network when EMA is on) to ``path`` with :meth:`weights_record` and ``extra``
         (:func:`medgen_monai.io.weights.save_weights`: atomic, rank 0 only in a distributed run).
 
@@ -586,15 +630,20 @@ class AutoencoderTrainer(GenerativeTrainer):
             # MONAI's sampling draws randn_like(z_sigma), in z_sigma's memory layout (channels-last from oneDNN):
             # draw the whole batch's noise in the same layout, so that a rank's rows are the ones one process draws
             shape = self.global_shape(z_sigma.shape)
-            whole = (torch.empty_strided(shape, z_sigma.stride(), dtype=z_sigma.dtype, device=z_sigma.device)
-                     if z_sigma.stride(0) == z_sigma[0].numel() else z_sigma.new_empty(shape))
+            whole = (
+                torch.empty_strided(shape, z_sigma.stride(), dtype=z_sigma.dtype, device=z_sigma.device)
+                if z_sigma.stride(0) == z_sigma[0].numel()
+                else z_sigma.new_empty(shape)
+            )
             noise = self.shard_rows(torch.randn_like(whole))
             return self.network.decode(z_mu + noise * z_sigma), z_mu, z_sigma
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         images = self._images(batch)
         # the encoder's reparameterisation draws from the global RNG: fork it from ours for exact resume
-        reconstruction, z_mu, z_sigma = self._forward(images, int(torch.randint(0, 2**62, (1,), generator=self.generator)))
+        reconstruction, z_mu, z_sigma = self._forward(
+            images, int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        )
         reduce = list(range(1, z_mu.ndim))
         kl = 0.5 * torch.sum(z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1, dim=reduce).mean()
         l1 = F.l1_loss(reconstruction.float(), images)
@@ -606,14 +655,18 @@ class AutoencoderTrainer(GenerativeTrainer):
         adversarial = self.discriminator is not None and self.state.iteration > self.adversarial_start
         if adversarial:
             logits = self.discriminator(reconstruction.contiguous().float())[-1]
-            losses["generator_adversarial"] = self.adversarial_loss(logits, target_is_real=True, for_discriminator=False)
+            losses["generator_adversarial"] = self.adversarial_loss(
+                logits, target_is_real=True, for_discriminator=False
+            )
             loss = loss + self.adversarial_weight * losses["generator_adversarial"]
         self.optimise(loss)
         if adversarial:
             fake = self.discriminator(reconstruction.contiguous().detach())[-1]
             real = self.discriminator(images.contiguous())[-1]
-            d_loss = 0.5 * (self.adversarial_loss(fake, target_is_real=False, for_discriminator=True)
-                            + self.adversarial_loss(real, target_is_real=True, for_discriminator=True))
+            d_loss = 0.5 * (
+                self.adversarial_loss(fake, target_is_real=False, for_discriminator=True)
+                + self.adversarial_loss(real, target_is_real=True, for_discriminator=True)
+            )
             self.optimise(d_loss, self.discriminator, self.discriminator_optimizer)
             losses["discriminator"] = d_loss
         losses["loss"] = loss
@@ -632,7 +685,10 @@ class AutoencoderTrainer(GenerativeTrainer):
     def extra_state(self) -> dict[str, Any]:
         if self.discriminator is None:
             return {}
-        return {"discriminator": self.discriminator.state_dict(), "discriminator_optimizer": self.discriminator_optimizer.state_dict()}
+        return {
+            "discriminator": self.discriminator.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+        }
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         if self.discriminator is not None and "discriminator" in state:
@@ -713,7 +769,9 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         if scale_factor is not None and not all(v > 0 for v in _numbers(scale_factor)):
             raise ValueError(f"scale_factor must be > 0 (one number or one per channel), got {scale_factor}")
         if latent_normalisation not in LATENT_NORMALISATIONS:
-            raise ValueError(f"latent_normalisation must be one of {LATENT_NORMALISATIONS}, got {latent_normalisation!r}")
+            raise ValueError(
+                f"latent_normalisation must be one of {LATENT_NORMALISATIONS}, got {latent_normalisation!r}"
+            )
         if min_snr_gamma is not None and not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be > 0 (5 in Hang et al.) or None, got {min_snr_gamma}")
         super().__init__(network, optimizer, batches, **kwargs)
@@ -752,7 +810,9 @@ class LatentDiffusionTrainer(GenerativeTrainer):
             return images
         z_mu, _ = self.autoencoder.encode(images)
         if self.scale_factor is None:  # fitted on the whole first batch: every rank's share, in a distributed run
-            self.scale_factor, self.latent_shift = fit_latent_normalisation(self.gather_rows(z_mu), self.latent_normalisation)
+            self.scale_factor, self.latent_shift = fit_latent_normalisation(
+                self.gather_rows(z_mu), self.latent_normalisation
+            )
         return normalise_latents(z_mu, self.scale_factor, self.latent_shift)
 
     @torch.no_grad()
@@ -775,8 +835,9 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         if self._posteriors is None:
             self._posteriors = self._fill_latent_cache()
             if self.scale_factor is None:  # fitted on the whole training set's means
-                self.scale_factor, self.latent_shift = fit_latent_normalisation(self._posteriors[0],
-                                                                                self.latent_normalisation)
+                self.scale_factor, self.latent_shift = fit_latent_normalisation(
+                    self._posteriors[0], self.latent_normalisation
+                )
         index = torch.as_tensor(self.batches.indices(iteration))
         mu, sigma = self._posteriors[0][index], self._posteriors[1][index]
         z = mu + sigma * self.shard_rows(torch.randn(self.global_shape(mu.shape), generator=self.generator))
@@ -785,11 +846,15 @@ class LatentDiffusionTrainer(GenerativeTrainer):
     def _null_class(self) -> int:
         null = getattr(self.network, "null_class", None)
         if null is None:
-            raise ValueError("class_labels dropout needs a U-Net with a null class (medgen_monai.nets.ConditionedDiffusionUNet)")
+            raise ValueError(
+                "class_labels dropout needs a U-Net with a null class (medgen_monai.nets.ConditionedDiffusionUNet)"
+            )
         return int(null)
 
     def _conditions(self, batch: Mapping[str, Any], size: int) -> dict[str, torch.Tensor]:
-        drop = self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator)) < self.condition_dropout
+        drop = (
+            self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator)) < self.condition_dropout
+        )
         out = {}
         for key, name in self.conditions.items():
             if key not in batch:
@@ -799,8 +864,11 @@ class LatentDiffusionTrainer(GenerativeTrainer):
                 if name == "class_labels" and not value.is_floating_point():
                     value = torch.where(drop.to(self.device), torch.full_like(value, self._null_class()), value.long())
                 else:
-                    null = (self.null_conditions[name] if name in self.null_conditions
-                            else F.one_hot(torch.tensor([self._null_class()]), value.shape[-1]).float()).to(value)
+                    null = (
+                        self.null_conditions[name]
+                        if name in self.null_conditions
+                        else F.one_hot(torch.tensor([self._null_class()]), value.shape[-1]).float()
+                    ).to(value)
                     mask = drop.to(self.device).view(-1, *([1] * (value.ndim - 1)))
                     value = torch.where(mask, null.expand_as(value), value)
             out[name] = value
@@ -834,15 +902,14 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         return self.optimise_with_auxiliary({"diffusion": diffusion})
 
     def optimise_with_auxiliary(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Add the training-only terms the network published in its last forward (``auxiliary_losses``, weighed by
+        """Add the training-only terms the network published in its last forward (an
+        :class:`~medgen_monai.nets.AuxiliaryLossNetwork`'s ``pop_auxiliary_losses()``, weighed by
         ``auxiliary_weights``) to the sum of ``losses``, take the optimiser step, and return every term and
         ``"loss"``, the total."""
         loss = sum(losses.values())
         # networks with training-only terms (VAP-Diffusion's L_proto) publish them after each forward; taking them
         # clears them, so no autograd graph outlives the step (and the network stays deep-copyable for EMA)
-        auxiliary = getattr(self.network, "auxiliary_losses", None) or {}
-        if auxiliary:
-            self.network.auxiliary_losses = {}
+        auxiliary = self.network.pop_auxiliary_losses() if isinstance(self.network, AuxiliaryLossNetwork) else {}
         for name, value in auxiliary.items():
             losses[name] = value
             loss = loss + self.auxiliary_weights.get(name, 1.0) * value
@@ -868,14 +935,22 @@ class LatentDiffusionTrainer(GenerativeTrainer):
                 null[name] = torch.full_like(value, self._null_class())
             elif name in self.null_conditions:
                 null[name] = self.null_conditions[name].expand(count, *self.null_conditions[name].shape[1:])
-        images = self.sampler(self.model, self.latent_shape(), list(range(self.sample_seed, self.sample_seed + count)),
-                              condition=self.sample_conditions, null_condition=null or None, device=self.device)
+        images = self.sampler(
+            self.model,
+            self.latent_shape(),
+            list(range(self.sample_seed, self.sample_seed + count)),
+            condition=self.sample_conditions,
+            null_condition=null or None,
+            device=self.device,
+        )
         self.network.train()
         return images
 
     def extra_state(self) -> dict[str, Any]:
-        return {"scale_factor": math.nan if self.scale_factor is None else self.scale_factor,
-                "latent_shift": self.latent_shift}
+        return {
+            "scale_factor": math.nan if self.scale_factor is None else self.scale_factor,
+            "latent_shift": self.latent_shift,
+        }
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         value = state.get("scale_factor", math.nan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .aligned import AlignedEncoders, clip_loss, combine_embeddings
+from .auxiliary import AuxiliaryLosses, AuxiliaryLossNetwork
 from .ccella import CLASS_PATHS, CCELLAUNet
 from .conditioned_unet import ConditionedDiffusionUNet, SoftClassEmbedding
 from .connector import CLASS_HEAD_MODES, AdaLayerNorm, PerceiverBlock, TimestepAwareConnector
@@ -10,10 +11,20 @@ from .projection import NearestNeighbourProjection, projection_from_bank
 from .prototype import MiddleBlockWithPrototypes, PrototypeConditioning, VAPDiffusionUNet
 from .report_vae import ReportVAE
 from .shapes import latent_shape
-from .streams import EnvironmentEncoder, JointDiffusion, StreamAutoencoder, StreamConnector, VectorDiffusionNet, pack, unpack
+from .streams import (
+    EnvironmentEncoder,
+    JointDiffusion,
+    StreamAutoencoder,
+    StreamConnector,
+    VectorDiffusionNet,
+    pack,
+    unpack,
+)
 
 __all__ = [
     "AlignedEncoders",
+    "AuxiliaryLossNetwork",
+    "AuxiliaryLosses",
     "clip_loss",
     "combine_embeddings",
     "ReportVAE",

@@ -60,14 +60,23 @@ class AlignedEncoders(nn.Module):
     ``training_losses(**{modality: batch})``: the mean CLIP loss over every pair of the given modalities.
     """
 
-    def __init__(self, image_modalities: Sequence[str] = ("frontal", "lateral"), text_modalities: Sequence[str] = ("report",),
-                 image_shape: Sequence[int] = (1, 64, 64), text_dim: int = 384, dim: int = 128,
-                 channels: Sequence[int] = (16, 32, 64, 128), temperature: float = 0.07) -> None:
+    def __init__(
+        self,
+        image_modalities: Sequence[str] = ("frontal", "lateral"),
+        text_modalities: Sequence[str] = ("report",),
+        image_shape: Sequence[int] = (1, 64, 64),
+        text_dim: int = 384,
+        dim: int = 128,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        temperature: float = 0.07,
+    ) -> None:
         super().__init__()
         names = [*image_modalities, *text_modalities]
         if len(names) < 2 or len(set(names)) != len(names):
-            raise ValueError(f"give at least two modalities, each named once; got images {list(image_modalities)}, "
-                             f"texts {list(text_modalities)}")
+            raise ValueError(
+                f"give at least two modalities, each named once; got images {list(image_modalities)}, "
+                f"texts {list(text_modalities)}"
+            )
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
         if dim < 1 or text_dim < 1 or not channels:
@@ -78,8 +87,9 @@ class AlignedEncoders(nn.Module):
         self.dim = int(dim)
         self.encoders = nn.ModuleDict()
         for name in self.image_modalities:
-            self.encoders[name] = Regressor(in_shape=tuple(image_shape), out_shape=(dim,), channels=tuple(channels),
-                                            strides=(2,) * len(channels))
+            self.encoders[name] = Regressor(
+                in_shape=tuple(image_shape), out_shape=(dim,), channels=tuple(channels), strides=(2,) * len(channels)
+            )
         for name in self.text_modalities:
             self.encoders[name] = nn.Sequential(nn.Linear(text_dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
@@ -99,10 +109,13 @@ class AlignedEncoders(nn.Module):
         if not inputs:
             raise ValueError("condition: give at least one input modality")
         names = list(inputs)
-        return combine_embeddings([self.embed(n, inputs[n]) for n in names],
-                                  None if weights is None else [weights.get(n, 1.0) for n in names])
+        return combine_embeddings(
+            [self.embed(n, inputs[n]) for n in names], None if weights is None else [weights.get(n, 1.0) for n in names]
+        )
 
-    def training_losses(self, generator: torch.Generator | None = None, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_losses(
+        self, generator: torch.Generator | None = None, **batch: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """``contrastive``: the mean CLIP loss over every pair of the given modalities; ``top1_<a>_<b>``: each
         pair's in-batch retrieval accuracy (for logs)."""
         names = [n for n in self.modalities if n in batch]

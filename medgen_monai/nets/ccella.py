@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .auxiliary import AuxiliaryLosses
 from .conditioned_unet import ConditionedDiffusionUNet
 from .connector import TimestepAwareConnector
 
@@ -37,7 +38,7 @@ def _mlp(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
 
-class CCELLAUNet(ConditionedDiffusionUNet):
+class CCELLAUNet(AuxiliaryLosses, ConditionedDiffusionUNet):
     """A 2D/3D diffusion U-Net conditioned on a report (connector), a class and the voxel spacing.
 
     Args:
@@ -58,9 +59,17 @@ class CCELLAUNet(ConditionedDiffusionUNet):
         probabilities ``(B, num_classes)`` of the last call (the sidecar records them).
     """
 
-    def __init__(self, connector: TimestepAwareConnector | None = None, class_path: str = "predicted",
-                 use_spacing: bool = True, spacing_dims: int = 3, condition_dim: int = 32, focal_alpha: float = 0.75,
-                 focal_gamma: float = 2.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        connector: TimestepAwareConnector | None = None,
+        class_path: str = "predicted",
+        use_spacing: bool = True,
+        spacing_dims: int = 3,
+        condition_dim: int = 32,
+        focal_alpha: float = 0.75,
+        focal_gamma: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
         if class_path not in CLASS_PATHS:
             raise ValueError(f"class_path must be one of {CLASS_PATHS}, got {class_path!r}")
         if class_path == "predicted" and (connector is None or connector.class_heads == "none"):
@@ -72,9 +81,13 @@ class CCELLAUNet(ConditionedDiffusionUNet):
                 raise ValueError(f"{key} is set by CCELLAUNet (from the connector and the class path); do not give it")
         num_classes = connector.num_classes if connector is not None else 2
         parts = (class_path != "none") + bool(use_spacing)
-        super().__init__(num_classes=1, extra_embedding_dim=parts * int(condition_dim) if parts else None,
-                         with_conditioning=connector is not None,
-                         cross_attention_dim=None if connector is None else connector.out[0].out_features, **kwargs)
+        super().__init__(
+            num_classes=1,
+            extra_embedding_dim=parts * int(condition_dim) if parts else None,
+            with_conditioning=connector is not None,
+            cross_attention_dim=None if connector is None else connector.out[0].out_features,
+            **kwargs,
+        )
         self.connector = connector
         self.class_path = class_path
         self.report_classes = int(num_classes)
@@ -110,9 +123,15 @@ class CCELLAUNet(ConditionedDiffusionUNet):
         _, logits = self.connector(context, timesteps)
         return logits.softmax(dim=1)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,  # type: ignore[override]
-                spacing: torch.Tensor | None = None, report_class: torch.Tensor | None = None,
-                **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor | None = None,  # type: ignore[override]
+        spacing: torch.Tensor | None = None,
+        report_class: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         tokens, logits = (None, None)
         if self.connector is not None:
             if context is None:
@@ -132,8 +151,10 @@ class CCELLAUNet(ConditionedDiffusionUNet):
             parts.append(self.class_mlp(one_hot * 100))
         if self.spacing_mlp is not None:
             if spacing is None or spacing.shape != (x.shape[0], self.spacing_dims):
-                raise ValueError(f"spacing must be (B, {self.spacing_dims}) millimetres, got "
-                                 f"{None if spacing is None else tuple(spacing.shape)}")
+                raise ValueError(
+                    f"spacing must be (B, {self.spacing_dims}) millimetres, got "
+                    f"{None if spacing is None else tuple(spacing.shape)}"
+                )
             parts.append(self.spacing_mlp(spacing.to(x.dtype) * 100))
         extra = torch.cat(parts, dim=1) if parts else None
         out = super().forward(x, timesteps, context=tokens, extra_embedding=extra, **kwargs)

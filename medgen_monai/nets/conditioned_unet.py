@@ -14,7 +14,8 @@ embedding module, so that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -39,8 +40,17 @@ class SoftClassEmbedding(nn.Embedding):
             self.extra_projection = nn.Linear(extra_embedding_dim, embedding_dim)
             nn.init.zeros_(self.extra_projection.weight)
             nn.init.zeros_(self.extra_projection.bias)
-        # set by ConditionedDiffusionUNet.forward for the duration of one call (MONAI's forward has no slot for it)
-        self.pending_extra: torch.Tensor | None = None
+        # the extra vector of the current call (MONAI's U-Net forward has no slot for it): see with_extra
+        self._extra: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def with_extra(self, extra: torch.Tensor | None) -> Iterator[None]:
+        """Add ``extra`` ``(B, extra_embedding_dim)`` (projected) to the embeddings made inside the block."""
+        self._extra = extra
+        try:
+            yield
+        finally:
+            self._extra = None
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """Embed ``(B,)`` integer labels or ``(B, num_embeddings)`` probabilities -> ``(B, embedding_dim)``."""
@@ -55,10 +65,10 @@ class SoftClassEmbedding(nn.Embedding):
             if labels.ndim != 1:
                 raise ValueError(f"integer class labels must be (B,), got {tuple(labels.shape)}")
             embedding = super().forward(labels)
-        if self.pending_extra is not None:
+        if self._extra is not None:
             if self.extra_projection is None:
                 raise ValueError("extra_embedding given, but the U-Net was built without extra_embedding_dim")
-            embedding = embedding + self.extra_projection(self.pending_extra.to(self.weight.dtype))
+            embedding = embedding + self.extra_projection(self._extra.to(self.weight.dtype))
         return embedding
 
 
@@ -85,7 +95,9 @@ class ConditionedDiffusionUNet(DiffusionModelUNet):
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if extra_embedding_dim is not None and (num_classes is None or extra_embedding_dim < 1):
-            raise ValueError("extra_embedding_dim must be >= 1 and needs num_classes (use num_classes=1 if there are none)")
+            raise ValueError(
+                "extra_embedding_dim must be >= 1 and needs num_classes (use num_classes=1 if there are none)"
+            )
         super().__init__(num_class_embeds=None if num_classes is None else num_classes + 1, **kwargs)
         self.num_classes = num_classes
         if num_classes is not None:
@@ -114,14 +126,17 @@ class ConditionedDiffusionUNet(DiffusionModelUNet):
                 raise ValueError("extra_embedding given, but the U-Net was built without extra_embedding_dim")
             if class_labels is None:  # the extra vector rides on the class embedding: use the null class
                 class_labels = torch.full((x.shape[0],), self.null_class, dtype=torch.long, device=x.device)
-        if self.num_classes is not None:
-            self.class_embedding.pending_extra = extra_embedding
-        try:
+        extra = (
+            self.class_embedding.with_extra(extra_embedding)
+            if self.num_classes is not None
+            else contextlib.nullcontext()
+        )
+        with extra:
             return super().forward(
-                x, timesteps, context=context, class_labels=class_labels,
+                x,
+                timesteps,
+                context=context,
+                class_labels=class_labels,
                 down_block_additional_residuals=down_block_additional_residuals,
                 mid_block_additional_residual=mid_block_additional_residual,
             )
-        finally:
-            if self.num_classes is not None:
-                self.class_embedding.pending_extra = None

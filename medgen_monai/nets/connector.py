@@ -77,7 +77,9 @@ class PerceiverBlock(nn.Module):
 
 class _ClassHead(nn.Sequential):
     def __init__(self, num_latents: int, width: int, hidden: int, num_classes: int) -> None:
-        super().__init__(nn.Flatten(1), nn.Linear(num_latents * width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        super().__init__(
+            nn.Flatten(1), nn.Linear(num_latents * width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
 
 class TimestepAwareConnector(nn.Module):
@@ -101,14 +103,33 @@ class TimestepAwareConnector(nn.Module):
         logits (B, num_classes) or None)``.
     """
 
-    def __init__(self, text_dim: int, output_dim: int, width: int = 64, layers: int = 2, heads: int = 4,
-                 num_latents: int = 16, time_channels: int = 64, time_embed_dim: int = 64, class_heads: str = "cascade",
-                 num_classes: int = 2, class_hidden: int = 64) -> None:
+    def __init__(
+        self,
+        text_dim: int,
+        output_dim: int,
+        width: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        num_latents: int = 16,
+        time_channels: int = 64,
+        time_embed_dim: int = 64,
+        class_heads: str = "cascade",
+        num_classes: int = 2,
+        class_hidden: int = 64,
+    ) -> None:
         super().__init__()
-        for name, value in (("text_dim", text_dim), ("output_dim", output_dim), ("width", width), ("layers", layers),
-                            ("heads", heads), ("num_latents", num_latents), ("time_channels", time_channels),
-                            ("time_embed_dim", time_embed_dim), ("num_classes", num_classes),
-                            ("class_hidden", class_hidden)):
+        for name, value in (
+            ("text_dim", text_dim),
+            ("output_dim", output_dim),
+            ("width", width),
+            ("layers", layers),
+            ("heads", heads),
+            ("num_latents", num_latents),
+            ("time_channels", time_channels),
+            ("time_embed_dim", time_embed_dim),
+            ("num_classes", num_classes),
+            ("class_hidden", class_hidden),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if width % heads:
@@ -118,8 +139,9 @@ class TimestepAwareConnector(nn.Module):
         if class_heads not in CLASS_HEAD_MODES:
             raise ValueError(f"class_heads must be one of {CLASS_HEAD_MODES}, got {class_heads!r}")
         self.time_channels = int(time_channels)
-        self.time_mlp = nn.Sequential(nn.Linear(time_channels, time_embed_dim), nn.SiLU(),
-                                      nn.Linear(time_embed_dim, time_embed_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
+        )
         self.latents = nn.Parameter(width**-0.5 * torch.randn(num_latents, width))
         self.time_to_latents = nn.Linear(time_embed_dim, width)
         self.text_in = nn.Linear(text_dim, width)
@@ -128,7 +150,9 @@ class TimestepAwareConnector(nn.Module):
         self.class_heads = class_heads
         self.num_classes = int(num_classes)
         heads_needed = {"cascade": layers, "first": 1, "last": 1, "shared": 1, "none": 0}[class_heads]
-        self.heads = nn.ModuleList(_ClassHead(num_latents, width, class_hidden, num_classes) for _ in range(heads_needed))
+        self.heads = nn.ModuleList(
+            _ClassHead(num_latents, width, class_hidden, num_classes) for _ in range(heads_needed)
+        )
         # cascade and shared: every block's logits, concatenated, mapped to the classes
         self.mix = nn.Linear(layers * num_classes, num_classes) if class_heads in ("cascade", "shared") else None
 
@@ -142,7 +166,9 @@ class TimestepAwareConnector(nn.Module):
         if timesteps.ndim != 1 or timesteps.shape[0] != text.shape[0]:
             raise ValueError(f"timesteps must be (B,) with B = {text.shape[0]}, got {tuple(timesteps.shape)}")
         condition = self.timestep_embedding(timesteps)
-        latents = self.latents.unsqueeze(0).expand(text.shape[0], -1, -1) + self.time_to_latents(F.silu(condition)).unsqueeze(1)
+        latents = self.latents.unsqueeze(0).expand(text.shape[0], -1, -1) + self.time_to_latents(
+            F.silu(condition)
+        ).unsqueeze(1)
         text = self.text_in(text)
         per_block = []
         for index, block in enumerate(self.blocks):

@@ -38,15 +38,25 @@ class NearestNeighbourProjection:
         A class without training descriptions is an error (the projection would have nothing to pull toward).
     """
 
-    def __init__(self, tokens: torch.Tensor, pooled: torch.Tensor, classes: torch.Tensor | Sequence[int],
-                 k: int = 8, alpha: float = 0.5) -> None:
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        pooled: torch.Tensor,
+        classes: torch.Tensor | Sequence[int],
+        k: int = 8,
+        alpha: float = 0.5,
+    ) -> None:
         classes = torch.as_tensor(classes, dtype=torch.long)
         if tokens.ndim != 3 or pooled.ndim != 2 or classes.ndim != 1:
-            raise ValueError(f"expected tokens (N, L, D), pooled (N, D), classes (N,); got {tuple(tokens.shape)}, "
-                             f"{tuple(pooled.shape)}, {tuple(classes.shape)}")
+            raise ValueError(
+                f"expected tokens (N, L, D), pooled (N, D), classes (N,); got {tuple(tokens.shape)}, "
+                f"{tuple(pooled.shape)}, {tuple(classes.shape)}"
+            )
         if not tokens.shape[0] == pooled.shape[0] == classes.shape[0] or tokens.shape[0] == 0:
-            raise ValueError(f"tokens, pooled and classes must describe the same N >= 1 training descriptions, got "
-                             f"{tokens.shape[0]}, {pooled.shape[0]}, {classes.shape[0]}")
+            raise ValueError(
+                f"tokens, pooled and classes must describe the same N >= 1 training descriptions, got "
+                f"{tokens.shape[0]}, {pooled.shape[0]}, {classes.shape[0]}"
+            )
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not 0.0 <= alpha <= 1.0:
@@ -58,8 +68,9 @@ class NearestNeighbourProjection:
         self.alpha = float(alpha)
 
     @classmethod
-    def from_encoder(cls, encoder, descriptions: Sequence[str], classes: Sequence[int], k: int = 8,
-                     alpha: float = 0.5) -> NearestNeighbourProjection:
+    def from_encoder(
+        cls, encoder, descriptions: Sequence[str], classes: Sequence[int], k: int = 8, alpha: float = 0.5
+    ) -> NearestNeighbourProjection:
         """Build from training descriptions encoded by a :class:`~medgen_monai.text.TextEncoder` (cached)."""
         if len(descriptions) == 0:
             raise ValueError("the projection needs training descriptions; the bank gave none")
@@ -67,7 +78,9 @@ class NearestNeighbourProjection:
         return cls(embedding.tokens, embedding.pooled, classes, k=k, alpha=alpha)
 
     @classmethod
-    def from_bank(cls, bank, encoder, classes: Sequence[str], k: int = 8, alpha: float = 0.5) -> NearestNeighbourProjection:
+    def from_bank(
+        cls, bank, encoder, classes: Sequence[str], k: int = 8, alpha: float = 0.5
+    ) -> NearestNeighbourProjection:
         """Build from every description of a :class:`~medgen_monai.describe.DescriptionBank` whose category is one of
         ``classes`` (the bank of the training set: its descriptions are what training saw)."""
         descriptions, labels = [], []
@@ -90,19 +103,24 @@ class NearestNeighbourProjection:
             out.append(members[similarity.topk(min(self.k, members.numel())).indices])
         return out
 
-    def __call__(self, tokens: torch.Tensor, pooled: torch.Tensor, classes: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, pooled: torch.Tensor, classes: torch.Tensor | Sequence[int]
+    ) -> torch.Tensor:
         classes = torch.as_tensor(classes, dtype=torch.long)
         if tokens.shape[1:] != self.tokens.shape[1:]:
-            raise ValueError(f"tokens must be (B, {self.tokens.shape[1]}, {self.tokens.shape[2]}) like the training "
-                             f"descriptions, got {tuple(tokens.shape)}")
+            raise ValueError(
+                f"tokens must be (B, {self.tokens.shape[1]}, {self.tokens.shape[2]}) like the training "
+                f"descriptions, got {tuple(tokens.shape)}"
+            )
         if self.alpha == 0.0:
             return tokens
         targets = torch.stack([self.tokens[index].mean(0) for index in self.neighbours(pooled, classes)])
         return ((1.0 - self.alpha) * tokens.float() + self.alpha * targets).to(tokens.dtype)
 
 
-def projection_from_bank(bank: Any, encoder: Any, classes: Sequence[str], k: int = 8,
-                         alpha: float = 0.5) -> NearestNeighbourProjection | None:
+def projection_from_bank(
+    bank: Any, encoder: Any, classes: Sequence[str], k: int = 8, alpha: float = 0.5
+) -> NearestNeighbourProjection | None:
     """The bundles' ``projection``: :meth:`NearestNeighbourProjection.from_bank`, or ``None`` (no projection) when
     ``alpha`` is 0."""
     if alpha == 0:

@@ -32,13 +32,16 @@ Three departures from the paper's text, each stated where it matters:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .auxiliary import AuxiliaryLosses
 from .conditioned_unet import ConditionedDiffusionUNet
 
 __all__ = ["PrototypeConditioning", "MiddleBlockWithPrototypes", "VAPDiffusionUNet"]
@@ -112,16 +115,23 @@ class PrototypeConditioning(nn.Module):
         rows = self.num_classes + 1
         if class_labels.is_floating_point():
             if class_labels.ndim != 2 or class_labels.shape[1] != rows:
-                raise ValueError(f"soft class labels must be (B, {rows}) probabilities, got {tuple(class_labels.shape)}")
+                raise ValueError(
+                    f"soft class labels must be (B, {rows}) probabilities, got {tuple(class_labels.shape)}"
+                )
             return torch.einsum("bk,ktd->btd", class_labels.to(self.prototypes.dtype), self.prototypes)
         if class_labels.ndim != 1:
             raise ValueError(f"integer class labels must be (B,), got {tuple(class_labels.shape)}")
         # the range check reads the labels' values: torch.export traces without values (the exported program
         # indexes the prototypes as given)
-        if class_labels.numel() and not _exporting() and (
-                int(class_labels.min()) < 0 or int(class_labels.max()) >= rows):
-            raise ValueError(f"class labels must be in [0, {self.num_classes}] ({self.num_classes} is the null class), "
-                             f"got {class_labels.tolist()}")
+        if (
+            class_labels.numel()
+            and not _exporting()
+            and (int(class_labels.min()) < 0 or int(class_labels.max()) >= rows)
+        ):
+            raise ValueError(
+                f"class labels must be in [0, {self.num_classes}] ({self.num_classes} is the null class), "
+                f"got {class_labels.tolist()}"
+            )
         return self.prototypes[class_labels.long()]
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +147,9 @@ class PrototypeConditioning(nn.Module):
         tokens = hidden.flatten(2).transpose(1, 2)  # (B, N, C)
         prototypes = self.class_prototypes(class_labels).to(tokens.dtype)
         query = self.to_q(self.norm(tokens))
-        read = F.scaled_dot_product_attention(self._heads(query), self._heads(self.to_k(prototypes)),
-                                              self._heads(self.to_v(prototypes)))
+        read = F.scaled_dot_product_attention(
+            self._heads(query), self._heads(self.to_k(prototypes)), self._heads(self.to_v(prototypes))
+        )
         read = read.transpose(1, 2).reshape(b, -1, c)  # (B, N, C)
         target = query.detach().float()
         # relative to the query's power: the raw error grows with ||W_q||, which the noise loss keeps enlarging
@@ -151,27 +162,40 @@ class PrototypeConditioning(nn.Module):
 class MiddleBlockWithPrototypes(nn.Module):
     """A U-Net middle block followed by :class:`PrototypeConditioning`.
 
-    The U-Net's forward has no slot for class labels at the middle block, so :class:`VAPDiffusionUNet`
-    sets :attr:`pending_labels` for the duration of one call (a module, not a hook: a deep copy such as the
-    trainer's EMA copy then keeps its own prototypes). :attr:`last_loss` holds the ``L_proto`` of the last call.
+    The U-Net's forward has no slot for class labels at the middle block, so :class:`VAPDiffusionUNet` runs its
+    forward inside :meth:`conditioned_on` (a module, not a hook: a deep copy such as the trainer's EMA copy then keeps
+    its own prototypes); :meth:`conditioned_on` yields a dict that holds the call's ``L_proto`` afterwards.
     """
 
     def __init__(self, block: nn.Module, prototypes: PrototypeConditioning) -> None:
         super().__init__()
         self.block = block
         self.prototypes = prototypes
-        self.pending_labels: torch.Tensor | None = None
-        self.last_loss: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._result: dict[str, torch.Tensor] | None = None
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    @contextlib.contextmanager
+    def conditioned_on(self, class_labels: torch.Tensor) -> Iterator[dict[str, torch.Tensor]]:
+        """Condition the calls inside the block on ``class_labels`` ``(B,)`` / ``(B, num_classes + 1)``; the yielded
+        dict holds ``"loss"``, the last call's ``L_proto``, when the block ends."""
+        result: dict[str, torch.Tensor] = {}
+        self._labels, self._result = class_labels, result
+        try:
+            yield result
+        finally:
+            self._labels, self._result = None, None
+
+    def forward(
+        self, hidden_states: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden_states = self.block(hidden_states=hidden_states, temb=temb, context=context)
-        if self.pending_labels is None:
+        if self._labels is None or self._result is None:
             raise ValueError("the prototype mechanism needs class labels: call VAPDiffusionUNet with class_labels")
-        hidden_states, self.last_loss = self.prototypes(hidden_states, self.pending_labels.to(hidden_states.device))
+        hidden_states, self._result["loss"] = self.prototypes(hidden_states, self._labels.to(hidden_states.device))
         return hidden_states
 
 
-class VAPDiffusionUNet(ConditionedDiffusionUNet):
+class VAPDiffusionUNet(AuxiliaryLosses, ConditionedDiffusionUNet):
     """The VAP-Diffusion U-Net: MONAI's diffusion U-Net with description cross-attention, a class embedding with a
     null class, and (switchable, for the ablation) the Prototype Condition Mechanism after the middle block.
 
@@ -191,29 +215,39 @@ class VAPDiffusionUNet(ConditionedDiffusionUNet):
         prototypes); the trainer adds it to the noise loss.
     """
 
-    def __init__(self, num_classes: int, prototype: bool = True, prototype_tokens: int = 16, prototype_heads: int = 4,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        prototype: bool = True,
+        prototype_tokens: int = 16,
+        prototype_heads: int = 4,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(num_classes=num_classes, **kwargs)
         self.prototype = bool(prototype)
         if self.prototype:
             channels = int(kwargs.get("channels", (32, 64, 64))[-1])
-            module = PrototypeConditioning(num_classes, channels, num_tokens=prototype_tokens, num_heads=prototype_heads)
+            module = PrototypeConditioning(
+                num_classes, channels, num_tokens=prototype_tokens, num_heads=prototype_heads
+            )
             self.middle_block = MiddleBlockWithPrototypes(self.middle_block, module)
         self.auxiliary_losses: dict[str, torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,  # type: ignore[override]
-                class_labels: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor | None = None,  # type: ignore[override]
+        class_labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         if not self.prototype:
             self.auxiliary_losses = {}
             return super().forward(x, timesteps, context=context, class_labels=class_labels, **kwargs)
         if class_labels is None:
             raise ValueError("VAPDiffusionUNet with prototypes needs class_labels (the null class for unconditional)")
-        self.middle_block.pending_labels = class_labels
-        try:
+        with self.middle_block.conditioned_on(class_labels) as result:
             out = super().forward(x, timesteps, context=context, class_labels=class_labels, **kwargs)
-        finally:
-            self.middle_block.pending_labels = None
-        loss = self.middle_block.last_loss
-        self.middle_block.last_loss = None
+        loss = result.get("loss")
         self.auxiliary_losses = {"prototype": loss} if self.training and loss is not None else {}
         return out

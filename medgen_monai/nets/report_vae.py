@@ -63,10 +63,20 @@ class ReportVAE(nn.Module):
     or ``(B, D)`` -> ``(B, max_length)`` ids; :meth:`loss` takes texts.
     """
 
-    def __init__(self, latent_dim: int = 64, max_length: int = 160, hidden_size: int = 128, encoder_layers: int = 2,
-                 decoder_layers: int = 2, heads: int = 4, tokenizer_path: str | Path | None = None,
-                 encoder_path: str | Path | None = None, decoder_path: str | Path | None = None,
-                 vocabulary_size: int | None = 512, free_bits: float = 0.1) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        max_length: int = 160,
+        hidden_size: int = 128,
+        encoder_layers: int = 2,
+        decoder_layers: int = 2,
+        heads: int = 4,
+        tokenizer_path: str | Path | None = None,
+        encoder_path: str | Path | None = None,
+        decoder_path: str | Path | None = None,
+        vocabulary_size: int | None = 512,
+        free_bits: float = 0.1,
+    ) -> None:
         super().__init__()
         if free_bits < 0:
             raise ValueError(f"free_bits must be >= 0 (nats per latent dimension), got {free_bits}")
@@ -77,10 +87,14 @@ class ReportVAE(nn.Module):
         if hidden_size < 1 or hidden_size % heads:
             raise ValueError(f"hidden_size must be a positive multiple of heads ({heads}), got {hidden_size}")
         if vocabulary_size is not None and (encoder_path is not None or decoder_path is not None):
-            raise ValueError("vocabulary_size must be None with a pretrained encoder_path or decoder_path (their "
-                             "embeddings cover their tokenizer's whole vocabulary)")
+            raise ValueError(
+                "vocabulary_size must be None with a pretrained encoder_path or decoder_path (their "
+                "embeddings cover their tokenizer's whole vocabulary)"
+            )
         if vocabulary_size is not None and vocabulary_size < 8:
-            raise ValueError(f"vocabulary_size must be >= 8 tokens or None (the whole vocabulary), got {vocabulary_size}")
+            raise ValueError(
+                f"vocabulary_size must be >= 8 tokens or None (the whole vocabulary), got {vocabulary_size}"
+            )
         from transformers import AutoModel, AutoModelForCausalLM, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
         from ..text.encoder import default_encoder_path
@@ -92,8 +106,17 @@ class ReportVAE(nn.Module):
         if self.compact:
             # compact row -> tokenizer id (-1: a free row); the special tokens take the first rows, the reports'
             # tokens the next ones (fit_vocabulary). A buffer, so the weights file carries it.
-            specials = list(dict.fromkeys(i for i in (self.tokenizer.pad_token_id, self.tokenizer.unk_token_id,
-                                                      *self._start_end(self.tokenizer)) if i is not None))
+            specials = list(
+                dict.fromkeys(
+                    i
+                    for i in (
+                        self.tokenizer.pad_token_id,
+                        self.tokenizer.unk_token_id,
+                        *self._start_end(self.tokenizer),
+                    )
+                    if i is not None
+                )
+            )
             vocabulary = torch.full((rows,), -1, dtype=torch.long)
             vocabulary[: len(specials)] = torch.tensor(specials)
             self.register_buffer("vocabulary", vocabulary)
@@ -103,18 +126,34 @@ class ReportVAE(nn.Module):
         if encoder_path is not None:
             self.encoder = AutoModel.from_pretrained(str(encoder_path), local_files_only=True)
         else:
-            self.encoder = BertModel(BertConfig(
-                vocab_size=rows, hidden_size=hidden_size, num_hidden_layers=encoder_layers,
-                num_attention_heads=heads, intermediate_size=4 * hidden_size, max_position_embeddings=max_length,
-                pad_token_id=int(self._rows(torch.tensor([self.tokenizer.pad_token_id]))[0])), add_pooling_layer=False)
+            self.encoder = BertModel(
+                BertConfig(
+                    vocab_size=rows,
+                    hidden_size=hidden_size,
+                    num_hidden_layers=encoder_layers,
+                    num_attention_heads=heads,
+                    intermediate_size=4 * hidden_size,
+                    max_position_embeddings=max_length,
+                    pad_token_id=int(self._rows(torch.tensor([self.tokenizer.pad_token_id]))[0]),
+                ),
+                add_pooling_layer=False,
+            )
         if decoder_path is not None:
             self.decoder_tokenizer = _tokenizer(decoder_path)
             self.decoder = AutoModelForCausalLM.from_pretrained(str(decoder_path), local_files_only=True)
         else:
             self.decoder_tokenizer = self.tokenizer
-            self.decoder = GPT2LMHeadModel(GPT2Config(
-                vocab_size=rows, n_positions=max_length + 1, n_embd=hidden_size, n_layer=decoder_layers,
-                n_head=heads, bos_token_id=None, eos_token_id=None))
+            self.decoder = GPT2LMHeadModel(
+                GPT2Config(
+                    vocab_size=rows,
+                    n_positions=max_length + 1,
+                    n_embd=hidden_size,
+                    n_layer=decoder_layers,
+                    n_head=heads,
+                    bos_token_id=None,
+                    eos_token_id=None,
+                )
+            )
         self.start_id, self.end_id = self._start_end(self.decoder_tokenizer)
         pad = self.decoder_tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.end_id
@@ -143,7 +182,9 @@ class ReportVAE(nn.Module):
         from collections import Counter
 
         if not self.compact:
-            raise ValueError("fit_vocabulary: this ReportVAE uses its tokenizer's whole vocabulary (vocabulary_size None)")
+            raise ValueError(
+                "fit_vocabulary: this ReportVAE uses its tokenizer's whole vocabulary (vocabulary_size None)"
+            )
         if bool((self.vocabulary[self.specials :] >= 0).any()):
             raise ValueError("fit_vocabulary: the vocabulary is already fitted (fit a fresh ReportVAE)")
         counts: Counter[int] = Counter()
@@ -157,7 +198,11 @@ class ReportVAE(nn.Module):
 
             logging.getLogger(__name__).warning(
                 "the reports use %d distinct tokens, the vocabulary has rows for %d: the %d rarest read as unknown "
-                "(raise vocabulary_size to keep them)", len(ranked), len(kept), len(ranked) - len(kept))
+                "(raise vocabulary_size to keep them)",
+                len(ranked),
+                len(kept),
+                len(ranked) - len(kept),
+            )
         if kept:
             self.vocabulary[self.specials : self.specials + len(kept)] = torch.tensor(kept, dtype=torch.long)
         return len(ranked)
@@ -180,16 +225,18 @@ class ReportVAE(nn.Module):
         """Encoder token ids ``(B, max_length)``, padded (what ``encode`` takes, and what a dataset can hold)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ValueError("texts must be a sequence of strings")
-        out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        out = self.tokenizer(
+            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return out["input_ids"]
 
     def _decoder_targets(self, texts: Sequence[str]) -> torch.Tensor:
         """``[start] text [end]`` as decoder tokenizer ids, ``(B, T)``, padded with ``pad_id``."""
         rows = []
         for text in texts:
-            ids = self.decoder_tokenizer(text, add_special_tokens=False, truncation=True,
-                                         max_length=self.max_length - 2)["input_ids"]
+            ids = self.decoder_tokenizer(
+                text, add_special_tokens=False, truncation=True, max_length=self.max_length - 2
+            )["input_ids"]
             rows.append([self.start_id, *ids, self.end_id])
         width = max(len(r) for r in rows)
         return torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
@@ -252,7 +299,9 @@ class ReportVAE(nn.Module):
         return self._ids(rows)
 
     # ---- training --------------------------------------------------------------------------------------
-    def training_losses(self, texts: Sequence[str], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def training_losses(
+        self, texts: Sequence[str], generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """The training terms of a batch of texts: ``reconstruction`` (token cross-entropy, mean over the target
         tokens, end token included), ``kl`` (KL of the posterior to the unit Gaussian: the batch mean per latent
         dimension, each floored at ``free_bits`` as in Optimus, summed over dimensions) and ``token_accuracy``
@@ -267,7 +316,9 @@ class ReportVAE(nn.Module):
         wanted = rows[:, 1:]
         # real targets: everything up to and including the first end token
         real = torch.cumsum((targets[:, 1:] == self.end_id).long(), 1) - (targets[:, 1:] == self.end_id).long() == 0
-        cross_entropy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), wanted.reshape(-1), reduction="none")
+        cross_entropy = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), wanted.reshape(-1), reduction="none"
+        )
         reconstruction = (cross_entropy.view_as(wanted) * real).sum() / real.sum().clamp(min=1)
         kl_per_dimension = 0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma + 1e-12) - 1).mean(0)
         kl = kl_per_dimension.clamp(min=self.free_bits).sum()

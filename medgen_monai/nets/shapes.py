@@ -7,8 +7,9 @@ from collections.abc import Sequence
 __all__ = ["latent_shape"]
 
 
-def latent_shape(image_size: Sequence[int], latent_channels: int, autoencoder_channels: Sequence[int],
-                 unet_channels: Sequence[int]) -> list[int]:
+def latent_shape(
+    image_size: Sequence[int], latent_channels: int, autoencoder_channels: Sequence[int], unet_channels: Sequence[int]
+) -> list[int]:
     """``[latent_channels, *spatial]`` for images of ``image_size``, refusing sizes the networks cannot divide.
 
     MONAI's ``AutoencoderKL`` halves each side once per level after the first (``len(autoencoder_channels) - 1``
@@ -26,7 +27,11 @@ def latent_shape(image_size: Sequence[int], latent_channels: int, autoencoder_ch
     divisor = 2 ** (down_ae + down_unet)
     bad = [s for s in size if s % divisor]
     if bad:
-        nearest = sorted({max(divisor, s // divisor * divisor) for s in bad} | {(s // divisor + 1) * divisor for s in bad})
-        raise ValueError(f"image_size {size}: every side must be a multiple of {divisor} (the autoencoder halves it "
-                         f"{down_ae} times, the diffusion U-Net {down_unet} more); {bad} is not; try {nearest}")
+        nearest = sorted(
+            {max(divisor, s // divisor * divisor) for s in bad} | {(s // divisor + 1) * divisor for s in bad}
+        )
+        raise ValueError(
+            f"image_size {size}: every side must be a multiple of {divisor} (the autoencoder halves it "
+            f"{down_ae} times, the diffusion U-Net {down_unet} more); {bad} is not; try {nearest}"
+        )
     return [int(latent_channels)] + [s // 2**down_ae for s in size]

@@ -32,9 +32,17 @@ import torch.nn.functional as F
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
 from .aligned import clip_loss
+from .auxiliary import AuxiliaryLosses
 
-__all__ = ["EnvironmentEncoder", "JointDiffusion", "StreamAutoencoder", "StreamConnector", "VectorDiffusionNet",
-           "pack", "unpack"]
+__all__ = [
+    "EnvironmentEncoder",
+    "JointDiffusion",
+    "StreamAutoencoder",
+    "StreamConnector",
+    "VectorDiffusionNet",
+    "pack",
+    "unpack",
+]
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -50,8 +58,10 @@ def unpack(x: torch.Tensor, shapes: Sequence[Sequence[int]]) -> list[torch.Tenso
     """Inverse of :func:`pack`: ``(B, N)`` -> per-stream ``(B, *shape_s)``."""
     sizes = [_numel(s) for s in shapes]
     if x.ndim != 2 or x.shape[1] != sum(sizes):
-        raise ValueError(f"packed tensor must be (B, {sum(sizes)}) for streams of shapes {[tuple(s) for s in shapes]}, "
-                         f"got {tuple(x.shape)}")
+        raise ValueError(
+            f"packed tensor must be (B, {sum(sizes)}) for streams of shapes {[tuple(s) for s in shapes]}, "
+            f"got {tuple(x.shape)}"
+        )
     return [part.reshape(x.shape[0], *shape) for part, shape in zip(x.split(sizes, dim=1), shapes)]
 
 
@@ -80,7 +90,9 @@ class _CrossAttention(nn.Module):
             raise ValueError(f"width {width} must split into {tokens} tokens whose width divides by {heads} heads")
         self.tokens = tokens
         self.norm = nn.LayerNorm(width // tokens)
-        self.attention = nn.MultiheadAttention(width // tokens, heads, kdim=context_dim, vdim=context_dim, batch_first=True)
+        self.attention = nn.MultiheadAttention(
+            width // tokens, heads, kdim=context_dim, vdim=context_dim, batch_first=True
+        )
 
     def forward(self, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = h.view(h.shape[0], self.tokens, -1)
@@ -91,7 +103,9 @@ class _CrossAttention(nn.Module):
 class _VectorLevel(nn.Module):
     """One level of :class:`VectorDiffusionNet`: a residual block, then cross-attention to the context."""
 
-    def __init__(self, width_in: int, width_out: int, time_dim: int, context_dim: int | None, tokens: int, heads: int) -> None:
+    def __init__(
+        self, width_in: int, width_out: int, time_dim: int, context_dim: int | None, tokens: int, heads: int
+    ) -> None:
         super().__init__()
         self.block = _ResidualBlock(width_in, width_out, time_dim)
         self.attention = None if context_dim is None else _CrossAttention(width_out, context_dim, tokens, heads)
@@ -118,25 +132,34 @@ class VectorDiffusionNet(nn.Module):
     connectors attach, as on MONAI's U-Net; ``block_out_channels`` gives their widths.
     """
 
-    def __init__(self, latent_dim: int = 64, channels: Sequence[int] = (256, 256, 128), cross_attention_dim: int | None = 128,
-                 attention_tokens: int = 4, heads: int = 2) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        channels: Sequence[int] = (256, 256, 128),
+        cross_attention_dim: int | None = 128,
+        attention_tokens: int = 4,
+        heads: int = 2,
+    ) -> None:
         super().__init__()
         if latent_dim < 1 or not channels or min(channels) < 1:
-            raise ValueError(f"latent_dim must be >= 1 and channels non-empty and positive; got {latent_dim}, {channels}")
+            raise ValueError(
+                f"latent_dim must be >= 1 and channels non-empty and positive; got {latent_dim}, {channels}"
+            )
         self.latent_dim = int(latent_dim)
         self.block_out_channels = tuple(int(c) for c in channels)
         self.time_dim = 4 * self.block_out_channels[0]
-        self.time_embed = nn.Sequential(nn.Linear(self.block_out_channels[0], self.time_dim), nn.SiLU(),
-                                        nn.Linear(self.time_dim, self.time_dim))
+        self.time_embed = nn.Sequential(
+            nn.Linear(self.block_out_channels[0], self.time_dim), nn.SiLU(), nn.Linear(self.time_dim, self.time_dim)
+        )
         level = dict(time_dim=self.time_dim, context_dim=cross_attention_dim, tokens=attention_tokens, heads=heads)
         self.input = nn.Linear(latent_dim, self.block_out_channels[0])
         widths = self.block_out_channels
-        self.down_blocks = nn.ModuleList(
-            _VectorLevel(widths[max(i - 1, 0)], w, **level) for i, w in enumerate(widths))
+        self.down_blocks = nn.ModuleList(_VectorLevel(widths[max(i - 1, 0)], w, **level) for i, w in enumerate(widths))
         self.middle_block = _VectorLevel(widths[-1], widths[-1], **level)
         reversed_widths = list(reversed(widths))
         self.up_blocks = nn.ModuleList(
-            _VectorLevel(reversed_widths[max(i - 1, 0)] + w, w, **level) for i, w in enumerate(reversed_widths))
+            _VectorLevel(reversed_widths[max(i - 1, 0)] + w, w, **level) for i, w in enumerate(reversed_widths)
+        )
         self.out = nn.Sequential(nn.LayerNorm(widths[0]), nn.SiLU(), nn.Linear(widths[0], latent_dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
@@ -177,7 +200,9 @@ class EnvironmentEncoder(nn.Module):
         self.spatial = len(shape) > 2
         if self.spatial:
             conv = nn.Conv2d if len(shape) == 3 else nn.Conv3d
-            self.body = nn.Sequential(conv(shape[0], dim, 3, padding=1), nn.SiLU(), conv(dim, dim, 3, stride=2, padding=1))
+            self.body = nn.Sequential(
+                conv(shape[0], dim, 3, padding=1), nn.SiLU(), conv(dim, dim, 3, stride=2, padding=1)
+            )
         else:
             self.tokens = int(tokens)
             self.body = nn.Sequential(nn.Linear(_numel(shape), 2 * dim), nn.SiLU(), nn.Linear(2 * dim, tokens * dim))
@@ -219,7 +244,7 @@ class StreamConnector(nn.Module):
         return h + (delta.transpose(1, 2).reshape_as(h) if h.ndim > 2 else delta.squeeze(1))
 
 
-class JointDiffusion(nn.Module):
+class JointDiffusion(AuxiliaryLosses, nn.Module):
     """The streams of a MedCoDi-M model, generating ``outputs`` alone or jointly, on packed latents.
 
     Args:
@@ -244,13 +269,23 @@ class JointDiffusion(nn.Module):
     trains (``coupling.environment``, ``coupling.connectors``, ``coupling.logit_scale``; one weights file).
     """
 
-    def __init__(self, streams: Mapping[str, nn.Module], latent_shapes: Mapping[str, Sequence[int]],
-                 condition_dim: int, outputs: Sequence[str] | None = None, env_dim: int = 64, align_dim: int = 64, heads: int = 4,
-                 connect: bool = True) -> None:
+    def __init__(
+        self,
+        streams: Mapping[str, nn.Module],
+        latent_shapes: Mapping[str, Sequence[int]],
+        condition_dim: int,
+        outputs: Sequence[str] | None = None,
+        env_dim: int = 64,
+        align_dim: int = 64,
+        heads: int = 4,
+        connect: bool = True,
+    ) -> None:
         super().__init__()
         if not streams or set(streams) != set(latent_shapes):
-            raise ValueError(f"streams {sorted(streams)} and latent_shapes {sorted(latent_shapes)} must name the same "
-                             "streams (at least one)")
+            raise ValueError(
+                f"streams {sorted(streams)} and latent_shapes {sorted(latent_shapes)} must name the same "
+                "streams (at least one)"
+            )
         if condition_dim < 1:
             raise ValueError(f"condition_dim must be >= 1 (the aligned space's width), got {condition_dim}")
         self.condition_dim = int(condition_dim)
@@ -259,17 +294,21 @@ class JointDiffusion(nn.Module):
         # what the joint stage trains, in one module (one weights file): environment encoders, connectors and the
         # alignment's logit scale
         self.coupling = nn.Module()
-        self.coupling.environment = nn.ModuleDict({k: EnvironmentEncoder(self.latent_shapes[k], env_dim, align_dim)
-                                                   for k in streams})
+        self.coupling.environment = nn.ModuleDict(
+            {k: EnvironmentEncoder(self.latent_shapes[k], env_dim, align_dim) for k in streams}
+        )
         self.coupling.connectors = nn.ModuleDict()
         for name, net in self.streams.items():
             widths = getattr(net, "block_out_channels", None)
             if widths is None:
-                raise ValueError(f"stream {name!r}: {type(net).__name__} has no block_out_channels (a MONAI "
-                                 "DiffusionModelUNet or a VectorDiffusionNet is expected)")
+                raise ValueError(
+                    f"stream {name!r}: {type(net).__name__} has no block_out_channels (a MONAI "
+                    "DiffusionModelUNet or a VectorDiffusionNet is expected)"
+                )
             # the middle block keeps the deepest width; up block i ends at the i-th width from the deepest
-            self.coupling.connectors[name] = nn.ModuleList(StreamConnector(w, env_dim, heads)
-                                                           for w in [widths[-1], *reversed(widths)])
+            self.coupling.connectors[name] = nn.ModuleList(
+                StreamConnector(w, env_dim, heads) for w in [widths[-1], *reversed(widths)]
+            )
         self.coupling.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
         self.connect = bool(connect)
         self.outputs: tuple[str, ...] = ()
@@ -297,8 +336,10 @@ class JointDiffusion(nn.Module):
     @contextlib.contextmanager
     def _connected(self, name: str, environment: torch.Tensor) -> Iterator[None]:
         """While inside, the stream's block outputs attend to ``environment`` through its connectors."""
-        handles = [block.register_forward_hook(lambda _m, _a, out, c=connector: c(out, environment))
-                   for block, connector in zip(self._blocks(self.streams[name]), self.coupling.connectors[name])]
+        handles = [
+            block.register_forward_hook(lambda _m, _a, out, c=connector: c(out, environment))
+            for block, connector in zip(self._blocks(self.streams[name]), self.coupling.connectors[name])
+        ]
         try:
             yield
         finally:
@@ -308,8 +349,10 @@ class JointDiffusion(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         parts = unpack(x, [self.latent_shapes[s] for s in self.outputs])
         if context is not None and context.shape[1] not in (1, len(self.outputs)):
-            raise ValueError(f"context must be (B, 1, c) or (B, {len(self.outputs)}, c) for outputs {list(self.outputs)}, "
-                             f"got {tuple(context.shape)}")
+            raise ValueError(
+                f"context must be (B, 1, c) or (B, {len(self.outputs)}, c) for outputs {list(self.outputs)}, "
+                f"got {tuple(context.shape)}"
+            )
         joint = self.connect and len(self.outputs) > 1
         environments = [self.coupling.environment[s](z) for s, z in zip(self.outputs, parts)] if joint else []
         results = []
@@ -324,7 +367,9 @@ class JointDiffusion(nn.Module):
         if joint and self.training:
             pooled = [p for _, p in environments]
             scale = self.coupling.logit_scale.clamp(max=math.log(100.0))
-            losses = [clip_loss(pooled[i], pooled[j], scale)[0] for i in range(len(pooled)) for j in range(i + 1, len(pooled))]
+            losses = [
+                clip_loss(pooled[i], pooled[j], scale)[0] for i in range(len(pooled)) for j in range(i + 1, len(pooled))
+            ]
             self.auxiliary_losses = {"environment_alignment": torch.stack(losses).mean()}
         return pack(results)
 
@@ -350,12 +395,22 @@ class StreamAutoencoder(nn.Module):
     on them with a scale factor of 1). ``decode_stage_2_outputs``: packed latents -> ``{stream: decoded}``.
     """
 
-    def __init__(self, autoencoders: Mapping[str, nn.Module], input_shapes: Mapping[str, Sequence[int]],
-                 latent_shapes: Mapping[str, Sequence[int]], scale_factors: Mapping[str, float],
-                 latent_shifts: Mapping[str, float] | None = None, outputs: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        autoencoders: Mapping[str, nn.Module],
+        input_shapes: Mapping[str, Sequence[int]],
+        latent_shapes: Mapping[str, Sequence[int]],
+        scale_factors: Mapping[str, float],
+        latent_shifts: Mapping[str, float] | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> None:
         super().__init__()
         names = list(autoencoders)
-        for field, given in (("input_shapes", input_shapes), ("latent_shapes", latent_shapes), ("scale_factors", scale_factors)):
+        for field, given in (
+            ("input_shapes", input_shapes),
+            ("latent_shapes", latent_shapes),
+            ("scale_factors", scale_factors),
+        ):
             if set(given) != set(names):
                 raise ValueError(f"{field} must name the streams {names}, got {sorted(given)}")
         if any(float(v) <= 0 for v in scale_factors.values()):
@@ -399,5 +454,7 @@ class StreamAutoencoder(nn.Module):
 
     def decode_stage_2_outputs(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         parts = unpack(z, [self.latent_shapes[s] for s in self.outputs])
-        return {s: self.autoencoder(s).decode_stage_2_outputs(p / self.scale_factors[s] + self.latent_shifts[s])
-                for s, p in zip(self.outputs, parts)}
+        return {
+            s: self.autoencoder(s).decode_stage_2_outputs(p / self.scale_factors[s] + self.latent_shifts[s])
+            for s, p in zip(self.outputs, parts)
+        }
