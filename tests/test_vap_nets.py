@@ -150,7 +150,7 @@ def test_networks_with_training_only_terms_hand_them_over_once():
     taken = net.pop_auxiliary_losses()
     assert set(taken) == {"prototype"} and net.pop_auxiliary_losses() == {} and net.auxiliary_losses == {}
     assert net.middle_block._labels is None and net.middle_block._result is None
-    with pytest.raises(Exception):
+    with pytest.raises((RuntimeError, ValueError)):
         net(x, t, context=torch.randn(2, 5, 6), class_labels=torch.tensor([0]))  # a batch the labels do not match
     assert net.middle_block._labels is None
 
