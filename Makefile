@@ -25,6 +25,8 @@ demo: $(STAMP)
 	@echo "demo written: out/demo/gallery.png and out/demo/<bundle>/grid.png for ldm_label_derm and vap_diffusion_{derm,colon,cxr}"
 
 test: $(STAMP) system-deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n 2
 
 # The PACS tests run a real Orthanc (with its DICOMweb plugin) and the DICOM outputs are checked with dciodvfy:

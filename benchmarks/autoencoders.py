@@ -69,10 +69,21 @@ def measure(entry: dict[str, Any], n: int) -> dict[str, Any]:
     failing = [h for h, v in per_attribute.items() if v["kept"] is None or v["kept"] < KEEP]
     if decoded["valid_fraction"] < real["valid_fraction"] - 0.05:
         failing.append("valid")
-    return {"unit": entry["unit"], "n": n, "real_valid": real["valid_fraction"], "autoencoder_valid": decoded["valid_fraction"],
-            "real_mean": real["mean"], "autoencoder_mean": decoded["mean"], "per_attribute": per_attribute,
-            "l1": float((reconstructed - x).abs().mean()), "fid_real": fid_real, "fid_reconstructed": fid_reconstructed,
-            "fid_ratio": fid_reconstructed / fid_real, "passes": not failing, "failing": failing}
+    return {
+        "unit": entry["unit"],
+        "n": n,
+        "real_valid": real["valid_fraction"],
+        "autoencoder_valid": decoded["valid_fraction"],
+        "real_mean": real["mean"],
+        "autoencoder_mean": decoded["mean"],
+        "per_attribute": per_attribute,
+        "l1": float((reconstructed - x).abs().mean()),
+        "fid_real": fid_real,
+        "fid_reconstructed": fid_reconstructed,
+        "fid_ratio": fid_reconstructed / fid_real,
+        "passes": not failing,
+        "failing": failing,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = {b.strip() for b in args.bundles.split(",") if b.strip()}
         unknown = wanted - {e["bundle"] for e in entries}
         if unknown:
-            raise SystemExit(f"--bundles: unknown {sorted(unknown)}; expected some of {sorted(e['bundle'] for e in entries)}")
+            raise SystemExit(
+                f"--bundles: unknown {sorted(unknown)}; expected some of {sorted(e['bundle'] for e in entries)}"
+            )
         entries = [e for e in entries if e["bundle"] in wanted]
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"bundles": {}}
@@ -98,10 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["command"] = command.strip()
         results["bundles"][entry["bundle"]] = report
         worst = min(report["per_attribute"].items(), key=lambda kv: kv[1]["kept"] or 0.0)
-        print(f"{entry['bundle']}: mean {report['real_mean']:.3f} -> {report['autoencoder_mean']:.3f}, worst {worst[0]} "
-              f"{worst[1]['real']:.3f} -> {worst[1]['autoencoder']:.3f}, FID ratio {report['fid_ratio']:.2f}, "
-              f"{'passes' if report['passes'] else 'fails ' + str(report['failing'])}",
-              flush=True)
+        print(
+            f"{entry['bundle']}: mean {report['real_mean']:.3f} -> {report['autoencoder_mean']:.3f}, worst {worst[0]} "
+            f"{worst[1]['real']:.3f} -> {worst[1]['autoencoder']:.3f}, FID ratio {report['fid_ratio']:.2f}, "
+            f"{'passes' if report['passes'] else 'fails ' + str(report['failing'])}",
+            flush=True,
+        )
     results["keep"] = KEEP
     results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
     out.parent.mkdir(parents=True, exist_ok=True)

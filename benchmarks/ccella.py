@@ -92,7 +92,7 @@ def binary_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, An
 def class_from_report(root: Path, n: int, batch: int = 64) -> dict[str, Any]:
     """The connector's class reading of ``n`` held-out phantom reports."""
     parser = inference_parser(root, progress=False)
-    parser.get_parsed_content("diffusion_extra")  # loads the diffusion weights into the network
+    parser.get_parsed_content("load_diffusion")  # loads the diffusion weights into the network
     network = parser.get_parsed_content("network").eval()
     encoder = parser.get_parsed_content("text_encoder")
     classes = list(parser.get_parsed_content("classes"))
@@ -111,8 +111,11 @@ def class_from_report(root: Path, n: int, batch: int = 64) -> dict[str, Any]:
         "seed": CCELLA_SEEDS["reports"],
         "classes": classes,
         "reports": binary_scores(probabilities[written], labels[written]),
-        "empty_reports": {"n": int((~written).sum()), "positives": int(labels[~written].sum()),
-                          "mean_probability": [float(v) for v in empty.mean(axis=0)] if len(empty) else None},
+        "empty_reports": {
+            "n": int((~written).sum()),
+            "positives": int(labels[~written].sum()),
+            "mean_probability": [float(v) for v in empty.mean(axis=0)] if len(empty) else None,
+        },
         "goal": {"accuracy": 0.95},
     }
 
@@ -124,8 +127,9 @@ def _mean_sd(values: Sequence[float | None]) -> dict[str, float | None]:
     return {"mean": float(np.mean(kept)), "sd": float(np.std(kept, ddof=1)) if len(kept) > 1 else 0.0, "n": len(kept)}
 
 
-def ablation(root: Path, arms: Sequence[str], seeds: Sequence[int], iterations: int | None, n: int, work: Path,
-             dataset_dir: Path) -> dict[str, Any]:
+def ablation(
+    root: Path, arms: Sequence[str], seeds: Sequence[int], iterations: int | None, n: int, work: Path, dataset_dir: Path
+) -> dict[str, Any]:
     """Train and score every arm at every training seed; per arm, each seed's scores and their mean and sd."""
     import quality
     import recipes
@@ -137,41 +141,68 @@ def ablation(root: Path, arms: Sequence[str], seeds: Sequence[int], iterations: 
             train_overrides: dict[str, Any] = {"training_seed": int(seed)}
             if iterations is not None:
                 train_overrides["max_iterations"] = int(iterations)
-            copy_root = recipes.prepare(root, f"{arm}_seed{seed}", work,
-                                        overrides={"inference.json": ARMS[arm], "train_diffusion.json": train_overrides})
+            copy_root = recipes.prepare(
+                root,
+                f"{arm}_seed{seed}",
+                work,
+                overrides={"inference.json": ARMS[arm], "train_diffusion.json": train_overrides},
+            )
             length = iterations or json.loads((root / "configs" / "train_diffusion.json").read_text())["max_iterations"]
             seconds = recipes.train_to(copy_root, "diffusion", int(length), str(dataset_dir))
             facts = quality.bundle_facts(copy_root)
-            report = quality.run_bundle(facts, quality.bundle_settings(facts, ["default"]), n, copy_root / "quality",
-                                        sheet=copy_root / "quality" / "sheet.png")
+            report = quality.run_bundle(
+                facts,
+                quality.bundle_settings(facts, ["default"]),
+                n,
+                copy_root / "quality",
+                sheet=copy_root / "quality" / "sheet.png",
+            )
             scores = report["settings"][facts["default"]]
-            runs[str(seed)] = {"train_seconds": round(seconds, 1), "iterations": int(length),
-                               "valid_fraction": scores["valid_fraction"], "fid_ratio": scores["fid_ratio"],
-                               "fid": scores["fid"], "fid_floor": scores["fid_floor"],
-                               "class_agreement": scores["class_accuracy"],
-                               "attribute_accuracy": {a: scores["per_attribute"].get(a) for a in ABLATION_ATTRIBUTES}}
+            runs[str(seed)] = {
+                "train_seconds": round(seconds, 1),
+                "iterations": int(length),
+                "valid_fraction": scores["valid_fraction"],
+                "fid_ratio": scores["fid_ratio"],
+                "fid": scores["fid"],
+                "fid_floor": scores["fid_floor"],
+                "class_agreement": scores["class_accuracy"],
+                "attribute_accuracy": {a: scores["per_attribute"].get(a) for a in ABLATION_ATTRIBUTES},
+            }
             print(f"ablation {arm} seed {seed}: {json.dumps(runs[str(seed)])}", flush=True)
-        summary = {metric: _mean_sd([r[metric] for r in runs.values()])
-                   for metric in ("valid_fraction", "fid_ratio", "class_agreement")}
-        summary["attribute_accuracy"] = {a: _mean_sd([r["attribute_accuracy"][a] for r in runs.values()])
-                                         for a in ABLATION_ATTRIBUTES}
+        summary = {
+            metric: _mean_sd([r[metric] for r in runs.values()])
+            for metric in ("valid_fraction", "fid_ratio", "class_agreement")
+        }
+        summary["attribute_accuracy"] = {
+            a: _mean_sd([r["attribute_accuracy"][a] for r in runs.values()]) for a in ABLATION_ATTRIBUTES
+        }
         results[arm] = {"overrides": ARMS[arm], "seeds": runs, "summary": summary}
     return results
 
 
-def train_classifier(volumes: torch.Tensor, labels: torch.Tensor, test_volumes: torch.Tensor, test_labels: torch.Tensor,
-                     seed: int, epochs: int = 30, batch: int = 16) -> dict[str, Any]:
+def train_classifier(
+    volumes: torch.Tensor,
+    labels: torch.Tensor,
+    test_volumes: torch.Tensor,
+    test_labels: torch.Tensor,
+    seed: int,
+    epochs: int = 30,
+    batch: int = 16,
+) -> dict[str, Any]:
     """Train MONAI's ``Classifier`` on ``(N, 1, X, Y, Z)`` volumes in [0, 1] and ``(N,)`` labels; test it."""
     from monai.networks.nets import Classifier
 
     if len(volumes) < 2 or len(volumes) != len(labels):
-        raise ValueError(f"need at least two training volumes with one label each, got {len(volumes)} and {len(labels)}")
+        raise ValueError(
+            f"need at least two training volumes with one label each, got {len(volumes)} and {len(labels)}"
+        )
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     # four halvings at 64 x 64 x 32; fewer for smaller volumes, so the last level keeps at least 2 voxels a side
     levels = max(1, min(4, int(np.log2(min(volumes.shape[2:]))) - 1))
-    network = Classifier(in_shape=tuple(volumes.shape[1:]), classes=2, channels=(8, 16, 32, 64)[:levels],
-                         strides=(2,) * levels)
+    network = Classifier(
+        in_shape=tuple(volumes.shape[1:]), classes=2, channels=(8, 16, 32, 64)[:levels], strides=(2,) * levels
+    )
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     network.train()
     for _ in range(int(epochs)):
@@ -184,8 +215,9 @@ def train_classifier(volumes: torch.Tensor, labels: torch.Tensor, test_volumes: 
             optimizer.step()
     network.eval()
     with torch.inference_mode():
-        probabilities = torch.cat([network(test_volumes[s : s + 64]).softmax(dim=1)
-                                   for s in range(0, len(test_volumes), 64)]).numpy()
+        probabilities = torch.cat(
+            [network(test_volumes[s : s + 64]).softmax(dim=1) for s in range(0, len(test_volumes), 64)]
+        ).numpy()
     return binary_scores(probabilities, test_labels.numpy())
 
 
@@ -216,8 +248,16 @@ def synthesize(root: Path, records: Sequence[dict[str, Any]], seed: int, out: Pa
     return [load_volume(out / f"{r['id']}.nii.gz")[0] for r in evaluator.dataset]
 
 
-def classifier_study(root: Path, data: Path, real_sizes: Sequence[int], synthetic: int, seeds: Sequence[int],
-                     n_test: int, epochs: int, work: Path) -> dict[str, Any]:
+def classifier_study(
+    root: Path,
+    data: Path,
+    real_sizes: Sequence[int],
+    synthetic: int,
+    seeds: Sequence[int],
+    n_test: int,
+    epochs: int,
+    work: Path,
+) -> dict[str, Any]:
     """Per real size and seed: the classifier on N real, N real + M synthetic, and M synthetic volumes."""
     from medgen_monai.data import read_dataset, split_datalist
     from medgen_monai.io.volumes import load_volume
@@ -243,8 +283,10 @@ def classifier_study(root: Path, data: Path, real_sizes: Sequence[int], syntheti
             real_volumes = _volumes([load_volume(r["image"])[0] for r in chosen], size)
             real_labels = torch.tensor([int(r["label"]) for r in chosen])
             arms[f"real_{n_real}"] = (real_volumes, real_labels)
-            arms[f"real_{n_real}+synthetic"] = (torch.cat([real_volumes, synthetic_volumes]),
-                                               torch.cat([real_labels, synthetic_labels]))
+            arms[f"real_{n_real}+synthetic"] = (
+                torch.cat([real_volumes, synthetic_volumes]),
+                torch.cat([real_labels, synthetic_labels]),
+            )
         for name, (volumes, labels) in arms.items():
             scores = train_classifier(volumes, labels, test_volumes, test_labels, seed, epochs)
             runs.setdefault(name, {}).setdefault("seeds", []).append({"seed": int(seed), **scores})
@@ -252,19 +294,31 @@ def classifier_study(root: Path, data: Path, real_sizes: Sequence[int], syntheti
     for entry in runs.values():
         entry["accuracy"] = _mean_sd([r["accuracy"] for r in entry["seeds"]])
         entry["auc"] = _mean_sd([r["auc"] for r in entry["seeds"]])
-    return {"synthetic": int(synthetic), "real_sizes": [int(s) for s in real_sizes], "n_test": int(n_test),
-            "test_seed": CCELLA_SEEDS["classifier_test"], "epochs": int(epochs), "arms": runs}
+    return {
+        "synthetic": int(synthetic),
+        "real_sizes": [int(s) for s in real_sizes],
+        "n_test": int(n_test),
+        "test_seed": CCELLA_SEEDS["classifier_test"],
+        "epochs": int(epochs),
+        "arms": runs,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {list(STAGES)}")
     parser.add_argument("--bundle-dir", default=str(ROOT / "bundles" / "ccella_prostate_mri"))
-    parser.add_argument("--n", type=int, default=400, help="held-out reports (class stage); generated volumes per "
-                        "arm and seed (ablation stage)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=400,
+        help="held-out reports (class stage); generated volumes per arm and seed (ablation stage)",
+    )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"ablation arms, of {list(ARMS)}")
     parser.add_argument("--seeds", default="0,1,2", help="ablation training seeds")
-    parser.add_argument("--iterations", type=int, default=None, help="ablation diffusion iterations (default: the bundle's)")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="ablation diffusion iterations (default: the bundle's)"
+    )
     parser.add_argument("--work", default=str(ROOT / "runs" / "ccella"), help="ablation copies (resumable)")
     parser.add_argument("--data", default=str(ROOT / "data" / "prostate"), help="the prostate training data")
     parser.add_argument("--real-sizes", default="25,100", help="classifier study: real training volumes N")
@@ -292,14 +346,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not arms or any(a not in ARMS for a in arms):
             raise SystemExit(f"--arms: expected some of {list(ARMS)}, got {arms}")
         seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
-        results["ablation"] = {"arms": ablation(root, arms, seeds, args.iterations, args.n, Path(args.work),
-                                                Path(args.data)), "command": command.strip()}
+        results["ablation"] = {
+            "arms": ablation(root, arms, seeds, args.iterations, args.n, Path(args.work), Path(args.data)),
+            "command": command.strip(),
+        }
     if "classifier" in stages:
         sizes = [int(v) for v in args.real_sizes.split(",") if v.strip()]
         seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
-        results["classifier"] = {**classifier_study(root, Path(args.data), sizes, args.synthetic, seeds, args.test,
-                                                    args.epochs, Path(args.work) / "classifier"),
-                                 "command": command.strip()}
+        results["classifier"] = {
+            **classifier_study(
+                root,
+                Path(args.data),
+                sizes,
+                args.synthetic,
+                seeds,
+                args.test,
+                args.epochs,
+                Path(args.work) / "classifier",
+            ),
+            "command": command.strip(),
+        }
     results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")

@@ -109,8 +109,9 @@ def _agreement(a: Mapping[str, Sequence[str]], b: Mapping[str, Sequence[str]], n
     return {"per_attribute": per, "mean": float(np.mean(list(per.values()))) if per else None}
 
 
-def generate_task(root: Path, requests: Sequence[Mapping[str, Any]], out: Path, steps: int | None,
-                  connect: bool | None = None) -> list[dict[str, Any]]:
+def generate_task(
+    root: Path, requests: Sequence[Mapping[str, Any]], out: Path, steps: int | None, connect: bool | None = None
+) -> list[dict[str, Any]]:
     """Run the bundle on ``requests`` (one task: every request has the same outputs) into ``out``; the sidecars, in
     request order. Outputs kept from an earlier run are reused only when they were made with the same weights."""
     import shutil
@@ -125,21 +126,36 @@ def generate_task(root: Path, requests: Sequence[Mapping[str, Any]], out: Path, 
     kept = [json.loads(p.read_text()) for p in out.glob("*.json")] if out.is_dir() else []
     if any(k.get("bundle", {}).get("weights_sha256") != weights for k in kept):
         shutil.rmtree(out)  # made by other weights: not this bundle's outputs any more
-    overrides: dict[str, Any] = {"requests": list(requests), "outputs": list(next(iter(outputs))),
-                                 "output_dir": str(out), "progress": False, "num_inference_steps": steps}
+    overrides: dict[str, Any] = {
+        "requests": list(requests),
+        "outputs": list(next(iter(outputs))),
+        "output_dir": str(out),
+        "progress": False,
+        "num_inference_steps": steps,
+    }
     if connect is not None:
         overrides["network_def#connect"] = bool(connect)
     _run_bundle(root, ["inference.json"], **overrides)
     return [json.loads((out / f"{r['id']}.json").read_text()) for r in requests]
 
 
-def score_task(name: str, studies: Sequence[Mapping[str, Any]], sidecars: Sequence[Mapping[str, Any]], out: Path,
-               reference: Mapping[str, Any], audits: Mapping[str, Any]) -> dict[str, Any]:
+def score_task(
+    name: str,
+    studies: Sequence[Mapping[str, Any]],
+    sidecars: Sequence[Mapping[str, Any]],
+    out: Path,
+    reference: Mapping[str, Any],
+    audits: Mapping[str, Any],
+) -> dict[str, Any]:
     """Every measure of one task's outputs (see the module docstring)."""
     inputs, outputs = TASKS[name]
     truth = [s["attributes"] for s in studies]
-    result: dict[str, Any] = {"inputs": list(inputs), "outputs": list(outputs), "n": len(sidecars),
-                              "joint_generation": bool(sidecars[0].get("joint_generation", False))}
+    result: dict[str, Any] = {
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "n": len(sidecars),
+        "joint_generation": bool(sidecars[0].get("joint_generation", False)),
+    }
     read: dict[str, dict[str, list[str]]] = {}
     for view in (v for v in outputs if v in VIEWS):
         audit = audits[view]["audit"]
@@ -151,25 +167,32 @@ def score_task(name: str, studies: Sequence[Mapping[str, Any]], sidecars: Sequen
         subset = rng.choice(len(pool), size=len(images), replace=False)
         floor = fid_floor(pool, len(images), repeats=10, seed=0)
         fid_value = fid_from_features(pool[subset], features)
-        result[view] = {"valid_fraction": scored["valid_fraction"], "attribute_accuracy": scored["mean"],
-                        "per_attribute": scored["per_attribute"], "fid": fid_value,
-                        "fid_floor": {"mean": floor["mean"], "sd": floor["sd"]},
-                        "fid_ratio": fid_value / floor["mean"] if floor["mean"] > 0 else None}
+        result[view] = {
+            "valid_fraction": scored["valid_fraction"],
+            "attribute_accuracy": scored["mean"],
+            "per_attribute": scored["per_attribute"],
+            "fid": fid_value,
+            "fid_floor": {"mean": floor["mean"], "sd": floor["sd"]},
+            "fid_ratio": fid_value / floor["mean"] if floor["mean"] > 0 else None,
+        }
         read[view] = audit.assess(images)["values"]
     # cross-view consistency: a generated view against the real view it came from, on the attributes both show
     for source in (v for v in inputs if v in VIEWS):
         audit_in = audits[source]["audit"]
         real_read = audit_in.assess(load_images([s[source] for s in studies]))["values"]  # once per input view
         for view in read:
-            shared = sorted((set(audits[view]["audit"].spec.head_names) & set(audit_in.spec.head_names))
-                            - {h for h in audit_in.spec.head_names if h.startswith("label")})
+            shared = sorted(
+                (set(audits[view]["audit"].spec.head_names) & set(audit_in.spec.head_names))
+                - {h for h in audit_in.spec.head_names if h.startswith("label")}
+            )
             result[f"consistency_{source}_to_{view}"] = _agreement(read[view], real_read, shared)
     if "report" in inputs:  # generated views against the findings their report states
         stated = [cxr_report_attributes(s["text"]) for s in studies]
         for view in read:
             names = sorted(set(stated[0]) & set(read[view]))
-            result[f"consistency_report_to_{view}"] = _agreement(read[view], {n: [a[n] for a in stated] for n in names},
-                                                                 names)
+            result[f"consistency_report_to_{view}"] = _agreement(
+                read[view], {n: [a[n] for a in stated] for n in names}, names
+            )
     if "report" in outputs:
         result["report"] = score_reports([s["generated"]["report"] for s in sidecars], studies)
         if len(outputs) > 1:  # the views generated with it against the findings it states
@@ -177,7 +200,8 @@ def score_task(name: str, studies: Sequence[Mapping[str, Any]], sidecars: Sequen
             for view in read:
                 names = sorted(set(stated[0]) & set(read[view]))
                 result[f"consistency_generated_report_to_{view}"] = _agreement(
-                    read[view], {n: [a[n] for a in stated] for n in names}, names)
+                    read[view], {n: [a[n] for a in stated] for n in names}, names
+                )
     return result
 
 
@@ -188,12 +212,19 @@ def score_reports(generated: Sequence[str], studies: Sequence[Mapping[str, Any]]
 
     references = [s["text"].lower() for s in studies]
     hypotheses = [g.lower() for g in generated]
-    bleu = {f"bleu{k}": sacrebleu.metrics.BLEU(max_ngram_order=k).corpus_score(hypotheses, [references]).score / 100
-            for k in (1, 2, 3, 4)}
+    bleu = {
+        f"bleu{k}": sacrebleu.metrics.BLEU(max_ngram_order=k).corpus_score(hypotheses, [references]).score / 100
+        for k in (1, 2, 3, 4)
+    }
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge = float(np.mean([scorer.score(r, h)["rougeL"].fmeasure for r, h in zip(references, hypotheses)]))
     labels = label_f1([cxr_report_labels(g) for g in generated], [s["label_name"] for s in studies])
-    return {**bleu, "rouge_l": rouge, "label_f1": labels, "empty_fraction": float(np.mean([not g.strip() for g in generated]))}
+    return {
+        **bleu,
+        "rouge_l": rouge,
+        "label_f1": labels,
+        "empty_fraction": float(np.mean([not g.strip() for g in generated])),
+    }
 
 
 def run(root: Path, stages: Sequence[str], n: int, work: Path, steps: int | None = None) -> dict[str, Any]:
@@ -213,8 +244,9 @@ def run(root: Path, stages: Sequence[str], n: int, work: Path, steps: int | None
         for name, (inputs, outputs) in TASKS.items():
             requests = dataset_stream_requests(studies, n, 0, list(inputs), list(outputs))
             sidecars = generate_task(root, requests, work / name.replace(">", "_").replace("+", "_"), steps)
-            results["tasks"][name] = score_task(name, studies, sidecars, work / name.replace(">", "_").replace("+", "_"),
-                                                reference, audits)
+            results["tasks"][name] = score_task(
+                name, studies, sidecars, work / name.replace(">", "_").replace("+", "_"), reference, audits
+            )
             print(f"{name}: {json.dumps(_short(results['tasks'][name]))}", flush=True)
     if "joint" in stages:
         results["joint"] = {}
@@ -225,8 +257,9 @@ def run(root: Path, stages: Sequence[str], n: int, work: Path, steps: int | None
             arms = {}
             for arm, connect in (("joint", True), ("independent", False)):
                 out = work / f"{arm}_{name.replace('>', '_').replace('+', '_')}"
-                arms[arm] = score_task(name, studies, generate_task(root, requests, out, steps, connect), out,
-                                       reference, audits)
+                arms[arm] = score_task(
+                    name, studies, generate_task(root, requests, out, steps, connect), out, reference, audits
+                )
             results["joint"][name] = arms
             print(f"{name} joint vs independent: {json.dumps({a: _short(v) for a, v in arms.items()})}", flush=True)
     return results
@@ -257,8 +290,16 @@ def arm_copy(root: Path, arm: str, seed: int, work: Path, batch_size: int | None
     return target
 
 
-def prompt_ablation(root: Path, seeds: Sequence[int], iterations: int | None, n: int, work: Path, data: Path,
-                    steps: int | None, batch_size: int | None = None) -> dict[str, Any]:
+def prompt_ablation(
+    root: Path,
+    seeds: Sequence[int],
+    iterations: int | None,
+    n: int,
+    work: Path,
+    data: Path,
+    steps: int | None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
     """Per arm and seed: train the three streams (resuming), score every task; per arm, the mean and sd over seeds of
     the headline measures."""
     from medgen_monai.cli import train
@@ -270,12 +311,26 @@ def prompt_ablation(root: Path, seeds: Sequence[int], iterations: int | None, n:
         for seed in seeds:
             copy = arm_copy(root, arm, int(seed), work, batch_size)
             for stream in modalities:
-                train(str(copy), "stream", dataset_dir=str(data), max_iterations=iterations, progress=False, stream=stream,
-                      train_dir=str(copy / "train" / stream), train_root=str(copy))
+                train(
+                    str(copy),
+                    "stream",
+                    dataset_dir=str(data),
+                    max_iterations=iterations,
+                    progress=False,
+                    stream=stream,
+                    train_dir=str(copy / "train" / stream),
+                    train_root=str(copy),
+                )
             runs[str(seed)] = run(copy, ["tasks"], n, copy / "evaluation", steps)["tasks"]
-            print(f"prompts {arm} seed {seed}: {json.dumps({k: _short(v) for k, v in runs[str(seed)].items()})}", flush=True)
-        results[arm] = {"options": PROMPT_ARMS[arm] or "the bundle's multi-prompt options", "seeds": runs,
-                        "summary": _summary(runs)}
+            print(
+                f"prompts {arm} seed {seed}: {json.dumps({k: _short(v) for k, v in runs[str(seed)].items()})}",
+                flush=True,
+            )
+        results[arm] = {
+            "options": PROMPT_ARMS[arm] or "the bundle's multi-prompt options",
+            "seeds": runs,
+            "summary": _summary(runs),
+        }
     return results
 
 
@@ -289,8 +344,10 @@ def _summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 items = value.items() if isinstance(value, Mapping) else [("mean", value)]
                 for metric, number in items:
                     values.setdefault(f"{task} {key} {metric}", []).append(float(number))
-    return {k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-            for k, v in values.items()}
+    return {
+        k: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+        for k, v in values.items()
+    }
 
 
 def _short(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,13 +355,19 @@ def _short(result: Mapping[str, Any]) -> dict[str, Any]:
     short = {}
     for key, value in result.items():
         if isinstance(value, Mapping) and "attribute_accuracy" in value:
-            short[key] = {k: round(value[k], 3) for k in ("valid_fraction", "attribute_accuracy", "fid_ratio")
-                          if value.get(k) is not None}
+            short[key] = {
+                k: round(value[k], 3)
+                for k in ("valid_fraction", "attribute_accuracy", "fid_ratio")
+                if value.get(k) is not None
+            }
         elif key.startswith("consistency") and value.get("mean") is not None:
             short[key] = round(value["mean"], 3)
         elif key == "report":
-            short[key] = {"bleu4": round(value["bleu4"], 3), "rouge_l": round(value["rouge_l"], 3),
-                          "label_micro_f1": round(value["label_f1"]["micro_f1"], 3)}
+            short[key] = {
+                "bleu4": round(value["bleu4"], 3),
+                "rouge_l": round(value["rouge_l"], 3),
+                "label_micro_f1": round(value["label_f1"]["micro_f1"], 3),
+            }
     return short
 
 
@@ -317,11 +380,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", default=str(ROOT / "runs" / "medcodi"), help="generated outputs (resumable)")
     parser.add_argument("--out", default=str(RESULTS / "medcodi.json"))
     parser.add_argument("--seeds", default="0,1,2", help="prompts stage: training seeds")
-    parser.add_argument("--iterations", type=int, default=None, help="prompts stage: stream iterations (default: the "
-                        "bundle's)")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="prompts stage: stream iterations (default: the bundle's)"
+    )
     parser.add_argument("--data", default=str(ROOT / "data" / "cxr"), help="prompts stage: the cxr training data")
-    parser.add_argument("--train-batch-size", type=int, default=None, help="prompts stage: stream training batch "
-                        "(default: the bundle's)")
+    parser.add_argument(
+        "--train-batch-size",
+        type=int,
+        default=None,
+        help="prompts stage: stream training batch (default: the bundle's)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -334,13 +402,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(Path(args.bundle_dir), [s for s in stages if s != "prompts"], args.n, Path(args.work), args.steps)
     if "prompts" in stages:
         seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
-        results["prompts"] = prompt_ablation(Path(args.bundle_dir), seeds, args.iterations, args.n, Path(args.work),
-                                             Path(args.data), args.steps, args.train_batch_size)
+        results["prompts"] = prompt_ablation(
+            Path(args.bundle_dir),
+            seeds,
+            args.iterations,
+            args.n,
+            Path(args.work),
+            Path(args.data),
+            args.steps,
+            args.train_batch_size,
+        )
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    record = {**previous, **results,
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
-              "command": "python benchmarks/medcodi.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    record = {
+        **previous,
+        **results,
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
+        "command": "python benchmarks/medcodi.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     atomic_write_text(out, json.dumps(record, indent=2, default=float) + "\n")
     print(f"wrote {out}")
     return 0

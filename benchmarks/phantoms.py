@@ -77,7 +77,9 @@ def plot(results: dict, path: Path) -> None:
     gw = [results["kinds"][k]["generate_write_per_s"] for k in kinds]
     ax.bar([i - 0.2 for i in x], gen, width=0.4, label="generate")
     ax.bar([i + 0.2 for i in x], gw, width=0.4, label="generate + write layout")
-    ax.scatter(list(x), [TARGETS[k] for k in kinds], marker="_", s=600, color="red", label="target (generate)", zorder=3)
+    ax.scatter(
+        list(x), [TARGETS[k] for k in kinds], marker="_", s=600, color="red", label="target (generate)", zorder=3
+    )
     ax.set_xticks(list(x), [f"{k}\n{'x'.join(map(str, results['kinds'][k]['size']))}" for k in kinds])
     ax.set_yscale("log")
     ax.set_ylabel("cases / s (log)")
@@ -108,8 +110,10 @@ def main() -> None:
         n = args.n3d if get_phantom(kind).spatial_dims == 3 else args.n
         results["kinds"][kind] = measure(kind, n)
         r = results["kinds"][kind]
-        print(f"{kind:9s} generate {r['generate_per_s']:8.1f}/s  generate+write {r['generate_write_per_s']:8.1f}/s  "
-              f"target {r['target_generate_per_s']:.0f}/s  {'OK' if r['meets_target'] else 'BELOW TARGET'}")
+        print(
+            f"{kind:9s} generate {r['generate_per_s']:8.1f}/s  generate+write {r['generate_write_per_s']:8.1f}/s  "
+            f"target {r['target_generate_per_s']:.0f}/s  {'OK' if r['meets_target'] else 'BELOW TARGET'}"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "phantoms.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, RESULTS / "phantoms.png")

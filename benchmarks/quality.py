@@ -107,17 +107,28 @@ def bundle_facts(root: Path) -> dict[str, Any]:
     sampler_kind = schedule.name
     if not schedule.stochastic(1.0):
         eta = 0.0  # a deterministic sampler (rectified flow) has no eta, whatever the config's DDIM setting says
-    return {"name": root.name, "root": root, "unit": unit, "kind": kind, "view": view,
-            "classes": list(inference["classes"]), "descriptions": (root / "bank").is_dir(),
-            # a report bundle (CCELLA) is asked with the report of a fresh phantom, whose attributes it must show
-            "reports": "report" in inference and "spacing" in inference,
-            "spatial_dims": len(inference["image_size"]), "sampler": sampler_kind,
-            "default": setting_name(steps, eta, sampler_kind), "default_steps": steps, "default_eta": eta,
-            "guidance_scale": inference.get("guidance_scale")}
+    return {
+        "name": root.name,
+        "root": root,
+        "unit": unit,
+        "kind": kind,
+        "view": view,
+        "classes": list(inference["classes"]),
+        "descriptions": (root / "bank").is_dir(),
+        # a report bundle (CCELLA) is asked with the report of a fresh phantom, whose attributes it must show
+        "reports": "report" in inference and "spacing" in inference,
+        "spatial_dims": len(inference["image_size"]),
+        "sampler": sampler_kind,
+        "default": setting_name(steps, eta, sampler_kind),
+        "default_steps": steps,
+        "default_eta": eta,
+        "guidance_scale": inference.get("guidance_scale"),
+    }
 
 
-def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None,
-                    guidance: Sequence[float] = ()) -> dict[str, tuple[Any, ...]]:
+def bundle_settings(
+    facts: Mapping[str, Any], chosen: Sequence[str] | None, guidance: Sequence[float] = ()
+) -> dict[str, tuple[Any, ...]]:
     """Setting name -> ``(steps, eta)`` or ``(steps, eta, guidance_scale)``; ``guidance`` adds the default sampler
     at other guidance scales (``<default>_g<scale>``)."""
     settings: dict[str, tuple[Any, ...]] = dict(SETTINGS.get(facts["sampler"], {}))
@@ -135,16 +146,26 @@ def bundle_settings(facts: Mapping[str, Any], chosen: Sequence[str] | None,
     return settings
 
 
-def _parser(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float,
-            guidance: float | None = None):
+def _parser(
+    facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float, guidance: float | None = None
+):
     overrides = {} if guidance is None else {"guidance_scale": float(guidance)}
-    return inference_parser(facts["root"], output_dir=str(out_dir), n=n_per_class, seed=SAMPLING_SEED,
-                            num_inference_steps=steps, progress=False,
-                            formats="png" if facts["spatial_dims"] == 2 else "nifti", **{"sampler#eta": eta}, **overrides)
+    return inference_parser(
+        facts["root"],
+        output_dir=str(out_dir),
+        n=n_per_class,
+        seed=SAMPLING_SEED,
+        num_inference_steps=steps,
+        progress=False,
+        formats="png" if facts["spatial_dims"] == 2 else "nifti",
+        **{"sampler#eta": eta},
+        **overrides,
+    )
 
 
-def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float,
-             guidance: float | None = None) -> dict[str, Any]:
+def generate(
+    facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: int, eta: float, guidance: float | None = None
+) -> dict[str, Any]:
     """Run the bundle's inference config into ``out_dir`` (resuming); the requests, and seconds per new image."""
     parser = _parser(facts, out_dir, n_per_class, steps, eta, guidance)
     evaluator = parser.get_parsed_content("evaluator")
@@ -158,14 +179,20 @@ def generate(facts: Mapping[str, Any], out_dir: Path, n_per_class: int, steps: i
     seconds = time.perf_counter() - start
     if written:
         previous = json.loads(timing_path.read_text()) if timing_path.is_file() else {"images": 0, "seconds": 0.0}
-        timing = {"images": previous["images"] + len(written), "seconds": previous["seconds"] + seconds,
-                  "threads": torch.get_num_threads()}
+        timing = {
+            "images": previous["images"] + len(written),
+            "seconds": previous["seconds"] + seconds,
+            "threads": torch.get_num_threads(),
+        }
         atomic_write_text(timing_path, json.dumps(timing) + "\n")
     if not timing_path.is_file():  # every image was there, made by a run that recorded no timing
         return {"requests": requests, "seconds_per_image": None, "threads": None}
     timing = json.loads(timing_path.read_text())
-    return {"requests": requests, "seconds_per_image": timing["seconds"] / max(timing["images"], 1),
-            "threads": timing.get("threads")}
+    return {
+        "requests": requests,
+        "seconds_per_image": timing["seconds"] / max(timing["images"], 1),
+        "threads": timing.get("threads"),
+    }
 
 
 def report_requests_of(facts: Mapping[str, Any], n_per_class: int, image_size: Sequence[int]) -> list[dict[str, Any]]:
@@ -194,12 +221,16 @@ def _check_kept_outputs(facts: Mapping[str, Any], out_dir: Path, sampling: Mappi
         record = json.loads(sidecar.read_text())
         recorded = record.get("bundle", {}).get("weights_sha256", {})
         if recorded and recorded != {k: v for k, v in current.items() if k in recorded}:
-            raise RuntimeError(f"{out_dir}: images of other {facts['name']} weights ({sidecar.name}); delete the folder "
-                               "to measure the current weights")
+            raise RuntimeError(
+                f"{out_dir}: images of other {facts['name']} weights ({sidecar.name}); delete the folder "
+                "to measure the current weights"
+            )
         differing = {k: (record[k], v) for k, v in sampling.items() if k in record and record[k] != v}
         if differing:
-            raise RuntimeError(f"{out_dir}: images of other sampler settings ({sidecar.name}: recorded vs now "
-                               f"{differing}); delete the folder to measure these settings")
+            raise RuntimeError(
+                f"{out_dir}: images of other sampler settings ({sidecar.name}: recorded vs now "
+                f"{differing}); delete the folder to measure these settings"
+            )
 
 
 def requested_attributes(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -229,8 +260,12 @@ def _class_phantom(phantom: Any, facts: Mapping[str, Any], index: int, category:
 
 
 # ---- real sets ----------------------------------------------------------------------------------
-def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], attributes: Sequence[Mapping[str, str]],
-              autoencoders: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def real_sets(
+    facts: Mapping[str, Any],
+    requests: Sequence[Mapping[str, Any]],
+    attributes: Sequence[Mapping[str, str]],
+    autoencoders: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
     """The real images one bundle's requests are compared with (the same for every setting)."""
     phantom = get_phantom(facts["kind"])
     view = facts["view"]
@@ -256,8 +291,9 @@ def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], a
     ceiling = []
     for i, (category, wanted) in enumerate(zip(categories, attributes)):
         if facts["descriptions"]:
-            sample = phantom.generate(i, seed=QUALITY_SEEDS["ceiling"], label=None if phantom.multilabel else category,
-                                      attributes=wanted)
+            sample = phantom.generate(
+                i, seed=QUALITY_SEEDS["ceiling"], label=None if phantom.multilabel else category, attributes=wanted
+            )
         else:
             sample = _class_phantom(phantom, facts, i, category)
         ceiling.append(sample.images[view])
@@ -278,10 +314,16 @@ def real_sets(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], a
         audit = load_audit(facts["unit"])
         x = preprocess_images(ceiling, audit.spec.spatial_dims, audit.spec.in_channels)
         with torch.inference_mode():
-            reconstructed = torch.cat([own[0]["autoencoder"].reconstruct(x[s : s + 64]).clamp(0, 1)
-                                       for s in range(0, x.shape[0], 64)])
-    return {"pool": pool, "pool_classes": pool_classes, "ceiling": ceiling, "label_only": label_only,
-            "reconstructed": reconstructed}
+            reconstructed = torch.cat(
+                [own[0]["autoencoder"].reconstruct(x[s : s + 64]).clamp(0, 1) for s in range(0, x.shape[0], 64)]
+            )
+    return {
+        "pool": pool,
+        "pool_classes": pool_classes,
+        "ceiling": ceiling,
+        "label_only": label_only,
+        "reconstructed": reconstructed,
+    }
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -300,9 +342,17 @@ def class_accuracy(images: Any, categories: Sequence[str], audit: Any) -> float:
     return float(np.mean(hits))
 
 
-def score_setting(facts: Mapping[str, Any], images: list[np.ndarray], requests: Sequence[Mapping[str, Any]],
-                  attributes: Sequence[Mapping[str, str]], real: Mapping[str, Any], baselines: Mapping[str, Any],
-                  audit: Any, extractor: Any, seed: int = 0) -> dict[str, Any]:
+def score_setting(
+    facts: Mapping[str, Any],
+    images: list[np.ndarray],
+    requests: Sequence[Mapping[str, Any]],
+    attributes: Sequence[Mapping[str, str]],
+    real: Mapping[str, Any],
+    baselines: Mapping[str, Any],
+    audit: Any,
+    extractor: Any,
+    seed: int = 0,
+) -> dict[str, Any]:
     categories = [r["category"] for r in requests]
     n = len(images)
     generated = attribute_accuracy(images, attributes, audit=audit)
@@ -350,8 +400,14 @@ def _stratified_half(pool_classes: Sequence[str], categories: Sequence[str], rng
     return np.sort(np.asarray(chosen))
 
 
-def baselines_of(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], attributes: Sequence[Mapping[str, str]],
-                 real: Mapping[str, Any], audit: Any, extractor: Any) -> dict[str, Any]:
+def baselines_of(
+    facts: Mapping[str, Any],
+    requests: Sequence[Mapping[str, Any]],
+    attributes: Sequence[Mapping[str, str]],
+    real: Mapping[str, Any],
+    audit: Any,
+    extractor: Any,
+) -> dict[str, Any]:
     categories = [r["category"] for r in requests]
     rng = np.random.default_rng(1)
     reference_index = _stratified_half(real["pool_classes"], categories, rng)
@@ -360,15 +416,24 @@ def baselines_of(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]
         "class_accuracy_ceiling": class_accuracy(real["label_only"], categories, audit),
         "ceiling": attribute_accuracy(real["ceiling"], attributes, audit=audit),
         "label_only": attribute_accuracy(real["label_only"], attributes, audit=audit),
-        "autoencoder_ceiling": (attribute_accuracy(real["reconstructed"], attributes, audit=audit)
-                                if real["reconstructed"] is not None else None),
+        "autoencoder_ceiling": (
+            attribute_accuracy(real["reconstructed"], attributes, audit=audit)
+            if real["reconstructed"] is not None
+            else None
+        ),
         "pool_features": extractor(real["pool"]),
-        "diversity_real": diversity(reference, [real["pool_classes"][i] for i in reference_index],
-                                    audit.spec.spatial_dims, audit.spec.in_channels)["diversity"],
+        "diversity_real": diversity(
+            reference,
+            [real["pool_classes"][i] for i in reference_index],
+            audit.spec.spatial_dims,
+            audit.spec.in_channels,
+        )["diversity"],
     }
 
 
-def check_sets(real: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_per_class: int) -> dict[str, list[np.ndarray]]:
+def check_sets(
+    real: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_per_class: int
+) -> dict[str, list[np.ndarray]]:
     """Stand-ins for a generator whose scores are known: a perfect one (fresh phantoms with exactly the requested
     attributes), one that draws the wrong class (real images of the next class in request order), noise, blanks."""
     n = len(requests)
@@ -401,8 +466,14 @@ def _display(image: Any, spatial_dims: int) -> np.ndarray:
     return radiological_axial(np.round(volume[0, 0].numpy() * 255).astype(np.uint8))
 
 
-def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], columns: Mapping[str, list[np.ndarray]],
-                  real: Mapping[str, Any], path: Path, per_class: int = 4) -> None:
+def contact_sheet(
+    facts: Mapping[str, Any],
+    requests: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, list[np.ndarray]],
+    real: Mapping[str, Any],
+    path: Path,
+    per_class: int = 4,
+) -> None:
     """Per class: ``per_class`` real images, then ``per_class`` of each setting in ``columns``."""
     import matplotlib
 
@@ -411,8 +482,12 @@ def contact_sheet(facts: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
 
     classes = [c for c in facts["classes"] if any(r["category"] == c for r in requests)]
     groups = {"real": real["label_only"], **columns}
-    fig, axes = plt.subplots(len(classes), per_class * len(groups), squeeze=False,
-                             figsize=(0.8 * per_class * len(groups), 0.85 * len(classes) + 0.5))
+    fig, axes = plt.subplots(
+        len(classes),
+        per_class * len(groups),
+        squeeze=False,
+        figsize=(0.8 * per_class * len(groups), 0.85 * len(classes) + 0.5),
+    )
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -444,12 +519,23 @@ def scoring_context(facts: Mapping[str, Any], requests: Sequence[Mapping[str, An
     audit = load_audit(facts["unit"])
     extractor = feature_extractor(audit)
     real = real_sets(facts, requests, attributes, bundle_autoencoders(facts["kind"]))
-    return {"attributes": attributes, "audit": audit, "extractor": extractor, "real": real,
-            "baselines": baselines_of(facts, requests, attributes, real, audit, extractor)}
+    return {
+        "attributes": attributes,
+        "audit": audit,
+        "extractor": extractor,
+        "real": real,
+        "baselines": baselines_of(facts, requests, attributes, real, audit, extractor),
+    }
 
 
-def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]], n: int, work: Path,
-               generate_only: bool = False, sheet: Path | None = None) -> dict[str, Any] | None:
+def run_bundle(
+    facts: dict[str, Any],
+    settings: Mapping[str, tuple[int, float]],
+    n: int,
+    work: Path,
+    generate_only: bool = False,
+    sheet: Path | None = None,
+) -> dict[str, Any] | None:
     """Generate (resuming) and score every setting of one bundle; the report, or ``None`` with ``generate_only``.
     The contact sheet goes to ``sheet`` (default docs/images/quality_<bundle>.png)."""
     n_per_class = math.ceil(n / len(facts["classes"]))
@@ -461,20 +547,29 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
         return None
     requests = next(iter(generated.values()))["requests"]
     context = scoring_context(facts, requests)
-    attributes, audit, extractor, real, baselines = (context[k] for k in ("attributes", "audit", "extractor", "real",
-                                                                          "baselines"))
-    report: dict[str, Any] = {"default": facts["default"], "unit": facts["unit"], "classes": facts["classes"],
-                              "descriptions": facts["descriptions"], "reports": facts["reports"],
-                              "guidance_scale": facts["guidance_scale"],
-                              "settings": {}}
+    attributes, audit, extractor, real, baselines = (
+        context[k] for k in ("attributes", "audit", "extractor", "real", "baselines")
+    )
+    report: dict[str, Any] = {
+        "default": facts["default"],
+        "unit": facts["unit"],
+        "classes": facts["classes"],
+        "descriptions": facts["descriptions"],
+        "reports": facts["reports"],
+        "guidance_scale": facts["guidance_scale"],
+        "settings": {},
+    }
     # the metrics must be able to fail: the same scoring on real images, on real images of another class,
     # on noise and on blanks (no generator involved)
     report["checks"] = {}
     for name, images in check_sets(real, requests, n_per_class).items():
         report["checks"][name] = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
         c = report["checks"][name]
-        print(f"{facts['name']} check {name}: valid {c['valid_fraction']:.3f}, accuracy {c['attribute_accuracy']:.3f}, "
-              f"FID / floor {c['fid_ratio'] or float('nan'):.2f}", flush=True)
+        print(
+            f"{facts['name']} check {name}: valid {c['valid_fraction']:.3f}, accuracy {c['attribute_accuracy']:.3f}, "
+            f"FID / floor {c['fid_ratio'] or float('nan'):.2f}",
+            flush=True,
+        )
     columns: dict[str, list[np.ndarray]] = {}
     for name, result in generated.items():
         if [r["id"] for r in result["requests"]] != [r["id"] for r in requests]:
@@ -483,15 +578,23 @@ def run_bundle(facts: dict[str, Any], settings: Mapping[str, tuple[int, float]],
         images = load_images([work / facts["name"] / name / f"{r['id']}{suffix}" for r in requests])
         scores = score_setting(facts, images, requests, attributes, real, baselines, audit, extractor)
         steps, eta, *guidance = settings[name]
-        report["settings"][name] = {"steps": steps, "eta": eta,
-                                    "guidance_scale": guidance[0] if guidance else facts["guidance_scale"],
-                                    "seconds_per_image": result["seconds_per_image"],
-                                    "threads": result["threads"], **scores}
+        report["settings"][name] = {
+            "steps": steps,
+            "eta": eta,
+            "guidance_scale": guidance[0] if guidance else facts["guidance_scale"],
+            "seconds_per_image": result["seconds_per_image"],
+            "threads": result["threads"],
+            **scores,
+        }
         columns[name] = images
-        print(f"{facts['name']} {name}: valid {scores['valid_fraction']:.3f}, accuracy {scores['attribute_accuracy']:.3f} "
-              f"(ceiling {scores['ceiling']:.3f}, label-only {scores['label_only']:.3f}), FID {scores['fid']:.1f} "
-              f"(floor {scores['fid_floor']['mean']:.1f}), diversity {scores['diversity']:.3f} "
-              f"(real {scores['diversity_real']:.3f})", flush=True)
+        print(
+            f"{facts['name']} {name}: valid {scores['valid_fraction']:.3f}, "
+            f"accuracy {scores['attribute_accuracy']:.3f} "
+            f"(ceiling {scores['ceiling']:.3f}, label-only {scores['label_only']:.3f}), FID {scores['fid']:.1f} "
+            f"(floor {scores['fid_floor']['mean']:.1f}), diversity {scores['diversity']:.3f} "
+            f"(real {scores['diversity_real']:.3f})",
+            flush=True,
+        )
     # the sheet shows the shipped default and the other kind of sampling (deterministic vs stochastic) at its steps
     shown = {facts["default"]: columns[facts["default"]]} if facts["default"] in columns else {}
     other = setting_name(facts["default_steps"], 0.0 if facts["default_eta"] > 0 else 1.0, facts["sampler"])
@@ -517,14 +620,19 @@ def _finite(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", default="all", help="comma-separated bundle names, or all")
-    parser.add_argument("--bundle-dir", default=None,
-                        help="score this bundle folder instead (e.g. a copy made by benchmarks/recipes.py); give --out")
+    parser.add_argument(
+        "--bundle-dir",
+        default=None,
+        help="score this bundle folder instead (e.g. a copy made by benchmarks/recipes.py); give --out",
+    )
     parser.add_argument("--settings", default="", help="comma-separated setting names (or 'default'); empty: all")
     parser.add_argument("--n", type=int, default=500, help="generated images per setting (rounded up per class)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "quality"))
     parser.add_argument("--out", default=str(RESULTS / "quality.json"))
     parser.add_argument("--generate-only", action="store_true", help="generate (resumably) without scoring")
-    parser.add_argument("--guidance", default="", help="comma-separated guidance scales: also the default sampler at these")
+    parser.add_argument(
+        "--guidance", default="", help="comma-separated guidance scales: also the default sampler at these"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     roots = shipped_bundles(ROOT / "bundles")  # a bundle in development (no weights yet) has nothing to measure
@@ -549,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         facts = bundle_facts(root)
         guidance = [float(g) for g in args.guidance.split(",") if g.strip()]
         sheet = None if args.bundle_dir is None else Path(args.out).with_suffix(".png")
-        report = run_bundle(facts, bundle_settings(facts, chosen, guidance), args.n, Path(args.work), args.generate_only,
-                            sheet=sheet)
+        report = run_bundle(
+            facts, bundle_settings(facts, chosen, guidance), args.n, Path(args.work), args.generate_only, sheet=sheet
+        )
         if report is None:
             continue
         report["command"] = command.strip()
@@ -562,10 +671,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         earlier = results["bundles"].get(facts["name"], {})
         # settings measured earlier are kept only when they were measured on these weights
         previous = earlier.get("settings", {}) if earlier.get("weights_sha256") == report["weights_sha256"] else {}
-        report["settings"] = {**{k: v for k, v in previous.items() if k not in report["settings"]}, **report["settings"]}
+        report["settings"] = {
+            **{k: v for k, v in previous.items() if k not in report["settings"]},
+            **report["settings"],
+        }
         results["bundles"][facts["name"]] = report
-        results["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                              "python": platform.python_version()}
+        results["machine"] = {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
         results.pop("command", None)  # each bundle records the command that measured it
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(_finite(results), indent=2, allow_nan=False) + "\n")

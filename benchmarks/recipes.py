@@ -56,9 +56,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: generated images per pilot point (ranking only: FID's floor at this n is wide; finalists are scored again at 500)
 DEFAULT_N = 120
 
-_RFLOW = {"_target_": "monai.networks.schedulers.RFlowScheduler", "num_train_timesteps": 1000,
-          "use_discrete_timesteps": True, "sample_method": "logit-normal", "use_timestep_transform": False,
-          "spatial_dim": 2}
+_RFLOW = {
+    "_target_": "monai.networks.schedulers.RFlowScheduler",
+    "num_train_timesteps": 1000,
+    "use_discrete_timesteps": True,
+    "sample_method": "logit-normal",
+    "use_timestep_transform": False,
+    "spatial_dim": 2,
+}
 
 #: the key of a diffusion recipe naming the autoencoder recipe whose copy it trains on (instead of the shipped
 #: autoencoder); that recipe's overrides come along, so the copy's configs build the autoencoder it was given
@@ -69,41 +74,65 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     # the shipped recipe: epsilon prediction on a DDPM schedule, stochastic DDIM sampling (eta 1, 50 steps)
     "eps": {},
     # v prediction with min-SNR-5 loss weighting on the same schedule, same sampler
-    "v_min_snr": {"train_diffusion.json": {"min_snr_gamma": 5.0},
-                  "inference.json": {"noise_scheduler#prediction_type": "v_prediction"}},
+    "v_min_snr": {
+        "train_diffusion.json": {"min_snr_gamma": 5.0},
+        "inference.json": {"noise_scheduler#prediction_type": "v_prediction"},
+    },
     # rectified flow (MAISI v2's choice): velocity target, logit-normal timesteps, 30 Euler steps
     "rflow": {"inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
     # rectified flow on per-channel normalised latents
-    "rflow_per_channel": {"train_diffusion.json": {"latent_normalisation": "per_channel"},
-                          "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    "rflow_per_channel": {
+        "train_diffusion.json": {"latent_normalisation": "per_channel"},
+        "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30},
+    },
     # rectified flow on latents drawn from a cache of the training set's posteriors (no encoder per iteration)
-    "rflow_cache": {"train_diffusion.json": {"latent_cache": True},
-                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    "rflow_cache": {
+        "train_diffusion.json": {"latent_cache": True},
+        "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30},
+    },
     # rectified flow from the latent cache at five times the learning rate (1e-3 after the same 500-step warmup):
     # can the 60-minute budget reach what 2e-4 reaches in twice the iterations?
-    "rflow_lr1e3": {"train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
-                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30}},
+    "rflow_lr1e3": {
+        "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
+        "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30},
+    },
     # rflow_lr1e3 on the half-compression autoencoder (32 x 32 latents): the U-Net gets a narrow 16-channel level
     # at 32 x 32 in front of its three, so the time per iteration stays near the 16 x 16 U-Net's (the same three
     # levels run at 32 x 32 would cost about four times as much)
-    "rflow_down2": {AUTOENCODER_KEY: "ae_down2",
-                    "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
-                    "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
-                                       "network_def#channels": [16, 32, 64, 96],
-                                       "network_def#attention_levels": [False, False, True, True]}},
+    "rflow_down2": {
+        AUTOENCODER_KEY: "ae_down2",
+        "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
+        "inference.json": {
+            "noise_scheduler": _RFLOW,
+            "num_inference_steps": 30,
+            "network_def#channels": [16, 32, 64, 96],
+            "network_def#attention_levels": [False, False, True, True],
+        },
+    },
     # rflow_down2 on the autoencoder whose learning rate was annealed (ae_down2_cosine)
-    "rflow_down2_cosine": {AUTOENCODER_KEY: "ae_down2_cosine",
-                           "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
-                           # guidance 1.5: 2.0 (the epsilon bundles' value) was measured worse on cxr and derm
-                           "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30, "guidance_scale": 1.5,
-                                              "network_def#channels": [16, 32, 64, 96],
-                                              "network_def#attention_levels": [False, False, True, True]}},
+    "rflow_down2_cosine": {
+        AUTOENCODER_KEY: "ae_down2_cosine",
+        "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
+        # guidance 1.5: 2.0 (the epsilon bundles' value) was measured worse on cxr and derm
+        "inference.json": {
+            "noise_scheduler": _RFLOW,
+            "num_inference_steps": 30,
+            "guidance_scale": 1.5,
+            "network_def#channels": [16, 32, 64, 96],
+            "network_def#attention_levels": [False, False, True, True],
+        },
+    },
     # the same for the label-only U-Net (its own widths, 48-96-128, behind the 16-channel level)
-    "rflow_down2_label": {AUTOENCODER_KEY: "ae_down2",
-                          "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
-                          "inference.json": {"noise_scheduler": _RFLOW, "num_inference_steps": 30,
-                                             "network_def#channels": [16, 48, 96, 128],
-                                             "network_def#attention_levels": [False, False, True, True]}},
+    "rflow_down2_label": {
+        AUTOENCODER_KEY: "ae_down2",
+        "train_diffusion.json": {"latent_cache": True, "learning_rate": 1e-3},
+        "inference.json": {
+            "noise_scheduler": _RFLOW,
+            "num_inference_steps": 30,
+            "network_def#channels": [16, 48, 96, 128],
+            "network_def#attention_levels": [False, False, True, True],
+        },
+    },
 }
 #: autoencoder recipes (the autoencoder stage, scored by benchmarks/autoencoders.py): the shipped autoencoder,
 #: and the same network with twice the latent channels (the same 4x downsampling, so the diffusion model's
@@ -112,24 +141,40 @@ AUTOENCODER_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "ae_shipped": {},
     "ae_latent8": {"inference.json": {"latent_channels": 8}},
     # half the compression: one downsampling instead of two (latents 32 x 32 for 64 x 64 images)
-    "ae_down2": {"inference.json": {"autoencoder_def#channels": [32, 64], "autoencoder_def#attention_levels": [False, False]}},
+    "ae_down2": {
+        "inference.json": {"autoencoder_def#channels": [32, 64], "autoencoder_def#attention_levels": [False, False]}
+    },
     # ae_down2 with the learning rate annealed to 0 along a cosine over the run (torch's CosineAnnealingLR; the
     # shipped autoencoders keep 1e-3 to the end, where their reconstructions are still noisy step to step)
     "ae_down2_cosine": {
         "inference.json": {"autoencoder_def#channels": [32, 64], "autoencoder_def#attention_levels": [False, False]},
-        "train_autoencoder.json": {"+lr_scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
-                                                     "optimizer": "@optimizer", "T_max": "@max_iterations"},
-                                   "train#trainer#lr_scheduler": "@lr_scheduler"},
+        "train_autoencoder.json": {
+            "+lr_scheduler": {
+                "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                "optimizer": "@optimizer",
+                "T_max": "@max_iterations",
+            },
+            "train#trainer#lr_scheduler": "@lr_scheduler",
+        },
     },
     # and a patch discriminator after 1000 iterations (MONAI's generative tutorials' weights), so that the decoder
     # draws texture instead of averaging it away
     "ae_latent8_adv": {
         "inference.json": {"latent_channels": 8},
         "train_autoencoder.json": {
-            "+discriminator": {"_target_": "monai.networks.nets.PatchDiscriminator", "spatial_dims": 2,
-                               "num_layers_d": 3, "channels": 32, "in_channels": "@image_channels", "out_channels": 1},
-            "+discriminator_optimizer": {"_target_": "torch.optim.Adam", "params": "$@discriminator.parameters()",
-                                         "lr": "@learning_rate"},
+            "+discriminator": {
+                "_target_": "monai.networks.nets.PatchDiscriminator",
+                "spatial_dims": 2,
+                "num_layers_d": 3,
+                "channels": 32,
+                "in_channels": "@image_channels",
+                "out_channels": 1,
+            },
+            "+discriminator_optimizer": {
+                "_target_": "torch.optim.Adam",
+                "params": "$@discriminator.parameters()",
+                "lr": "@learning_rate",
+            },
             "train#trainer#discriminator": "@discriminator",
             "train#trainer#discriminator_optimizer": "@discriminator_optimizer",
             "train#trainer#adversarial_weight": 0.01,
@@ -236,12 +281,13 @@ def autoencoder_source(bundle: Path, recipe: str, work: Path) -> Path:
             continue
         if quality.bundle_facts(root)["kind"] == kind and autoencoder_def(root) == mine:
             return root / "models" / "autoencoder.pt"
-    raise SystemExit(f"recipe {recipe!r} trains on autoencoder recipe {base!r}: train it first "
-                     f"(python benchmarks/recipes.py --bundles {bundle.name} --recipes {base} --iterations ...)")
+    raise SystemExit(
+        f"recipe {recipe!r} trains on autoencoder recipe {base!r}: train it first "
+        f"(python benchmarks/recipes.py --bundles {bundle.name} --recipes {base} --iterations ...)"
+    )
 
 
-def prepare(bundle: Path, recipe: str, work: Path,
-            overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+def prepare(bundle: Path, recipe: str, work: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """The recipe's copy of ``bundle`` under ``work`` (made once; an existing copy must carry the same recipe).
 
     A diffusion recipe gets the shipped autoencoder; an autoencoder recipe gets the shipped diffusion weights
@@ -356,20 +402,39 @@ def train_to(copy_root: Path, stage: str, iterations: int, dataset_dir: str) -> 
     (same weights, a new record), and the images kept for scoring would no longer match it."""
     if trained_to(copy_root, stage) < iterations:
         # the copy is its own bundle folder: checkpoints in <copy>/train/<stage>, weights in <copy>/models
-        cli.train(str(copy_root), stage, dataset_dir=dataset_dir, max_iterations=iterations, progress=False,
-                  train_dir=str(copy_root / "train" / stage), train_root=str(copy_root))
+        cli.train(
+            str(copy_root),
+            stage,
+            dataset_dir=dataset_dir,
+            max_iterations=iterations,
+            progress=False,
+            train_dir=str(copy_root / "train" / stage),
+            train_root=str(copy_root),
+        )
     return float(load_checkpoint(copy_root / "train" / stage / "checkpoints" / "last.pt").get("train_seconds", 0.0))
 
 
 #: the metrics of a point, as quality.py names them
-METRICS = ("valid_fraction", "attribute_accuracy", "gap_recovered", "fid", "fid_ratio", "diversity", "diversity_real",
-           "class_accuracy", "class_accuracy_ceiling")
+METRICS = (
+    "valid_fraction",
+    "attribute_accuracy",
+    "gap_recovered",
+    "fid",
+    "fid_ratio",
+    "diversity",
+    "diversity_real",
+    "class_accuracy",
+    "class_accuracy_ceiling",
+)
 
 
 def score_autoencoder(copy_root: Path, n: int) -> dict[str, Any]:
     """benchmarks/autoencoders.py's measurement of the copy's autoencoder."""
-    (entry,) = [e for e in bundle_autoencoders(quality.bundle_facts(copy_root)["kind"], copy_root.parent)
-                if e["bundle"] == copy_root.name]
+    (entry,) = [
+        e
+        for e in bundle_autoencoders(quality.bundle_facts(copy_root)["kind"], copy_root.parent)
+        if e["bundle"] == copy_root.name
+    ]
     return autoencoders.measure(entry, n)
 
 
@@ -377,8 +442,13 @@ def score(copy_root: Path, iterations: int, n: int) -> dict[str, Any]:
     """quality.py's scoring of the copy at its default sampler setting."""
     facts = quality.bundle_facts(copy_root)
     settings = quality.bundle_settings(facts, ["default"])
-    report = quality.run_bundle(facts, settings, n, copy_root / "quality" / f"it{iterations}",
-                                sheet=copy_root / "quality" / f"it{iterations}.png")
+    report = quality.run_bundle(
+        facts,
+        settings,
+        n,
+        copy_root / "quality" / f"it{iterations}",
+        sheet=copy_root / "quality" / f"it{iterations}.png",
+    )
     result = report["settings"][facts["default"]]
     point = {k: result.get(k) for k in METRICS}
     point["setting"] = facts["default"]
@@ -392,27 +462,48 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = {"recipes": {recipe: {b: e for b, e in per_bundle.items()
-                                    if all(p.get("stage", "diffusion") == "diffusion" for p in e["points"].values())}
-                           for recipe, per_bundle in results["recipes"].items()}}
+    results = {
+        "recipes": {
+            recipe: {
+                b: e
+                for b, e in per_bundle.items()
+                if all(p.get("stage", "diffusion") == "diffusion" for p in e["points"].values())
+            }
+            for recipe, per_bundle in results["recipes"].items()
+        }
+    }
     bundles = sorted({b for r in results["recipes"].values() for b in r})
     if not bundles:
         return
     fig, axes = plt.subplots(len(bundles), 3, figsize=(12, 3.2 * len(bundles)), squeeze=False)
     for row, bundle in enumerate(bundles):
-        for col, (metric, label) in enumerate((("valid_fraction", "valid fraction"),
-                                               ("fid_ratio", f"FID / real floor (n = {DEFAULT_N}: not the gate's n)"),
-                                               ("gap_recovered", "gap recovered (or class accuracy)"))):
+        for col, (metric, label) in enumerate(
+            (
+                ("valid_fraction", "valid fraction"),
+                ("fid_ratio", f"FID / real floor (n = {DEFAULT_N}: not the gate's n)"),
+                ("gap_recovered", "gap recovered (or class accuracy)"),
+            )
+        ):
             ax = axes[row][col]
             for recipe, per_bundle in results["recipes"].items():
-                points = sorted((p for p in per_bundle.get(bundle, {}).get("points", {}).values()
-                                 if p.get("n", DEFAULT_N) == DEFAULT_N), key=lambda p: p["iterations"])
+                points = sorted(
+                    (
+                        p
+                        for p in per_bundle.get(bundle, {}).get("points", {}).values()
+                        if p.get("n", DEFAULT_N) == DEFAULT_N
+                    ),
+                    key=lambda p: p["iterations"],
+                )
                 if not points:
                     continue
                 # a class-only bundle is asked for no attributes: its gap is not a measure of it, its class accuracy is
                 class_only = not (ROOT / "bundles" / bundle / "bank").is_dir()
-                values = [p["class_accuracy"] if metric == "gap_recovered" and (class_only or p[metric] is None)
-                          else p[metric] for p in points]
+                values = [
+                    p["class_accuracy"]
+                    if metric == "gap_recovered" and (class_only or p[metric] is None)
+                    else p[metric]
+                    for p in points
+                ]
                 ax.plot([p["iterations"] for p in points], values, marker="o", label=recipe)
             ax.set_title(f"{bundle}: {label}", fontsize=9)
             ax.set_xlabel("training iterations")
@@ -431,19 +522,29 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundles", default="vap_diffusion_cxr", help="comma-separated bundle names")
-    parser.add_argument("--recipes", default=",".join(r for r in RECIPES if autoencoder_recipe_of(r) is None),
-                        help=f"comma-separated, of {list(RECIPES) + list(AUTOENCODER_RECIPES)}")
+    parser.add_argument(
+        "--recipes",
+        default=",".join(r for r in RECIPES if autoencoder_recipe_of(r) is None),
+        help=f"comma-separated, of {list(RECIPES) + list(AUTOENCODER_RECIPES)}",
+    )
     parser.add_argument("--iterations", default="1000,2500", help="comma-separated training lengths, ascending")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="generated images per point")
     parser.add_argument("--work", default=str(ROOT / "runs" / "recipes"))
     parser.add_argument("--data", default=str(ROOT / "data"), help="phantom datasets: <data>/<kind>")
     parser.add_argument("--out", default=str(RESULTS / "recipes.json"))
-    parser.add_argument("--promote", default=None, metavar="RECIPE",
-                        help="make the copy of RECIPE (trained to the last --iterations) the bundle's own: its config "
-                             "overrides and weights go into bundles/<bundle>; nothing is trained or scored")
-    parser.add_argument("--score-only", action="store_true",
-                        help="train nothing: score the copies already trained to an --iterations value, at --n "
-                             "(e.g. the pilots' finalists at the gate's n)")
+    parser.add_argument(
+        "--promote",
+        default=None,
+        metavar="RECIPE",
+        help="make the copy of RECIPE (trained to the last --iterations) the bundle's own: its config "
+        "overrides and weights go into bundles/<bundle>; nothing is trained or scored",
+    )
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="train nothing: score the copies already trained to an --iterations value, at --n "
+        "(e.g. the pilots' finalists at the gate's n)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -474,13 +575,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.score_only and done != iterations:
                     continue
                 if done > iterations:
-                    print(f"{recipe} {name}: already trained to {done} > {iterations}; no score at {iterations}", flush=True)
+                    print(
+                        f"{recipe} {name}: already trained to {done} > {iterations}; no score at {iterations}",
+                        flush=True,
+                    )
                     continue
                 print(f"{recipe} {name}: training to {iterations} (from {done})", flush=True)
                 seconds = train_to(copy_root, stage, iterations, str(Path(args.data) / kind))
-                scores = score(copy_root, iterations, args.n) if stage == "diffusion" else score_autoencoder(copy_root, args.n)
-                point = {"iterations": iterations, "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
-                         "stage": stage, "n": args.n, **scores}
+                scores = (
+                    score(copy_root, iterations, args.n)
+                    if stage == "diffusion"
+                    else score_autoencoder(copy_root, args.n)
+                )
+                point = {
+                    "iterations": iterations,
+                    "train_seconds": round(seconds, 1),
+                    "threads": torch.get_num_threads(),
+                    "stage": stage,
+                    "n": args.n,
+                    **scores,
+                }
                 print(f"{recipe} {name} @ {iterations}: {json.dumps(point)}", flush=True)
                 with _locked(out):  # several runs (one per core) write the same file
                     _record(out, recipe, name, iterations, point, args.n, command)

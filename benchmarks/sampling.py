@@ -79,10 +79,12 @@ def load_bundle(root: Path) -> dict[str, Any]:
     """The bundle's network, autoencoder, latent normalisation, scheduler and guidance, as its inference config
     builds them."""
     parser = quality.inference_parser(root, progress=False)
-    extra = parser.get_parsed_content("diffusion_extra")
+    extra = parser.get_parsed_content("load_diffusion")
     if float(np.max(np.abs(extra.get("latent_shift", 0.0)))) != 0.0 or np.ndim(extra["scale_factor"]) != 0:
-        raise ValueError(f"{root}: MONAI's LatentDiffusionInferer takes one scale factor and no shift; this bundle's "
-                         "latents are normalised per channel")
+        raise ValueError(
+            f"{root}: MONAI's LatentDiffusionInferer takes one scale factor and no shift; this bundle's "
+            "latents are normalised per channel"
+        )
     return {
         "network": parser.get_parsed_content("network").eval(),
         "autoencoder": parser.get_parsed_content("autoencoder").eval(),
@@ -107,8 +109,10 @@ def monai_scheduler(config: dict[str, Any], steps: int, latent_shape: tuple[int,
         from monai.networks.schedulers import DDPMScheduler
 
         accepted = inspect.signature(DDPMScheduler).parameters
-        config = {"_target_": "monai.networks.schedulers.DDPMScheduler",
-                  **{k: v for k, v in config.items() if k in accepted}}
+        config = {
+            "_target_": "monai.networks.schedulers.DDPMScheduler",
+            **{k: v for k, v in config.items() if k in accepted},
+        }
     scheduler = ConfigParser({"s": config}).get_parsed_content("s")
     if isinstance(scheduler, RFlowScheduler):
         scheduler.set_timesteps(steps, input_img_size_numel=int(np.prod(latent_shape[1:])))
@@ -117,8 +121,9 @@ def monai_scheduler(config: dict[str, Any], steps: int, latent_shape: tuple[int,
     return scheduler
 
 
-def monai_baseline(bundle: dict[str, Any], requests: list[dict[str, Any]], steps: int,
-                   batch: int) -> tuple[list[np.ndarray], float]:
+def monai_baseline(
+    bundle: dict[str, Any], requests: list[dict[str, Any]], steps: int, batch: int
+) -> tuple[list[np.ndarray], float]:
     """MONAI's ``LatentDiffusionInferer.sample`` on the requests (each request's seed gives the initial noise our
     sampler would start from): the images as 8-bit ``(H, W, C)`` arrays, as the bundle's PNG writer stores them,
     and seconds per image."""
@@ -133,12 +138,21 @@ def monai_baseline(bundle: dict[str, Any], requests: list[dict[str, Any]], steps
         chunk = requests[start : start + batch]
         noise, _ = initial_noise([int(r["seed"]) for r in chunk], bundle["latent_shape"])
         labels = torch.tensor([float(classes.index(r["category"])) for r in chunk]).view(-1, 1, 1)
-        inferer = LatentDiffusionInferer(monai_scheduler(bundle["scheduler_config"], steps, bundle["latent_shape"]),
-                                         scale_factor=bundle["scale_factor"])
+        inferer = LatentDiffusionInferer(
+            monai_scheduler(bundle["scheduler_config"], steps, bundle["latent_shape"]),
+            scale_factor=bundle["scale_factor"],
+        )
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = inferer.sample(noise, bundle["autoencoder"], network, conditioning=labels, verbose=False,
-                                 cfg=bundle["guidance_scale"], cfg_fill_value=-1.0)
+            out = inferer.sample(
+                noise,
+                bundle["autoencoder"],
+                network,
+                conditioning=labels,
+                verbose=False,
+                cfg=bundle["guidance_scale"],
+                cfg_fill_value=-1.0,
+            )
         seconds += time.perf_counter() - t0
         pixels = (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         images += [p[..., 0] if p.shape[-1] == 1 else p for p in pixels]
@@ -146,47 +160,97 @@ def monai_baseline(bundle: dict[str, Any], requests: list[dict[str, Any]], steps
     return images, seconds / len(requests)
 
 
-def sampling_table(root: Path, bundle: dict[str, Any], n: int, baseline_steps: int, batch: int, work: Path,
-                   quick: bool) -> dict[str, Any]:
+def sampling_table(
+    root: Path, bundle: dict[str, Any], n: int, baseline_steps: int, batch: int, work: Path, quick: bool
+) -> dict[str, Any]:
     """Our settings and the MONAI baseline on the same requests, scored alike."""
     facts = quality.bundle_facts(root)
     settings = quality.bundle_settings(facts, ["default"] if quick else None)
     n_per_class = -(-n // len(facts["classes"]))
-    generated = {name: quality.generate(facts, work / name, n_per_class, steps, eta, *guidance)
-                 for name, (steps, eta, *guidance) in settings.items()}
+    generated = {
+        name: quality.generate(facts, work / name, n_per_class, steps, eta, *guidance)
+        for name, (steps, eta, *guidance) in settings.items()
+    }
     requests = generated[facts["default"]]["requests"]
     context = quality.scoring_context(facts, requests)
 
     def scored(images: list[np.ndarray]) -> dict[str, Any]:
-        keys = ("n", "valid_fraction", "class_accuracy", "attribute_accuracy", "fid", "fid_floor", "fid_ratio", "kid",
-                "diversity", "diversity_real")
-        result = quality.score_setting(facts, images, requests, context["attributes"], context["real"],
-                                       context["baselines"], context["audit"], context["extractor"])
+        keys = (
+            "n",
+            "valid_fraction",
+            "class_accuracy",
+            "attribute_accuracy",
+            "fid",
+            "fid_floor",
+            "fid_ratio",
+            "kid",
+            "diversity",
+            "diversity_real",
+        )
+        result = quality.score_setting(
+            facts,
+            images,
+            requests,
+            context["attributes"],
+            context["real"],
+            context["baselines"],
+            context["audit"],
+            context["extractor"],
+        )
         return {k: result[k] for k in keys}
 
     rows = []
     for name, result in generated.items():
         steps, eta, *_ = settings[name]
         images = quality.load_images([work / name / f"{r['id']}.png" for r in requests])
-        rows.append({"setting": name, "implementation": "medgen_monai DiffusionSampler", "sampler": facts["sampler"],
-                     "steps": steps, "eta": eta, "default": name == facts["default"],
-                     "seconds_per_image": result["seconds_per_image"], **scored(images)})
+        rows.append(
+            {
+                "setting": name,
+                "implementation": "medgen_monai DiffusionSampler",
+                "sampler": facts["sampler"],
+                "steps": steps,
+                "eta": eta,
+                "default": name == facts["default"],
+                "seconds_per_image": result["seconds_per_image"],
+                **scored(images),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     images, seconds = monai_baseline(bundle, requests, baseline_steps, batch)
-    rows.append({"setting": f"monai_{facts['sampler'] if facts['sampler'] != 'ddim' else 'ddpm'}{baseline_steps}",
-                 "implementation": "monai LatentDiffusionInferer.sample", "sampler": type(
-                     monai_scheduler(bundle["scheduler_config"], 1, bundle["latent_shape"])).__name__,
-                 "steps": baseline_steps, "eta": None, "default": False, "seconds_per_image": seconds, **scored(images)})
+    rows.append(
+        {
+            "setting": f"monai_{facts['sampler'] if facts['sampler'] != 'ddim' else 'ddpm'}{baseline_steps}",
+            "implementation": "monai LatentDiffusionInferer.sample",
+            "sampler": type(monai_scheduler(bundle["scheduler_config"], 1, bundle["latent_shape"])).__name__,
+            "steps": baseline_steps,
+            "eta": None,
+            "default": False,
+            "seconds_per_image": seconds,
+            **scored(images),
+        }
+    )
     print(json.dumps(rows[-1]), flush=True)
     ours, baseline = next(r for r in rows if r["default"]), rows[-1]
-    equal = (ours["valid_fraction"] >= baseline["valid_fraction"] - ACCURACY_MARGIN
-             and ours["class_accuracy"] >= baseline["class_accuracy"] - ACCURACY_MARGIN
-             and ours["fid"] <= baseline["fid"] + FID_SD_MARGIN * baseline["fid_floor"]["sd"])
-    return {"bundle": facts["name"], "default": facts["default"], "n": len(requests), "settings": rows,
-            "speedup": {"setting": ours["setting"], "baseline": baseline["setting"],
-                        "ratio": baseline["seconds_per_image"] / ours["seconds_per_image"], "equal_quality": bool(equal),
-                        "rule": f"default's valid fraction and class accuracy >= baseline's - {ACCURACY_MARGIN}, its FID "
-                                f"<= baseline's + {FID_SD_MARGIN:g} x the floor's sd", "target": 20.0}}
+    equal = (
+        ours["valid_fraction"] >= baseline["valid_fraction"] - ACCURACY_MARGIN
+        and ours["class_accuracy"] >= baseline["class_accuracy"] - ACCURACY_MARGIN
+        and ours["fid"] <= baseline["fid"] + FID_SD_MARGIN * baseline["fid_floor"]["sd"]
+    )
+    return {
+        "bundle": facts["name"],
+        "default": facts["default"],
+        "n": len(requests),
+        "settings": rows,
+        "speedup": {
+            "setting": ours["setting"],
+            "baseline": baseline["setting"],
+            "ratio": baseline["seconds_per_image"] / ours["seconds_per_image"],
+            "equal_quality": bool(equal),
+            "rule": f"default's valid fraction and class accuracy >= baseline's - {ACCURACY_MARGIN}, its FID "
+            f"<= baseline's + {FID_SD_MARGIN:g} x the floor's sd",
+            "target": 20.0,
+        },
+    }
 
 
 def overhead(bundle: dict[str, Any], batch: int, repeats: int = 3) -> dict[str, Any]:
@@ -207,14 +271,20 @@ def overhead(bundle: dict[str, Any], batch: int, repeats: int = 3) -> dict[str, 
             network(x, t, class_labels=both)
             forwards.append(time.perf_counter() - t0)
     walls = []
-    for r in range(repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         sampler(network, bundle["latent_shape"], list(range(batch)), {"class_labels": labels}, {"class_labels": null})
         walls.append(time.perf_counter() - t0)
     forward = float(np.median(forwards))
-    return {"batch": batch, "steps": steps, "sampler": sampler.name, "forward_seconds_median": forward,
-            "sampler_seconds": min(walls), "overhead_ratio": min(walls) / (steps * forward),
-            "note": "sampler wall time includes initial noise and the autoencoder decode"}
+    return {
+        "batch": batch,
+        "steps": steps,
+        "sampler": sampler.name,
+        "forward_seconds_median": forward,
+        "sampler_seconds": min(walls),
+        "overhead_ratio": min(walls) / (steps * forward),
+        "note": "sampler wall time includes initial noise and the autoencoder decode",
+    }
 
 
 def training_throughput(root: Path, dataset_dir: Path, iterations: int = 30, batch: int = 32) -> dict[str, Any]:
@@ -227,7 +297,9 @@ def training_throughput(root: Path, dataset_dir: Path, iterations: int = 30, bat
     from medgen_monai.engines import IndexedBatches, LatentDiffusionTrainer
 
     parser = ConfigParser()
-    parser.read_config([str(root / "configs" / n) for n in ("inference.json", "train_common.json", "train_diffusion.json")])
+    parser.read_config(
+        [str(root / "configs" / n) for n in ("inference.json", "train_common.json", "train_diffusion.json")]
+    )
     parser.update({"bundle_root": str(root), "progress": False, "dataset_dir": str(dataset_dir)})
     parser.get_parsed_content("load_autoencoder")
     dataset = parser.get_parsed_content("train#dataset")
@@ -239,9 +311,21 @@ def training_throughput(root: Path, dataset_dir: Path, iterations: int = 30, bat
         network = copy.deepcopy(template)
         optimizer = torch.optim.AdamW(network.parameters(), 2e-4)
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = LatentDiffusionTrainer(network, optimizer, IndexedBatches(dataset, batch, seed=0), train_scheduler, autoencoder=autoencoder,
-                                             conditions={"label": "class_labels"}, condition_dropout=0.15, max_iterations=iterations,
-                                             output_dir=tmp, checkpoint_every=10**9, progress=False, tensorboard=False, ema_decay=0.999)
+            trainer = LatentDiffusionTrainer(
+                network,
+                optimizer,
+                IndexedBatches(dataset, batch, seed=0),
+                train_scheduler,
+                autoencoder=autoencoder,
+                conditions={"label": "class_labels"},
+                condition_dropout=0.15,
+                max_iterations=iterations,
+                output_dir=tmp,
+                checkpoint_every=10**9,
+                progress=False,
+                tensorboard=False,
+                ema_decay=0.999,
+            )
             t0 = time.perf_counter()
             trainer.run_training(resume=False)
             return iterations / (time.perf_counter() - t0)
@@ -279,9 +363,14 @@ def training_throughput(root: Path, dataset_dir: Path, iterations: int = 30, bat
     plain_run(), trainer_run()  # warm-up both paths
     plain = [plain_run() for _ in range(2)]
     ours = [trainer_run() for _ in range(2)]
-    return {"iterations": iterations, "batch": batch, "plain_iterations_per_s": max(plain), "trainer_iterations_per_s": max(ours),
-            "training_throughput_ratio": max(ours) / max(plain),
-            "note": "the trainer also updates an EMA copy every iteration; the plain loop does not"}
+    return {
+        "iterations": iterations,
+        "batch": batch,
+        "plain_iterations_per_s": max(plain),
+        "trainer_iterations_per_s": max(ours),
+        "training_throughput_ratio": max(ours) / max(plain),
+        "note": "the trainer also updates an EMA copy every iteration; the plain loop does not",
+    }
 
 
 MEMORY_CHILD = r"""
@@ -292,14 +381,16 @@ from medgen_monai.nets import ConditionedDiffusionUNet
 from monai.networks.schedulers import RFlowScheduler
 size = tuple(int(s) for s in sys.argv[1].split(","))
 torch.manual_seed(0)
-ae = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64), latent_channels=4, num_res_blocks=1,
-                   attention_levels=(False, False, False), norm_num_groups=8, with_encoder_nonlocal_attn=False,
-                   with_decoder_nonlocal_attn=False).eval()
+ae = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64), latent_channels=4,
+                   num_res_blocks=1, attention_levels=(False, False, False), norm_num_groups=8,
+                   with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False).eval()
 unet = ConditionedDiffusionUNet(num_classes=2, spatial_dims=3, in_channels=4, out_channels=4, channels=(32, 64, 64),
-                                attention_levels=(False, False, True), num_res_blocks=1, num_head_channels=32, norm_num_groups=16).eval()
+                                attention_levels=(False, False, True), num_res_blocks=1, num_head_channels=32,
+                                norm_num_groups=16).eval()
 latent = (4,) + tuple(s // 4 for s in size)
 roi = None if size[0] <= 64 else tuple(s // 2 for s in latent[1:])
-sampler = DiffusionSampler(RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, spatial_dim=3), 5, 2.0, ae, 1.0, decode_roi_size=roi, progress=False)
+sampler = DiffusionSampler(RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True, spatial_dim=3),
+                           5, 2.0, ae, 1.0, decode_roi_size=roi, progress=False)
 def kib(field):  # VmHWM / VmRSS of this process image (ru_maxrss would include the parent's pages at fork)
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
 base = kib("VmHWM")
@@ -316,8 +407,17 @@ def memory_3d() -> list[dict]:
         if run.returncode:
             raise RuntimeError(run.stderr)
         before, peak, roi = run.stdout.split()[-3:]
-        rows.append({"size": [int(s) for s in size.split(",")], "peak_rss_mib": int(peak) / 1024, "peak_rss_before_sampling_mib": int(before) / 1024,
-                     "decode_roi_latent": roi, "model": "AutoencoderKL (16,32,64) + ConditionedDiffusionUNet (32,64,64), 5 rectified-flow steps, batch 1"})
+        rows.append(
+            {
+                "size": [int(s) for s in size.split(",")],
+                "peak_rss_mib": int(peak) / 1024,
+                "peak_rss_before_sampling_mib": int(before) / 1024,
+                "decode_roi_latent": roi,
+                "model": (
+                    "AutoencoderKL (16,32,64) + ConditionedDiffusionUNet (32,64,64), 5 rectified-flow steps, batch 1"
+                ),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -330,22 +430,37 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     rows = results["settings"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, metric, label in zip(axes, ("class_accuracy", "fid_ratio", "valid_fraction"),
-                                 ("class accuracy", "FID / matched real floor", "valid fraction")):
-        for implementation, marker in (("medgen_monai DiffusionSampler", "o"), ("monai LatentDiffusionInferer.sample", "s")):
+    for ax, metric, label in zip(
+        axes,
+        ("class_accuracy", "fid_ratio", "valid_fraction"),
+        ("class accuracy", "FID / matched real floor", "valid fraction"),
+    ):
+        for implementation, marker in (
+            ("medgen_monai DiffusionSampler", "o"),
+            ("monai LatentDiffusionInferer.sample", "s"),
+        ):
             chosen = [r for r in rows if r["implementation"] == implementation]
-            ax.scatter([r["seconds_per_image"] for r in chosen], [r[metric] for r in chosen], marker=marker,
-                       label="ours (DiffusionSampler)" if implementation.startswith("medgen") else "MONAI inferer")
+            ax.scatter(
+                [r["seconds_per_image"] for r in chosen],
+                [r[metric] for r in chosen],
+                marker=marker,
+                label="ours (DiffusionSampler)" if implementation.startswith("medgen") else "MONAI inferer",
+            )
             for r in chosen:
-                ax.annotate(r["setting"] + (" (default)" if r["default"] else ""), (r["seconds_per_image"], r[metric]),
-                            fontsize=7)
+                ax.annotate(
+                    r["setting"] + (" (default)" if r["default"] else ""),
+                    (r["seconds_per_image"], r[metric]),
+                    fontsize=7,
+                )
         ax.set_xscale("log")
         ax.set_xlabel("seconds per image (CPU)")
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7)
     speed = results["speedup"]
-    fig.suptitle(f"{results['bundle']} sampling, n = {results['n']}: {speed['setting']} is {speed['ratio']:.0f}x faster "
-                 f"than MONAI's {speed['baseline']} ({'equal' if speed['equal_quality'] else 'NOT equal'} quality)")
+    fig.suptitle(
+        f"{results['bundle']} sampling, n = {results['n']}: {speed['setting']} is {speed['ratio']:.0f}x faster "
+        f"than MONAI's {speed['baseline']} ({'equal' if speed['equal_quality'] else 'NOT equal'} quality)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -359,10 +474,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=36, help="MONAI inferer batch")
     parser.add_argument("--dataset_dir", default=str(ROOT / "data" / "derm"), help="training data (throughput)")
     parser.add_argument("--work", default=str(ROOT / "runs" / "sampling"), help="generated images (resumable)")
-    parser.add_argument("--only_memory", action="store_true", help="re-measure only the 3D memory rows of sampling.json")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: the default setting only, 2 images per class, a 10-step baseline, no 3D memory "
-                             "(writes sampling_quick.json)")
+    parser.add_argument(
+        "--only_memory", action="store_true", help="re-measure only the 3D memory rows of sampling.json"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: the default setting only, 2 images per class, a 10-step baseline, no 3D memory "
+        "(writes sampling_quick.json)",
+    )
     args = parser.parse_args()
     root = Path(args.bundle).resolve()
     path = RESULTS / "sampling.json"
@@ -377,8 +497,13 @@ def main() -> None:
     n = 2 * len(bundle["classes"]) if args.quick else args.n  # diversity needs two images of a class
     work = Path(args.work) / root.name
     results: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": sys.version.split()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+        },
         "command": "python benchmarks/sampling.py " + " ".join(sys.argv[1:]),
         **sampling_table(root, bundle, n, 10 if args.quick else args.baseline_steps, args.batch, work, args.quick),
     }
@@ -390,8 +515,10 @@ def main() -> None:
     name = "sampling_quick" if args.quick else "sampling"
     quality.atomic_write_text(RESULTS / f"{name}.json", json.dumps(quality._finite(results), indent=2) + "\n")
     plot(results, RESULTS / f"{name}.png")
-    print(f"wrote {RESULTS / name}.json and .png; peak RSS of this process "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(
+        f"wrote {RESULTS / name}.json and .png; peak RSS of this process "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ conditioned as at training: class, and for description bundles the oracle descri
 per timestep ``mean((eps_pred - eps)^2)`` and the noise prediction's RMS, conditional and unconditional.
 The real latents' per-channel standard deviations are recorded too (the latents are scaled by one factor).
 
-    python benchmarks/sampling_diagnostics.py            # all bundles -> benchmarks/results/sampling_diagnostics.json + .png
+    python benchmarks/sampling_diagnostics.py            # all bundles -> benchmarks/results/sampling_diagnostics.json
+                                                         #   + .png
 
 About 2 minutes per bundle on 2 CPU cores.
 """
@@ -66,8 +67,10 @@ def sampling_trace(evaluator: Any, requests: Sequence[Mapping[str, Any]], eta: f
     sampler, network, conditioner = inferer.sampler, evaluator.network.eval(), inferer.conditioner
     sampler.eta = float(eta)
     condition, null_condition = conditioner(requests)
-    trace: dict[str, list[float]] = {k: [] for k in ("t", "x_std", "x0_std", "eps_rms", "eps_rms_conditional",
-                                                     "eps_rms_unconditional", "x_final_std")}
+    trace: dict[str, list[float]] = {
+        k: []
+        for k in ("t", "x_std", "x0_std", "eps_rms", "eps_rms_conditional", "eps_rms_unconditional", "x_final_std")
+    }
     halves: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def split_network(x: torch.Tensor, timesteps: torch.Tensor, **inputs: Any) -> torch.Tensor:
@@ -88,8 +91,14 @@ def sampling_trace(evaluator: Any, requests: Sequence[Mapping[str, Any]], eta: f
             trace["eps_rms_unconditional"].append(_rms(unconditional))
 
     with torch.inference_mode():
-        latents = sampler.denoise(split_network, inferer.latent_shape,
-                                  [int(r["seed"]) for r in requests], condition, null_condition, callback=record)
+        latents = sampler.denoise(
+            split_network,
+            inferer.latent_shape,
+            [int(r["seed"]) for r in requests],
+            condition,
+            null_condition,
+            callback=record,
+        )
     trace["x_final_std"] = [float(latents.std())]
     trace["x_final_channel_std"] = [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)]
     return trace
@@ -137,10 +146,14 @@ def denoising_loss(evaluator: Any, facts: Mapping[str, Any]) -> dict[str, Any]:
             row[f"loss_{name}"] = float((prediction - target).pow(2).mean())
             row[f"eps_rms_{name}"] = _rms(prediction)
         rows.append(row)
-    return {"per_timestep": rows, "real_latent_std": float(latents.std()),
-            "alpha_bar_999": _alpha_bar(sampler.scheduler, 999),
-            "real_latent_channel_std": [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)],
-            "scale_factor": sampler.scale_factor, "latent_shift": sampler.latent_shift}
+    return {
+        "per_timestep": rows,
+        "real_latent_std": float(latents.std()),
+        "alpha_bar_999": _alpha_bar(sampler.scheduler, 999),
+        "real_latent_channel_std": [float(s) for s in latents.transpose(0, 1).flatten(1).std(dim=1)],
+        "scale_factor": sampler.scale_factor,
+        "latent_shift": sampler.latent_shift,
+    }
 
 
 def bundle_facts(root: Path) -> dict[str, Any]:
@@ -153,14 +166,22 @@ def diagnose(root: Path, n_per_class: int, etas: Sequence[float]) -> dict[str, A
     facts = bundle_facts(root)
     evaluator = inference_parser(root, n=n_per_class, seed=0, progress=False).get_parsed_content("evaluator")
     requests, sampler = list(evaluator.dataset), evaluator.inferer.sampler
-    report: dict[str, Any] = {"kind": facts["kind"], "n": len(requests), "steps": sampler.num_inference_steps,
-                              "guidance_scale": sampler.guidance_scale, "sampler": sampler.name,
-                              "prediction_type": sampler.scheduler.prediction_type, "sampling": {}}
+    report: dict[str, Any] = {
+        "kind": facts["kind"],
+        "n": len(requests),
+        "steps": sampler.num_inference_steps,
+        "guidance_scale": sampler.guidance_scale,
+        "sampler": sampler.name,
+        "prediction_type": sampler.scheduler.prediction_type,
+        "sampling": {},
+    }
     # eta is DDIM's; a deterministic sampler (rectified flow's Euler steps) is traced once
     for eta in etas if sampler.schedule.stochastic(1.0) else etas[:1]:
         report["sampling"][f"eta{eta:g}"] = sampling_trace(evaluator, requests, eta)
-        print(f"{facts['name']} eta {eta:g}: final latent std {report['sampling'][f'eta{eta:g}']['x_final_std'][0]:.2f}",
-              flush=True)
+        print(
+            f"{facts['name']} eta {eta:g}: final latent std {report['sampling'][f'eta{eta:g}']['x_final_std'][0]:.2f}",
+            flush=True,
+        )
     report.update(denoising_loss(evaluator, facts))
     return report
 
@@ -187,11 +208,19 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
         axes[row, 2].axhline(1.0, color="k", linewidth=0.8, linestyle="--")
         ts = [x["t"] for x in r["per_timestep"]]
         axes[row, 3].plot(ts, [x["loss_conditional"] for x in r["per_timestep"]], marker="o", label="loss, conditional")
-        axes[row, 3].plot(ts, [x["loss_unconditional"] for x in r["per_timestep"]], marker="x", label="loss, unconditional")
-        axes[row, 3].plot(ts, [x["eps_rms_conditional"] for x in r["per_timestep"]], linestyle=":", label="eps RMS, conditional")
+        axes[row, 3].plot(
+            ts, [x["loss_unconditional"] for x in r["per_timestep"]], marker="x", label="loss, unconditional"
+        )
+        axes[row, 3].plot(
+            ts, [x["eps_rms_conditional"] for x in r["per_timestep"]], linestyle=":", label="eps RMS, conditional"
+        )
         axes[row, 0].set_ylabel(name, fontsize=8)
-        titles = ("latent std per step", "predicted clean latent std", "noise prediction RMS (sampling)",
-                  "real latents: loss and eps RMS per timestep")
+        titles = (
+            "latent std per step",
+            "predicted clean latent std",
+            "noise prediction RMS (sampling)",
+            "real latents: loss and eps RMS per timestep",
+        )
         for ax, title in zip(axes[row], titles):
             ax.set_title(title, fontsize=8)
             ax.legend(fontsize=6)
@@ -216,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = {b.strip() for b in args.bundles.split(",")}
         roots = [r for r in roots if r.name in wanted]
     etas = [float(e) for e in args.etas.split(",")]
-    results: dict[str, Any] = {"command": "python benchmarks/sampling_diagnostics.py " + " ".join(argv or sys.argv[1:]),
-                               "bundles": {}}
+    results: dict[str, Any] = {
+        "command": "python benchmarks/sampling_diagnostics.py " + " ".join(argv or sys.argv[1:]),
+        "bundles": {},
+    }
     for root in roots:
         results["bundles"][root.name] = diagnose(root, args.n_per_class, etas)
     out = Path(args.out)

@@ -95,15 +95,20 @@ HELDOUT: dict[str, list[dict[str, str]]] = {
 }
 
 CONDITIONS = ("label", "description", "description_prototype", "description_prototype_projection")
-TRAINED = {"label": {"use_descriptions": False, "prototype": False},
-           "description": {"use_descriptions": True, "prototype": False},
-           "description_prototype": {"use_descriptions": True, "prototype": True}}
+TRAINED = {
+    "label": {"use_descriptions": False, "prototype": False},
+    "description": {"use_descriptions": True, "prototype": False},
+    "description_prototype": {"use_descriptions": True, "prototype": True},
+}
 SPLITS = ("seen", "heldout")
 #: one arm to train: (modality, arm, seed, run dir, dataset dir, bank dir, iterations, threads), picklable for a worker
 ArmTask = tuple[str, str, int, str, str, str, int, int]
 METRICS = ("attribute_accuracy", "fid", "diversity")
 
-TRAIN_SEED, TEST_SEED = 0, 30000  # the training and evaluation ranges of medgen_monai.phantoms.seeds (never an audit seed)
+TRAIN_SEED, TEST_SEED = (
+    0,
+    30000,
+)  # the training and evaluation ranges of medgen_monai.phantoms.seeds (never an audit seed)
 #: seed of the reference draws, the FID floors' subsets and the KID subsets
 REFERENCE_SEED = TEST_SEED + 1
 #: how the references are built (a setting: runs scored against other references are never merged with these);
@@ -132,7 +137,9 @@ def ensure_dataset(kind: str, layout: str, root: Path, n: int, seed: int) -> Pat
     if marker.is_file() or (root.is_dir() and any(root.iterdir())):
         found = len(read_dataset(layout, root))
         if found < n:
-            raise ValueError(f"{root}: holds {found} {kind} cases, the benchmark needs {n}; remove it or pass another folder")
+            raise ValueError(
+                f"{root}: holds {found} {kind} cases, the benchmark needs {n}; remove it or pass another folder"
+            )
         return root
     write_dataset(layout, get_phantom(kind).generate_many(n, seed=seed), root)
     marker.write_text(f"{kind} n={n} seed={seed}\n")
@@ -149,8 +156,9 @@ def ensure_bank(modality: str, layout: str, dataset_dir: Path, bank_dir: Path) -
     return DescriptionBank(bank_dir)
 
 
-def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: Any, per_class: int,
-                 heldout_cap: int) -> dict[str, list[dict[str, Any]]]:
+def requests_for(
+    modality: str, classes: Sequence[str], bank: Any, test_bank: Any, per_class: int, heldout_cap: int
+) -> dict[str, list[dict[str, Any]]]:
     """The generation requests of both splits; the same for every arm and seed (paired comparison).
 
     ``seen``: ``per_class`` training-bank descriptions per class (without the held-out combinations). ``heldout``:
@@ -171,18 +179,39 @@ def requests_for(modality: str, classes: Sequence[str], bank: Any, test_bank: An
         rng = np.random.default_rng([TEST_SEED, index])
         for i, j in enumerate(rng.choice(len(pool), size=per_class, replace=len(pool) < per_class)):
             r = pool[int(j)]
-            seen.append({"id": f"seen_{safe_id(category)}_{i:03d}", "seed": 1000 * index + i, "category": category,
-                         "description": r["description"], "attributes": r["attributes"], "source": r["id"]})
+            seen.append(
+                {
+                    "id": f"seen_{safe_id(category)}_{i:03d}",
+                    "seed": 1000 * index + i,
+                    "category": category,
+                    "description": r["description"],
+                    "attributes": r["attributes"],
+                    "source": r["id"],
+                }
+            )
     held = []
     for category in classes:
         if category in test_bank.categories:
             held.extend(r for r in test_bank.records(category) if matches(r["attributes"], heldout))
     if held:  # a random draw in the pool's class proportions (the pool is read class by class)
-        held = stratified_reference(held, [r["category"] for r in held], min(heldout_cap, len(held)), TEST_SEED,
-                                    class_of=lambda r: r["category"]).records
-    held_requests = [{"id": f"heldout_{i:03d}", "seed": 500_000 + i, "category": r["category"],
-                      "description": r["description"], "attributes": r["attributes"], "source": r["id"]}
-                     for i, r in enumerate(held)]
+        held = stratified_reference(
+            held,
+            [r["category"] for r in held],
+            min(heldout_cap, len(held)),
+            TEST_SEED,
+            class_of=lambda r: r["category"],
+        ).records
+    held_requests = [
+        {
+            "id": f"heldout_{i:03d}",
+            "seed": 500_000 + i,
+            "category": r["category"],
+            "description": r["description"],
+            "attributes": r["attributes"],
+            "source": r["id"],
+        }
+        for i, r in enumerate(held)
+    ]
     if not seen or not held_requests:
         raise ValueError(f"{modality}: no {'seen' if not seen else 'held-out'} requests; is the bank complete?")
     return {"seen": seen, "heldout": held_requests}
@@ -199,8 +228,9 @@ def ema_decay(iterations: int) -> float:
     return float(min(0.999, max(0.9, 1.0 - 10.0 / max(iterations, 1))))
 
 
-def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_dir: Path, bank_dir: Path,
-              iterations: int) -> Path:
+def train_arm(
+    modality: str, condition: str, seed: int, run_dir: Path, dataset_dir: Path, bank_dir: Path, iterations: int
+) -> Path:
     from monai.bundle import run
 
     weights = run_dir / "diffusion.pt"
@@ -208,12 +238,25 @@ def train_arm(modality: str, condition: str, seed: int, run_dir: Path, dataset_d
         return weights
     bundle = bundle_dir(modality)
     configs = [str(bundle / "configs" / f) for f in ("inference.json", "train_common.json", "train_diffusion.json")]
-    run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"), bundle_root=str(bundle),
-        logging_file=str(bundle / "configs" / "logging.conf"), dataset_dir=str(dataset_dir), bank_dir=str(bank_dir),
-        train_dir=str(run_dir / "train"), trained_model_dir=str(run_dir), max_iterations=int(iterations),
-        training_seed=int(seed), excluded_combinations=HELDOUT[modality], sample_every=0, ema_decay=ema_decay(iterations),
+    run(
+        config_file=configs,
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        bundle_root=str(bundle),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        dataset_dir=str(dataset_dir),
+        bank_dir=str(bank_dir),
+        train_dir=str(run_dir / "train"),
+        trained_model_dir=str(run_dir),
+        max_iterations=int(iterations),
+        training_seed=int(seed),
+        excluded_combinations=HELDOUT[modality],
+        sample_every=0,
+        ema_decay=ema_decay(iterations),
         warmup_iterations=max(1, iterations // 10),
-        checkpoint_every=max(1, iterations // 4), progress=False, **TRAINED[condition])
+        checkpoint_every=max(1, iterations // 4),
+        progress=False,
+        **TRAINED[condition],
+    )
     return weights
 
 
@@ -237,22 +280,41 @@ def already_measured(out: Path, modality: str, settings: Mapping[str, Any]) -> s
     if previous.get("settings", {}).get(modality) != dict(settings) or modality not in previous.get("runs", {}):
         return set()
     runs = previous["runs"][modality]["runs"]
-    return {(r["seed"], c) for c in CONDITIONS for r in runs.get(c, {}).get(SPLITS[0], [])
-            if all(any(o["seed"] == r["seed"] for o in runs[c].get(s, [])) for s in SPLITS)}
+    return {
+        (r["seed"], c)
+        for c in CONDITIONS
+        for r in runs.get(c, {}).get(SPLITS[0], [])
+        if all(any(o["seed"] == r["seed"] for o in runs[c].get(s, [])) for s in SPLITS)
+    }
 
 
-def generate(modality: str, condition: str, weights: Path, requests: list[dict[str, Any]], out_dir: Path,
-             bank_dir: Path, steps: int, projection: Mapping[str, float]) -> None:
+def generate(
+    modality: str,
+    condition: str,
+    weights: Path,
+    requests: list[dict[str, Any]],
+    out_dir: Path,
+    bank_dir: Path,
+    steps: int,
+    projection: Mapping[str, float],
+) -> None:
     from monai.bundle import ConfigParser
 
     bundle = bundle_dir(modality)
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     trained = TRAINED[trained_as(condition)]
-    overrides = {"bundle_root": str(bundle), "bank_dir": str(bank_dir), "diffusion_weights": str(weights),
-                 "output_dir": str(out_dir), "num_inference_steps": int(steps), "progress": False, **trained,
-                 "projection_alpha": projection["alpha"] if condition.endswith("projection") else 0.0,
-                 "projection_k": int(projection["k"])}
+    overrides = {
+        "bundle_root": str(bundle),
+        "bank_dir": str(bank_dir),
+        "diffusion_weights": str(weights),
+        "output_dir": str(out_dir),
+        "num_inference_steps": int(steps),
+        "progress": False,
+        **trained,
+        "projection_alpha": projection["alpha"] if condition.endswith("projection") else 0.0,
+        "projection_k": int(projection["k"]),
+    }
     for key, value in overrides.items():
         parser[key] = value
     from medgen_monai.engines import GenerationEvaluator, GenerationInferer
@@ -260,13 +322,22 @@ def generate(modality: str, condition: str, weights: Path, requests: list[dict[s
     parser.get_parsed_content("load_autoencoder")
     sampler = parser.get_parsed_content("sampler")  # resolving it loads the diffusion weights into @network
     # the requests are plain data handed to the evaluator, never parsed as config (a description is free text)
-    inferer = GenerationInferer(sampler, parser.get_parsed_content("conditioner"), parser.get_parsed_content("latent_shape"))
-    GenerationEvaluator(requests, parser.get_parsed_content("network"), inferer, parser.get_parsed_content("writer"),
-                        batch_size=32, progress=False).run()
+    inferer = GenerationInferer(
+        sampler, parser.get_parsed_content("conditioner"), parser.get_parsed_content("latent_shape")
+    )
+    GenerationEvaluator(
+        requests,
+        parser.get_parsed_content("network"),
+        inferer,
+        parser.get_parsed_content("writer"),
+        batch_size=32,
+        progress=False,
+    ).run()
 
 
-def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: Reference,
-          audit: Any, extractor: Any) -> dict[str, Any]:
+def score(
+    modality: str, requests: list[dict[str, Any]], out_dir: Path, reference: Reference, audit: Any, extractor: Any
+) -> dict[str, Any]:
     """A generated split's scores against its reference: attribute accuracy, FID with its floor, KID, diversity."""
     import torch
 
@@ -280,14 +351,18 @@ def score(modality: str, requests: list[dict[str, Any]], out_dir: Path, referenc
     with torch.no_grad():
         features = extractor(images)
     # against reference subsets of this set's size and class counts: the footing of the floor
-    fid_value = matched_fid(reference.features, features, reference.classes, Counter(classes), seed=REFERENCE_SEED)["mean"]
+    fid_value = matched_fid(reference.features, features, reference.classes, Counter(classes), seed=REFERENCE_SEED)[
+        "mean"
+    ]
     kid_value = kid(reference.features, features, seed=REFERENCE_SEED)
     floor = reference.floor
     if max(classes.count(c) for c in classes) < 2:  # only --quick gets here: too few images for a within-class score
         classes = ["all"] * len(classes)
     scored = attribute_accuracy(images, [r["attributes"] for r in requests], audit=audit)
     return {
-        "attribute_accuracy": scored["mean"],  # an image the audit's validity output rejects is wrong on every attribute
+        "attribute_accuracy": scored[
+            "mean"
+        ],  # an image the audit's validity output rejects is wrong on every attribute
         "attribute_accuracy_valid": scored["mean_valid"],
         "valid_fraction": scored["valid_fraction"],
         "fid": fid_value,
@@ -327,8 +402,13 @@ class Evaluation:
     extractor: Any
 
 
-def draw_reference(modality: str, split: str, test_records: Sequence[Mapping[str, Any]],
-                   requests: Sequence[Mapping[str, Any]], cap: int) -> Any:
+def draw_reference(
+    modality: str,
+    split: str,
+    test_records: Sequence[Mapping[str, Any]],
+    requests: Sequence[Mapping[str, Any]],
+    cap: int,
+) -> Any:
     """A split's reference records: a seeded random draw of at most ``cap`` test records of the split (with or
     without a held-out combination), stratified to the requests' classes and without their source images.
 
@@ -344,12 +424,20 @@ def draw_reference(modality: str, split: str, test_records: Sequence[Mapping[str
 
     heldout = split == "heldout"
     pool = [r for r in test_records if matches(r["attributes"], HELDOUT[modality]) == heldout]
-    drawn = stratified_reference(pool, [r["category"] for r in requests], cap, REFERENCE_SEED,
-                                 class_of=get_task(modality).category, exclude=request_sources(requests),
-                                 on_short="shrink")
+    drawn = stratified_reference(
+        pool,
+        [r["category"] for r in requests],
+        cap,
+        REFERENCE_SEED,
+        class_of=get_task(modality).category,
+        exclude=request_sources(requests),
+        on_short="shrink",
+    )
     if drawn.missing:
-        raise ValueError(f"{modality} {split}: no test phantom of the requested classes {drawn.missing} is left for "
-                         f"the reference ({drawn.excluded} excluded as the requests' sources); raise --test_cases")
+        raise ValueError(
+            f"{modality} {split}: no test phantom of the requested classes {drawn.missing} is left for "
+            f"the reference ({drawn.excluded} excluded as the requests' sources); raise --test_cases"
+        )
     return drawn
 
 
@@ -399,24 +487,45 @@ def prepare(modality: str, args: argparse.Namespace) -> Evaluation:
             features = extractor(images)
         counts = Counter(r["category"] for r in requests[split])
         try:  # real vs real at the generated set's n and class counts
-            floor = fid_floor(features, len(requests[split]), repeats=FLOOR_REPEATS, seed=REFERENCE_SEED,
-                              labels=drawn.classes, counts=counts)
+            floor = fid_floor(
+                features,
+                len(requests[split]),
+                repeats=FLOOR_REPEATS,
+                seed=REFERENCE_SEED,
+                labels=drawn.classes,
+                counts=counts,
+            )
         except ValueError as error:
             taken = {c: v["taken"] for c, v in drawn.per_class.items()}
-            raise ValueError(f"{modality} {split}: the reference ({len(drawn)} test phantoms, per class {taken}) is "
-                             f"too small for a FID floor at the {len(requests[split])} requests' class counts "
-                             f"{dict(counts)}: {error}; raise --test_cases") from error
+            raise ValueError(
+                f"{modality} {split}: the reference ({len(drawn)} test phantoms, per class {taken}) is "
+                f"too small for a FID floor at the {len(requests[split])} requests' class counts "
+                f"{dict(counts)}: {error}; raise --test_cases"
+            ) from error
         floor["counts"] = dict(sorted(counts.items()))
-        reference[split] = Reference(images, list(drawn.classes), features, floor, drawn.summary(),
-                                     [str(r.get("id", r["image"])) for r in drawn.records])
+        reference[split] = Reference(
+            images,
+            list(drawn.classes),
+            features,
+            floor,
+            drawn.summary(),
+            [str(r.get("id", r["image"])) for r in drawn.records],
+        )
     # what every arm was compared with
-    atomic_write_text(work / "reference.json", json.dumps(
-        {s: [{"id": i, "category": c} for i, c in zip(ref.ids, ref.classes)] for s, ref in reference.items()},
-        indent=1) + "\n")
+    atomic_write_text(
+        work / "reference.json",
+        json.dumps(
+            {s: [{"id": i, "category": c} for i, c in zip(ref.ids, ref.classes)] for s, ref in reference.items()},
+            indent=1,
+        )
+        + "\n",
+    )
     return Evaluation(work, train_dir, bank_dir, requests, reference, audit, extractor)
 
 
-def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask], Callable[[int, str, Path, float], None]]:
+def plan_modality(
+    modality: str, args: argparse.Namespace
+) -> tuple[list[ArmTask], Callable[[int, str, Path, float], None]]:
     """The arms of ``modality`` still to train, and the function that generates, scores and records a trained arm."""
     from medgen_monai.metrics.diversity import diversity
 
@@ -425,14 +534,18 @@ def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask
     ev = prepare(modality, args)
     work, train_dir, bank_dir, requests, reference = ev.work, ev.train_dir, ev.bank_dir, ev.requests, ev.reference
     audit, extractor = ev.audit, ev.extractor
-    report: dict[str, Any] = {"requests": {s: len(v) for s, v in requests.items()},
-                              "reference": {}, "runs": {c: {s: [] for s in SPLITS} for c in CONDITIONS}}
+    report: dict[str, Any] = {
+        "requests": {s: len(v) for s, v in requests.items()},
+        "reference": {},
+        "runs": {c: {s: [] for s in SPLITS} for c in CONDITIONS},
+    }
     for split in SPLITS:
         ref = reference[split]
         report["reference"][split] = {
             "n": len(ref.images),
-            "diversity": diversity(ref.images, ref.classes, audit.spec.spatial_dims,
-                                   audit.spec.in_channels)["diversity"],
+            "diversity": diversity(ref.images, ref.classes, audit.spec.spatial_dims, audit.spec.in_channels)[
+                "diversity"
+            ],
             "fid_floor": ref.floor,
             "sampling": ref.sampling,
             # no longer measured (each run has its fid_floor at the generated n); kept as null for readers of the key
@@ -440,10 +553,17 @@ def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask
         }
     projection = {"alpha": args.projection_alpha, "k": args.projection_k}
     measured = already_measured(Path(args.out), modality, settings)
-    arms = [(seed, arm) for seed in args.seeds for arm in TRAINED
-            if not all((seed, c) in measured for c in CONDITIONS if trained_as(c) == arm)]
+    arms = [
+        (seed, arm)
+        for seed in args.seeds
+        for arm in TRAINED
+        if not all((seed, c) in measured for c in CONDITIONS if trained_as(c) == arm)
+    ]
     if len(arms) < len(args.seeds) * len(TRAINED):
-        print(f"{modality}: {len(args.seeds) * len(TRAINED) - len(arms)} arm(s) already in {args.out}, not rerun", flush=True)
+        print(
+            f"{modality}: {len(args.seeds) * len(TRAINED) - len(arms)} arm(s) already in {args.out}, not rerun",
+            flush=True,
+        )
 
     def evaluate_arm(seed: int, arm: str, weights: Path, seconds: float) -> None:
         for condition in (c for c in CONDITIONS if trained_as(c) == arm):
@@ -453,13 +573,27 @@ def plan_modality(modality: str, args: argparse.Namespace) -> tuple[list[ArmTask
                 scores = score(modality, requests[split], out_dir, reference[split], audit, extractor)
                 # train_seconds: the wall time of the worker that trained the weights (the cost of the arm)
                 report["runs"][condition][split].append({"seed": seed, **scores, "train_seconds": round(seconds, 1)})
-            print(f"{modality} {condition} seed {seed}: trained in {seconds:.0f} s "
-                  + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}), flush=True)
+            print(
+                f"{modality} {condition} seed {seed}: trained in {seconds:.0f} s "
+                + json.dumps({s: report["runs"][condition][s][-1] for s in SPLITS}),
+                flush=True,
+            )
         # every finished arm lands at once: a session that ends mid-benchmark keeps what it measured
         record(Path(args.out), modality, report, settings)
 
-    tasks = [(modality, arm, seed, str(work / arm / f"seed{seed}"), str(train_dir), str(bank_dir), args.iterations,
-              args.threads) for seed, arm in arms]
+    tasks = [
+        (
+            modality,
+            arm,
+            seed,
+            str(work / arm / f"seed{seed}"),
+            str(train_dir),
+            str(bank_dir),
+            args.iterations,
+            args.threads,
+        )
+        for seed, arm in arms
+    ]
     return tasks, evaluate_arm
 
 
@@ -486,8 +620,19 @@ def run_arms(modalities: Sequence[str], args: argparse.Namespace) -> None:
 #: settings that change what a number means: runs made with different ones are never merged. ``reference`` is the
 #: reference method (:data:`REFERENCE_METHOD`); runs recorded before it was a setting have none, so they count as
 #: measured with other settings
-COMPARABLE = ("iterations", "per_class", "heldout_cap", "reference_cap", "steps", "projection_alpha", "projection_k",
-              "train_cases", "test_cases", "quick", "reference")
+COMPARABLE = (
+    "iterations",
+    "per_class",
+    "heldout_cap",
+    "reference_cap",
+    "steps",
+    "projection_alpha",
+    "projection_k",
+    "train_cases",
+    "test_cases",
+    "quick",
+    "reference",
+)
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -511,8 +656,10 @@ def check_settings(out: Path, modality: str, settings: Mapping[str, Any]) -> Non
         return
     differ = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
     if differ:
-        raise ValueError(f"{runs_path}: the {modality} runs there were made with other settings "
-                         f"(setting: (there, now)) {differ}; pass another --out, or remove them")
+        raise ValueError(
+            f"{runs_path}: the {modality} runs there were made with other settings "
+            f"(setting: (there, now)) {differ}; pass another --out, or remove them"
+        )
 
 
 def merge(previous: Mapping[str, Any], report: Mapping[str, Any]) -> dict[str, Any]:
@@ -549,8 +696,10 @@ def record(out: Path, modality: str, report: Mapping[str, Any], settings: Mappin
         all_settings = {**previous.get("settings", {}), modality: dict(settings)}
         summary = summarise({m: all_runs[m] for m in MODALITIES if m in all_runs})
         atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(runs_path, json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT,
-                                                 "runs": all_runs}, indent=2) + "\n")
+        atomic_write_text(
+            runs_path,
+            json.dumps({"settings": all_settings, "heldout_combinations": HELDOUT, "runs": all_runs}, indent=2) + "\n",
+        )
         if summary:
             plot(summary, out.with_suffix(".png"))
     return summary
@@ -612,8 +761,14 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
             ax = axes[row][col]
             for k, condition in enumerate(CONDITIONS):
                 cell = [summary[modality][condition][s][metric] for s in SPLITS]
-                ax.bar(x + (k - 1.5) * width, [c["mean"] for c in cell], width, yerr=[c["sd"] for c in cell],
-                       label=condition, capsize=2)
+                ax.bar(
+                    x + (k - 1.5) * width,
+                    [c["mean"] for c in cell],
+                    width,
+                    yerr=[c["sd"] for c in cell],
+                    label=condition,
+                    capsize=2,
+                )
             ax.set_xticks(x, SPLITS)
             ax.set_title(f"{modality}: {metric}")
     save_grid(fig, axes, path)
@@ -627,9 +782,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2500, help="training iterations of every arm (batch 32)")
     parser.add_argument("--per_class", type=int, default=8, help="seen-split requests per class")
     parser.add_argument("--heldout_cap", type=int, default=48, help="at most this many held-out requests")
-    parser.add_argument("--reference_cap", type=int, default=400,
-                        help="at most this many reference images per split (a random draw in the requests' class "
-                             "proportions)")
+    parser.add_argument(
+        "--reference_cap",
+        type=int,
+        default=400,
+        help="at most this many reference images per split (a random draw in the requests' class proportions)",
+    )
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--projection_alpha", type=float, default=0.5)
     parser.add_argument("--projection_k", type=int, default=8)

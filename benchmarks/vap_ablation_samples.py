@@ -29,8 +29,9 @@ from vap_ablation import CONDITIONS, HELDOUT, MODALITIES, RESULTS, ROOT, SPLITS,
 __all__ = ["pick_requests", "sample_figure"]
 
 
-def pick_requests(requests: Sequence[Mapping[str, Any]], combinations: Sequence[Mapping[str, str]],
-                  columns: int) -> list[Mapping[str, Any]]:
+def pick_requests(
+    requests: Sequence[Mapping[str, Any]], combinations: Sequence[Mapping[str, str]], columns: int
+) -> list[Mapping[str, Any]]:
     """Up to ``columns`` distinct requests, taken in turn from each held-out combination or, with no combinations (the
     seen split), from each category, so that every group shows."""
     if columns < 1:
@@ -67,8 +68,15 @@ def _load(path: Path | str) -> np.ndarray:
         return np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
 
 
-def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = "heldout", columns: int = 6,
-                  conditions: Sequence[str] = CONDITIONS) -> Path:
+def sample_figure(
+    modality: str,
+    work: Path,
+    seed: int,
+    out: Path,
+    split: str = "heldout",
+    columns: int = 6,
+    conditions: Sequence[str] = CONDITIONS,
+) -> Path:
     """Draw ``out``: the real source image and each condition's sample for up to ``columns`` requests of ``split``.
 
     Raises:
@@ -89,7 +97,9 @@ def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = 
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     requests_path = work / "requests.json"
     if not requests_path.is_file():
-        raise ValueError(f"{requests_path}: missing; run python benchmarks/vap_ablation.py --modalities {modality} first")
+        raise ValueError(
+            f"{requests_path}: missing; run python benchmarks/vap_ablation.py --modalities {modality} first"
+        )
     requests = json.loads(requests_path.read_text())[split]
     combinations = HELDOUT[modality] if split == "heldout" else []
     picked = pick_requests(requests, combinations, columns)
@@ -116,7 +126,9 @@ def sample_figure(modality: str, work: Path, seed: int, out: Path, split: str = 
             ax.set_yticks([])
             if row == 0:
                 asked = {k: v for c in combinations for k, v in c.items() if picked[col]["attributes"].get(k) == v}
-                title = ": ".join([picked[col]["category"], *([", ".join(f"{k}={v}" for k, v in asked.items())] if asked else [])])
+                title = ": ".join(
+                    [picked[col]["category"], *([", ".join(f"{k}={v}" for k, v in asked.items())] if asked else [])]
+                )
                 ax.set_title("\n".join(textwrap.wrap(title, 26)), fontsize=6)
         axes[row][0].set_ylabel(name, fontsize=7)
     fig.suptitle(f"{modality}: {split} requests, training seed {seed}", fontsize=9)
@@ -142,9 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if modality not in MODALITIES:
             raise ValueError(f"--modalities: unknown {modality!r}; expected some of {list(MODALITIES)}")
         suffix = "" if args.split == "heldout" else f"_{args.split}"
-        out = sample_figure(modality, Path(args.work_dir) / modality, args.seed,
-                            Path(args.out_dir) / f"vap_ablation_samples_{modality}{suffix}.png", args.split, args.columns,
-                            args.conditions.split(","))
+        out = sample_figure(
+            modality,
+            Path(args.work_dir) / modality,
+            args.seed,
+            Path(args.out_dir) / f"vap_ablation_samples_{modality}{suffix}.png",
+            args.split,
+            args.columns,
+            args.conditions.split(","),
+        )
         print(f"wrote {out}")
     return 0
 

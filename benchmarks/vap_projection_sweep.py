@@ -47,13 +47,22 @@ def ablation_settings(runs_path: Path, modality: str) -> dict[str, Any]:
         raise ValueError(f"{runs_path}: no ablation results; run `python benchmarks/vap_ablation.py` first")
     settings = json.loads(runs_path.read_text()).get("settings", {}).get(modality)
     if settings is None:
-        raise ValueError(f"{runs_path}: no {modality} runs; run `python benchmarks/vap_ablation.py --modalities {modality}`")
+        raise ValueError(
+            f"{runs_path}: no {modality} runs; run `python benchmarks/vap_ablation.py --modalities {modality}`"
+        )
     return settings
 
 
-def reproduced(runs_path: Path, modality: str, alpha: float, projection_alpha: float, seed: int,
-               scores: Mapping[str, Mapping[str, float]]) -> bool | None:
-    """Whether ``scores`` equal the ablation's numbers for the condition sampled at this alpha (None: nothing to compare)."""
+def reproduced(
+    runs_path: Path,
+    modality: str,
+    alpha: float,
+    projection_alpha: float,
+    seed: int,
+    scores: Mapping[str, Mapping[str, float]],
+) -> bool | None:
+    """Whether ``scores`` equal the ablation's numbers for the condition sampled at this alpha (None: nothing to
+    compare)."""
     condition = "description_prototype_projection" if alpha == projection_alpha else REPRODUCES.get(alpha)
     if condition is None:
         return None
@@ -61,22 +70,30 @@ def reproduced(runs_path: Path, modality: str, alpha: float, projection_alpha: f
     ablation = {s: next((r for r in runs[s] if r["seed"] == seed), None) for s in vap_ablation.SPLITS}
     if any(v is None for v in ablation.values()):
         return None
-    return all(np.isclose(scores[s][m], ablation[s][m], rtol=1e-6) for s in vap_ablation.SPLITS for m in vap_ablation.METRICS)
+    return all(
+        np.isclose(scores[s][m], ablation[s][m], rtol=1e-6) for s in vap_ablation.SPLITS for m in vap_ablation.METRICS
+    )
 
 
 def sweep_modality(modality: str, args: argparse.Namespace, results: dict[str, Any]) -> None:
     settings = ablation_settings(Path(args.ablation_runs), modality)
     if settings.get("reference") != vap_ablation.REFERENCE_METHOD:  # prepare() draws today's references
-        raise ValueError(f"{args.ablation_runs}: the {modality} ablation runs were scored against other references "
-                         f"({settings.get('reference')!r}, not {vap_ablation.REFERENCE_METHOD!r}); the sweep could not "
-                         "reproduce them: re-run `python benchmarks/vap_ablation.py` first")
+        raise ValueError(
+            f"{args.ablation_runs}: the {modality} ablation runs were scored against other references "
+            f"({settings.get('reference')!r}, not {vap_ablation.REFERENCE_METHOD!r}); the sweep could not "
+            "reproduce them: re-run `python benchmarks/vap_ablation.py` first"
+        )
     if results["settings"].get(modality) not in (None, settings):
         results["runs"].pop(modality, None)  # measured against other ablation settings: not comparable, redo
     results["settings"][modality] = settings
-    prepared = vap_ablation.prepare(modality, argparse.Namespace(work_dir=args.work_dir, data_root=args.data_root, **settings))
+    prepared = vap_ablation.prepare(
+        modality, argparse.Namespace(work_dir=args.work_dir, data_root=args.data_root, **settings)
+    )
     runs = results["runs"].setdefault(modality, {})
-    seeds = sorted(int(p.parent.name.removeprefix("seed"))
-                   for p in (prepared.work / "description_prototype").glob("seed*/diffusion.pt"))
+    seeds = sorted(
+        int(p.parent.name.removeprefix("seed"))
+        for p in (prepared.work / "description_prototype").glob("seed*/diffusion.pt")
+    )
     if not seeds:
         raise ValueError(f"{prepared.work / 'description_prototype'}: no trained weights; run the ablation first")
     for alpha in args.alphas:
@@ -88,27 +105,53 @@ def sweep_modality(modality: str, args: argparse.Namespace, results: dict[str, A
             scores = {}
             for split in vap_ablation.SPLITS:
                 out_dir = prepared.work / "projection_sweep" / f"alpha{alpha_key(alpha)}" / f"seed{seed}" / split
-                vap_ablation.generate(modality, "description_prototype_projection", weights, prepared.requests[split],
-                                      out_dir, prepared.bank_dir, settings["steps"],
-                                      {"alpha": alpha, "k": settings["projection_k"]})
-                scores[split] = vap_ablation.score(modality, prepared.requests[split], out_dir, prepared.reference[split],
-                                                   prepared.audit, prepared.extractor)
+                vap_ablation.generate(
+                    modality,
+                    "description_prototype_projection",
+                    weights,
+                    prepared.requests[split],
+                    out_dir,
+                    prepared.bank_dir,
+                    settings["steps"],
+                    {"alpha": alpha, "k": settings["projection_k"]},
+                )
+                scores[split] = vap_ablation.score(
+                    modality,
+                    prepared.requests[split],
+                    out_dir,
+                    prepared.reference[split],
+                    prepared.audit,
+                    prepared.extractor,
+                )
             same = reproduced(Path(args.ablation_runs), modality, alpha, settings["projection_alpha"], seed, scores)
             for split in vap_ablation.SPLITS:
                 cell[split].append({"seed": seed, **scores[split], "reproduces_ablation": same})
                 cell[split].sort(key=lambda r: r["seed"])
-            print(f"{modality} alpha {alpha:g} seed {seed}: {json.dumps(scores)} reproduces ablation: {same}", flush=True)
+            print(
+                f"{modality} alpha {alpha:g} seed {seed}: {json.dumps(scores)} reproduces ablation: {same}", flush=True
+            )
             write(Path(args.out), results)  # each point lands as soon as it is scored
 
 
 def summarise(runs: Mapping[str, Any]) -> dict[str, Any]:
-    return {m: {a: {s: {metric: {"mean": float(np.mean([r[metric] for r in rows])),
-                                 "sd": float(np.std([r[metric] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
-                                 "n": len(rows)}
-                        for metric in vap_ablation.METRICS}
-                    for s, rows in cell.items() if rows}
-                for a, cell in sorted(alphas.items(), key=lambda kv: float(kv[0]))}
-            for m, alphas in runs.items()}
+    return {
+        m: {
+            a: {
+                s: {
+                    metric: {
+                        "mean": float(np.mean([r[metric] for r in rows])),
+                        "sd": float(np.std([r[metric] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+                        "n": len(rows),
+                    }
+                    for metric in vap_ablation.METRICS
+                }
+                for s, rows in cell.items()
+                if rows
+            }
+            for a, cell in sorted(alphas.items(), key=lambda kv: float(kv[0]))
+        }
+        for m, alphas in runs.items()
+    }
 
 
 def write(out: Path, results: dict[str, Any]) -> None:
@@ -129,9 +172,17 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
         for col, metric in enumerate(vap_ablation.METRICS):
             ax = axes[row][col]
             for split in vap_ablation.SPLITS:
-                points = [(float(a), summary[modality][a][split][metric]) for a in alphas if split in summary[modality][a]]
-                ax.errorbar([p[0] for p in points], [p[1]["mean"] for p in points], yerr=[p[1]["sd"] for p in points],
-                            marker="o", capsize=2, label=split)
+                points = [
+                    (float(a), summary[modality][a][split][metric]) for a in alphas if split in summary[modality][a]
+                ]
+                ax.errorbar(
+                    [p[0] for p in points],
+                    [p[1]["mean"] for p in points],
+                    yerr=[p[1]["sd"] for p in points],
+                    marker="o",
+                    capsize=2,
+                    label=split,
+                )
             ax.set_xlabel("projection_alpha")
             ax.set_title(f"{modality}: {metric}")
     vap_ablation.save_grid(fig, axes, path)
@@ -141,11 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--modalities", default="derm,colon,cxr")
     parser.add_argument("--alphas", default="0,0.1,0.25,0.5", help="projection weights to sample at, each in [0, 1]")
-    parser.add_argument("--ablation_runs", default=str(RESULTS / "vap_ablation_runs.json"),
-                        help="the ablation's runs file: its settings (steps, k, requests) are the sweep's")
-    parser.add_argument("--work_dir", default=str(vap_ablation.ROOT / "runs" / "vap_ablation"),
-                        help="the ablation's work folder (its weights, test data and banks)")
-    parser.add_argument("--data_root", default=str(vap_ablation.ROOT / "data"), help="the ablation's training data root")
+    parser.add_argument(
+        "--ablation_runs",
+        default=str(RESULTS / "vap_ablation_runs.json"),
+        help="the ablation's runs file: its settings (steps, k, requests) are the sweep's",
+    )
+    parser.add_argument(
+        "--work_dir",
+        default=str(vap_ablation.ROOT / "runs" / "vap_ablation"),
+        help="the ablation's work folder (its weights, test data and banks)",
+    )
+    parser.add_argument(
+        "--data_root", default=str(vap_ablation.ROOT / "data"), help="the ablation's training data root"
+    )
     parser.add_argument("--out", default=str(RESULTS / "vap_projection_sweep.json"))
     args = parser.parse_args(argv)
     args.alphas = [float(a) for a in str(args.alphas).split(",")]

@@ -7,17 +7,23 @@ Commands::
     medgen-monai gallery --out FILE.png [--n 4] [--seed 0]
     medgen-monai demo --out DIR      (phantom gallery + the baseline bundle's grid)
     medgen-monai train-audit --kind {all,derm,colon,cxr,prostate} [--out DIR] [--quick]
-    medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR [--format png,nifti,dicom] [--seed S] [--steps K]
+    medgen-monai generate --bundle bundles/NAME [--category C] [--description TEXT] --n N --out DIR
+                          [--format png,nifti,dicom] [--seed S] [--steps K]
                           [--report TEXT | --report_file FILE] [--spacing sx,sy,sz]   (report-conditioned bundles)
-    medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N] [--multi_gpu]
+    medgen-monai train --bundle bundles/NAME --stage {autoencoder,diffusion} [--dataset_dir DIR] [--max_iterations N]
+                       [--multi_gpu]
                        [--train_root DIR (default train/NAME)] [--model_dir DIR (earlier stages; default the bundle's)]
-                       (--multi_gpu: under `python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`)
+                       (--multi_gpu: under
+                        `python -m torch.distributed.run --nproc_per_node N -m medgen_monai train ...`)
     medgen-monai evaluate --bundle bundles/NAME --out DIR [--dataset_dir DIR] [--n 32]
-    medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai} --out BANK_DIR
-                          [--layout {isic,kvasir,mimic_cxr}] [--model PATH_OR_NAME] [--url URL] [--batch_size B] [--limit N] [--seed S]
+    medgen-monai describe --images DIR_OR_DATALIST --task {derm,colon,cxr} --backend {oracle,transformers,openai}
+                          --out BANK_DIR
+                          [--layout {isic,kvasir,mimic_cxr}] [--model PATH_OR_NAME] [--url URL] [--batch_size B]
+                          [--limit N] [--seed S]
     medgen-monai bank-stats --bank BANK_DIR [--plot FILE.png]
-    medgen-monai pacs-run --bundle bundles/NAME --pacs URL --study UID --out DIR [--n N] [--category C] [--seed S] [--steps K]
-                          [--description TEXT]     (URL: dicom://AET@host:port or http(s)://host:port/dicom-web)
+    medgen-monai pacs-run --bundle bundles/NAME --pacs URL --study UID --out DIR [--n N] [--category C] [--seed S]
+                          [--steps K] [--description TEXT]
+                          (URL: dicom://AET@host:port or http(s)://host:port/dicom-web)
     medgen-monai pacs-echo --pacs URL
     medgen-monai pacs-store --pacs URL --path FILE_OR_DIR    (every .dcm file, a folder's recursively)
     medgen-monai export --bundle bundles/NAME --out DIR [--noencoder] [--untrained] [--batch_size 2] [--noverify]
@@ -33,8 +39,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["phantoms", "vocabulary", "gallery", "demo", "train_audit", "generate", "train", "evaluate", "describe", "bank_stats", "pacs_run", "pacs_echo",
-           "pacs_store", "export", "main"]
+__all__ = [
+    "phantoms",
+    "vocabulary",
+    "gallery",
+    "demo",
+    "train_audit",
+    "generate",
+    "train",
+    "evaluate",
+    "describe",
+    "bank_stats",
+    "pacs_run",
+    "pacs_echo",
+    "pacs_store",
+    "export",
+    "main",
+]
 
 # Nothing is downloaded at run time: the defaults work offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,7 +75,9 @@ def _size(size: int | str | Sequence[int] | None) -> tuple[int, ...] | int | Non
     return tuple(int(s) for s in size)
 
 
-def phantoms(kind: str, n: int, out: str, seed: int = 0, size: int | str | Sequence[int] | None = None, progress: bool = True) -> str:
+def phantoms(
+    kind: str, n: int, out: str, seed: int = 0, size: int | str | Sequence[int] | None = None, progress: bool = True
+) -> str:
     """Write ``n`` phantom cases of ``kind`` under ``out`` in the real dataset's layout.
 
     Args:
@@ -74,7 +97,9 @@ def phantoms(kind: str, n: int, out: str, seed: int = 0, size: int | str | Seque
     if int(n) < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     samples = phantom.generate_many(int(n), seed=int(seed), size=_size(size))
-    samples = tqdm(samples, total=int(n), desc=f"{kind} phantoms -> {phantom.layout}", disable=not progress, unit="case")
+    samples = tqdm(
+        samples, total=int(n), desc=f"{kind} phantoms -> {phantom.layout}", disable=not progress, unit="case"
+    )
     return str(write_dataset(phantom.layout, samples, out))
 
 
@@ -139,9 +164,13 @@ def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) ->
     files = [str(root / "configs" / name) for name in config_files]
     logging_file = root / "configs" / "logging.conf"
     try:
-        run_bundle(config_file=files, meta_file=str(root / "configs" / "metadata.json"), bundle_root=str(root),
-                   logging_file=str(logging_file) if logging_file.is_file() else None,
-                   **{k: v for k, v in overrides.items() if v is not None})
+        run_bundle(
+            config_file=files,
+            meta_file=str(root / "configs" / "metadata.json"),
+            bundle_root=str(root),
+            logging_file=str(logging_file) if logging_file.is_file() else None,
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
     except RuntimeError as e:
         # MONAI wraps an error raised while evaluating a config item ("Failed to evaluate ..."); hand the
         # user the bad-input error underneath (an unknown category, a weights file of another bundle)
@@ -153,14 +182,16 @@ def _run_bundle(root: Path, config_files: Sequence[str], **overrides: object) ->
         raise cause from None
 
 
-def _description_options(root: Path, bank: str | None = None, description: str | None = None,
-                         projection: float | None = None) -> dict[str, object]:
+def _description_options(
+    root: Path, bank: str | None = None, description: str | None = None, projection: float | None = None
+) -> dict[str, object]:
     """Overrides that only description-conditioned bundles (those with a ``bank/``) accept."""
     given = {"--bank": bank, "--description": description, "--projection": projection}
     if any(v is not None for v in given.values()) and not (root / "bank").is_dir():
         names = ", ".join(k for k, v in given.items() if v is not None)
-        raise ValueError(f"{names}: only for description-conditioned bundles (vap_diffusion_*, with a bank/ folder); "
-                         f"{root} has none")
+        raise ValueError(
+            f"{names}: only for description-conditioned bundles (vap_diffusion_*, with a bank/ folder); {root} has none"
+        )
     if bank is not None and not Path(bank).is_dir():
         raise ValueError(f"--bank {bank}: not a description bank folder (make one with medgen-monai describe)")
     return {"bank_dir": None if bank is None else str(bank), "description": description, "projection_alpha": projection}
@@ -172,8 +203,13 @@ def _is_report_bundle(root: Path) -> bool:
     return "report" in config and "spacing" in config
 
 
-def _report_options(root: Path, report: str | None = None, report_file: str | None = None,
-                    spacing: str | Sequence[float] | None = None, category: str | None = None) -> dict[str, object]:
+def _report_options(
+    root: Path,
+    report: str | None = None,
+    report_file: str | None = None,
+    spacing: str | Sequence[float] | None = None,
+    category: str | None = None,
+) -> dict[str, object]:
     """Overrides that only report-conditioned bundles accept: the report (text or a UTF-8 file, de-identified before
     MONAI logs its arguments) and the voxel spacing (``"sx,sy,sz"`` mm)."""
     given = {"--report": report, "--report_file": report_file, "--spacing": spacing}
@@ -209,11 +245,25 @@ def _report_options(root: Path, report: str | None = None, report_file: str | No
     return options
 
 
-def generate(bundle: str, out: str, n: int = 4, category: str | None = None, seed: int = 0, steps: int | None = None,
-             guidance: float | None = None, format: str | None = None, batch_size: int | None = None,
-             description: str | None = None, projection: float | None = None, bank: str | None = None,
-             progress: bool = True, eta: float | None = None, report: str | None = None, report_file: str | None = None,
-             spacing: str | None = None) -> str:
+def generate(
+    bundle: str,
+    out: str,
+    n: int = 4,
+    category: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    format: str | None = None,
+    batch_size: int | None = None,
+    description: str | None = None,
+    projection: float | None = None,
+    bank: str | None = None,
+    progress: bool = True,
+    eta: float | None = None,
+    report: str | None = None,
+    report_file: str | None = None,
+    spacing: str | None = None,
+) -> str:
     """Generate with a bundle through its ``configs/inference.json`` (the same path as ``python -m monai.bundle run``).
 
     Args:
@@ -250,15 +300,38 @@ def generate(bundle: str, out: str, n: int = 4, category: str | None = None, see
 
         description = scrub_text(str(description))[0]
     options = _description_options(root, bank, description, projection)
-    _run_bundle(root, ["inference.json"], output_dir=str(out), n=int(n), category=category, seed=int(seed),
-                num_inference_steps=steps, guidance_scale=guidance, formats=format, batch_size=batch_size,
-                progress=bool(progress), eta=None if eta is None else float(eta), **options, **report_options)
+    _run_bundle(
+        root,
+        ["inference.json"],
+        output_dir=str(out),
+        n=int(n),
+        category=category,
+        seed=int(seed),
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        formats=format,
+        batch_size=batch_size,
+        progress=bool(progress),
+        eta=None if eta is None else float(eta),
+        **options,
+        **report_options,
+    )
     return str(out)
 
 
-def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iterations: int | None = None,
-          train_dir: str | None = None, bank: str | None = None, progress: bool = True, stream: str | None = None,
-          multi_gpu: bool = False, train_root: str | None = None, model_dir: str | None = None) -> str:
+def train(
+    bundle: str,
+    stage: str,
+    dataset_dir: str | None = None,
+    max_iterations: int | None = None,
+    train_dir: str | None = None,
+    bank: str | None = None,
+    progress: bool = True,
+    stream: str | None = None,
+    multi_gpu: bool = False,
+    train_root: str | None = None,
+    model_dir: str | None = None,
+) -> str:
     """Train one stage of a bundle with its configs: ``inference.json`` + ``train_common.json`` + ``train_<stage>.json``
     (+ ``multi_gpu_train.json`` with ``multi_gpu``).
 
@@ -289,25 +362,46 @@ def train(bundle: str, stage: str, dataset_dir: str | None = None, max_iteration
     root = _bundle_root(bundle)
     if multi_gpu and not (root / "configs" / "multi_gpu_train.json").is_file():
         raise ValueError(f"--multi_gpu: {root} has no configs/multi_gpu_train.json")
-    stages = sorted(p.stem[len("train_"):] for p in (root / "configs").glob("train_*.json") if p.stem != "train_common")
+    stages = sorted(
+        p.stem[len("train_") :] for p in (root / "configs").glob("train_*.json") if p.stem != "train_common"
+    )
     if stage not in stages:
         raise ValueError(f"--stage: {root.name} has the stages {stages}, got {stage!r}")
     if (stream is not None) != (stage == "stream"):
         raise ValueError("--stream: give it with --stage stream (and only then): the stream to train")
     train_root = str(Path(train_root or Path("train") / root.name).resolve())
-    configs = ["inference.json", "train_common.json", f"train_{stage}.json"] + (["multi_gpu_train.json"] if multi_gpu else [])
-    _run_bundle(root, configs, dataset_dir=dataset_dir,
-                max_iterations=None if max_iterations is None else int(max_iterations), train_dir=train_dir,
-                # multi-GPU: without --progress False, multi_gpu_train.json shows progress bars on rank 0 only
-                progress=None if multi_gpu and progress else bool(progress), stream=stream, train_root=train_root,
-                model_dir=model_dir, **_description_options(root, bank))
+    configs = ["inference.json", "train_common.json", f"train_{stage}.json"] + (
+        ["multi_gpu_train.json"] if multi_gpu else []
+    )
+    _run_bundle(
+        root,
+        configs,
+        dataset_dir=dataset_dir,
+        max_iterations=None if max_iterations is None else int(max_iterations),
+        train_dir=train_dir,
+        # multi-GPU: without --progress False, multi_gpu_train.json shows progress bars on rank 0 only
+        progress=None if multi_gpu and progress else bool(progress),
+        stream=stream,
+        train_root=train_root,
+        model_dir=model_dir,
+        **_description_options(root, bank),
+    )
     return str(Path(train_root) / "models" / f"{stream or stage}.pt")
 
 
-def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | None = None, steps: int | None = None,
-             bank: str | None = None, progress: bool = True, size: int | str | Sequence[int] | None = None) -> str:
+def evaluate(
+    bundle: str,
+    out: str,
+    dataset_dir: str | None = None,
+    n: int | None = None,
+    steps: int | None = None,
+    bank: str | None = None,
+    progress: bool = True,
+    size: int | str | Sequence[int] | None = None,
+) -> str:
     """Generate ``n`` images per class with a bundle and score them against the test split of ``dataset_dir``
-    (``configs/inference.json`` + ``configs/evaluate.json``); writes ``evaluation.json`` and ``evaluation.png`` in ``out``.
+    (``configs/inference.json`` + ``configs/evaluate.json``); writes ``evaluation.json`` and ``evaluation.png`` in
+    ``out``.
 
     Args:
         bundle: the bundle folder.
@@ -326,17 +420,40 @@ def evaluate(bundle: str, out: str, dataset_dir: str | None = None, n: int | Non
         eval_size = (eval_size, eval_size)
     if eval_size is not None and (len(eval_size) != 2 or min(eval_size) < 1):
         raise ValueError(f"--size: expected two positive integers H,W (e.g. 64,64) for 2D bundles, got {size!r}")
-    _run_bundle(root, ["inference.json", "evaluate.json"], output_dir=str(out), dataset_dir=dataset_dir,
-                n=None if n is None else int(n), num_inference_steps=steps, progress=bool(progress),
-                eval_size=eval_size, **_description_options(root, bank))
+    _run_bundle(
+        root,
+        ["inference.json", "evaluate.json"],
+        output_dir=str(out),
+        dataset_dir=dataset_dir,
+        n=None if n is None else int(n),
+        num_inference_steps=steps,
+        progress=bool(progress),
+        eval_size=eval_size,
+        **_description_options(root, bank),
+    )
     return str(Path(out) / "evaluation.json")
 
 
-def describe(images: str, task: str, out: str, backend: str = "oracle", layout: str | None = None,
-             model: str | None = None, url: str | None = None, batch_size: int = 8, limit: int | None = None,
-             seed: int = 0, api_key: str | None = None, max_new_tokens: int = 512, timeout: float = 60.0,
-             concurrency: int = 4, device: str | None = None, dtype: str | None = None, reveal_class: bool = False,
-             progress: bool = True) -> str:
+def describe(
+    images: str,
+    task: str,
+    out: str,
+    backend: str = "oracle",
+    layout: str | None = None,
+    model: str | None = None,
+    url: str | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    seed: int = 0,
+    api_key: str | None = None,
+    max_new_tokens: int = 512,
+    timeout: float = 60.0,
+    concurrency: int = 4,
+    device: str | None = None,
+    dtype: str | None = None,
+    reveal_class: bool = False,
+    progress: bool = True,
+) -> str:
     """Describe a dataset's images into a description bank (resumable: a rerun skips described images).
 
     Args:
@@ -366,23 +483,44 @@ def describe(images: str, task: str, out: str, backend: str = "oracle", layout: 
     datalist = load_datalist(images, layout or TASKS[describe_task.name])
     options: dict[str, object] = {}
     if backend == "transformers":
-        options = {"batch_size": int(batch_size), "max_new_tokens": int(max_new_tokens), "device": device, "dtype": dtype,
-                   "reveal_class": bool(reveal_class)}
+        options = {
+            "batch_size": int(batch_size),
+            "max_new_tokens": int(max_new_tokens),
+            "device": device,
+            "dtype": dtype,
+            "reveal_class": bool(reveal_class),
+        }
     elif backend == "openai":
-        options = {"api_key": api_key or os.environ.get("OPENAI_API_KEY"), "timeout": float(timeout),
-                   "concurrency": int(concurrency), "max_tokens": int(max_new_tokens), "reveal_class": bool(reveal_class)}
+        options = {
+            "api_key": api_key or os.environ.get("OPENAI_API_KEY"),
+            "timeout": float(timeout),
+            "concurrency": int(concurrency),
+            "max_tokens": int(max_new_tokens),
+            "reveal_class": bool(reveal_class),
+        }
     describer = get_describer(backend, describe_task, model=model, url=url, seed=int(seed), **options)
-    summary = describe_dataset(datalist, describe_task, describer, out, batch_size=int(batch_size), progress=bool(progress),
-                               limit=None if limit is None else int(limit))
-    lines = [f"bank {summary['bank']}: task {summary['task']}, backend {summary['backend']}, model {summary['model']}",
-             f"this run: {summary['described']} described, {summary['accepted_now']} accepted, "
-             f"{summary['rejected_now']} rejected, {summary['failed']} failed (server errors, timeouts: asked again by "
-             f"the next run), {summary['skipped']} skipped (already in the bank)",
-             f"bank: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-             f"rejection rate {summary['rejection_rate']:.3f}"]
+    summary = describe_dataset(
+        datalist,
+        describe_task,
+        describer,
+        out,
+        batch_size=int(batch_size),
+        progress=bool(progress),
+        limit=None if limit is None else int(limit),
+    )
+    lines = [
+        f"bank {summary['bank']}: task {summary['task']}, backend {summary['backend']}, model {summary['model']}",
+        f"this run: {summary['described']} described, {summary['accepted_now']} accepted, "
+        f"{summary['rejected_now']} rejected, {summary['failed']} failed (server errors, timeouts: asked again by "
+        f"the next run), {summary['skipped']} skipped (already in the bank)",
+        f"bank: {summary['accepted']} accepted, {summary['rejected']} rejected, "
+        f"rejection rate {summary['rejection_rate']:.3f}",
+    ]
     lines += [f"  {category}: {n}" for category, n in summary["counts"].items()]
     if summary["reasons"]:
-        lines.append("rejection reasons this run: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items())))
+        lines.append(
+            "rejection reasons this run: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items()))
+        )
     return "\n".join(lines)
 
 
@@ -419,22 +557,41 @@ def _outputs_complete(folder: Path) -> list[Path]:
         raise ValueError(f"{folder}: the bundle wrote no output (no sidecar)")
     recorded: set[str] = set()
     for path, record in sidecars.items():
-        names = [str(name) for value in record["files"].values() for name in (value if isinstance(value, list) else [value])]
+        names = [
+            str(name) for value in record["files"].values() for name in (value if isinstance(value, list) else [value])
+        ]
         missing = [name for name in names if not (folder / name).exists()]
         if missing or "dicom" not in record["files"]:
-            raise ValueError(f"{path}: output incomplete: {'missing ' + ', '.join(missing) if missing else 'no dicom file recorded'}")
+            raise ValueError(
+                f"{path}: output incomplete: {'missing ' + ', '.join(missing) if missing else 'no dicom file recorded'}"
+            )
         recorded.update(names)
-    dicom = sorted(p for p in folder.iterdir() if (p.is_file() and p.suffix == ".dcm") or (p.is_dir() and p.name.endswith("_dcm")))
+    dicom = sorted(
+        p for p in folder.iterdir() if (p.is_file() and p.suffix == ".dcm") or (p.is_dir() and p.name.endswith("_dcm"))
+    )
     unrecorded = [p.name for p in dicom if p.name not in recorded]
     if unrecorded:
         raise ValueError(f"{folder}: DICOM outputs without a sidecar: {', '.join(unrecorded)}")
     return dicom
 
 
-def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category: str | None = None, seed: int = 0,
-             steps: int | None = None, description: str | None = None, guidance: float | None = None,
-             patient_id_prefix: str = "SYN", calling_aet: str = "MEDGEN", timeout: float = 10.0,
-             progress: bool = True, outputs: str | Sequence[str] | None = None) -> str:
+def pacs_run(
+    bundle: str,
+    pacs: str,
+    study: str,
+    out: str,
+    n: int = 1,
+    category: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    description: str | None = None,
+    guidance: float | None = None,
+    patient_id_prefix: str = "SYN",
+    calling_aet: str = "MEDGEN",
+    timeout: float = 10.0,
+    progress: bool = True,
+    outputs: str | Sequence[str] | None = None,
+) -> str:
     """Pull a study from a PACS, generate with a bundle conditioned on it, and push the synthetic DICOM back.
 
     The study is retrieved into a temporary folder and read (:func:`medgen_monai.io.dicom.read_study`); its
@@ -500,8 +657,24 @@ def pacs_run(bundle: str, pacs: str, study: str, out: str, n: int = 1, category:
             read = read_study(pulled)
             conditioning = conditioning_from_study(read)
             view_inputs = _study_view_pngs(read, views_dir) if stream_bundle else {}
-        return _pacs_generate_and_push(root, client, study, files, conditioning, view_inputs, out_dir, n, category,
-                                       seed, steps, description, guidance, patient_id_prefix, progress, outputs)
+        return _pacs_generate_and_push(
+            root,
+            client,
+            study,
+            files,
+            conditioning,
+            view_inputs,
+            out_dir,
+            n,
+            category,
+            seed,
+            steps,
+            description,
+            guidance,
+            patient_id_prefix,
+            progress,
+            outputs,
+        )
     finally:
         if views_dir is not None:
             shutil.rmtree(views_dir, ignore_errors=True)
@@ -526,10 +699,24 @@ def _study_view_pngs(study: Any, folder: Path) -> dict[str, str]:
     return pngs
 
 
-def _pacs_generate_and_push(root: Path, client: Any, study: str, files: Sequence[Path], conditioning: dict[str, Any],
-                            view_inputs: dict[str, str], out_dir: Path, n: int, category: str | None, seed: int,
-                            steps: int | None, description: str | None, guidance: float | None, patient_id_prefix: str,
-                            progress: bool, outputs: str | Sequence[str] | None) -> str:
+def _pacs_generate_and_push(
+    root: Path,
+    client: Any,
+    study: str,
+    files: Sequence[Path],
+    conditioning: dict[str, Any],
+    view_inputs: dict[str, str],
+    out_dir: Path,
+    n: int,
+    category: str | None,
+    seed: int,
+    steps: int | None,
+    description: str | None,
+    guidance: float | None,
+    patient_id_prefix: str,
+    progress: bool,
+    outputs: str | Sequence[str] | None,
+) -> str:
     """The rest of :func:`pacs_run`, once the study is read."""
     import shutil
     import tempfile
@@ -562,15 +749,33 @@ def _pacs_generate_and_push(root: Path, client: Any, study: str, files: Sequence
         inputs = {m: v for m, v in inputs.items() if m not in wanted}
         report_options, report_used = {"inputs": inputs, "outputs": wanted}, "report" in inputs
     # a 3D bundle's series are written as NIfTI (PNG is 2D) and DICOM
-    formats = "nifti,dicom" if len(json.loads((root / "configs" / "inference.json").read_text())["image_size"]) == 3 \
+    formats = (
+        "nifti,dicom"
+        if len(json.loads((root / "configs" / "inference.json").read_text())["image_size"]) == 3
         else "png,dicom"
+    )
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        dicom_options = {"patient_id_prefix": str(patient_id_prefix), "reference": dict(conditioning.get("reference") or {})}
-        _run_bundle(root, ["inference.json"], output_dir=str(staging), n=int(n), category=category, seed=int(seed),
-                    num_inference_steps=steps, guidance_scale=guidance, formats=formats, progress=bool(progress),
-                    dicom_options=dicom_options, **_description_options(root, None, description), **report_options)
+        dicom_options = {
+            "patient_id_prefix": str(patient_id_prefix),
+            "reference": dict(conditioning.get("reference") or {}),
+        }
+        _run_bundle(
+            root,
+            ["inference.json"],
+            output_dir=str(staging),
+            n=int(n),
+            category=category,
+            seed=int(seed),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            formats=formats,
+            progress=bool(progress),
+            dicom_options=dicom_options,
+            **_description_options(root, None, description),
+            **report_options,
+        )
         _outputs_complete(staging)
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
@@ -585,15 +790,18 @@ def _pacs_generate_and_push(root: Path, client: Any, study: str, files: Sequence
         raise PacsError(f"{e}; the outputs are complete in {out_dir} (push them with PacsClient.store)") from None
     instances = [p for item in to_push for p in ([item] if item.is_file() else sorted(item.iterdir()))]
     synthetic_studies = sorted({str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in instances})
-    return json.dumps({
-        "pacs": client.address,
-        "study_pulled": study,
-        "instances_pulled": len(files),
-        ("report_used" if report_bundle or stream_bundle else "report_used_as_description"): report_used,
-        "synthetic_study": synthetic_studies[0] if len(synthetic_studies) == 1 else synthetic_studies,
-        "instances_pushed": pushed,
-        "output_dir": str(out_dir),
-    }, indent=2)
+    return json.dumps(
+        {
+            "pacs": client.address,
+            "study_pulled": study,
+            "instances_pulled": len(files),
+            ("report_used" if report_bundle or stream_bundle else "report_used_as_description"): report_used,
+            "synthetic_study": synthetic_studies[0] if len(synthetic_studies) == 1 else synthetic_studies,
+            "instances_pushed": pushed,
+            "output_dir": str(out_dir),
+        },
+        indent=2,
+    )
 
 
 def pacs_echo(pacs: str, calling_aet: str = "MEDGEN", timeout: float = 10.0) -> str:
@@ -625,7 +833,9 @@ def pacs_store(pacs: str, path: str, calling_aet: str = "MEDGEN", timeout: float
 
     root = Path(path)
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*.dcm") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = sorted(
+            p for p in root.rglob("*.dcm") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
         if not files:
             raise ValueError(f"--path {root}: no .dcm file in it (write some with generate --format dicom)")
     elif root.is_file():
@@ -636,8 +846,9 @@ def pacs_store(pacs: str, path: str, calling_aet: str = "MEDGEN", timeout: float
     return json.dumps({"pacs": client.address, "instances_stored": client.store(files)}, indent=2)
 
 
-def export(bundle: str, out: str, encoder: bool = True, untrained: bool = False, batch_size: int = 2,
-           verify: bool = True) -> str:
+def export(
+    bundle: str, out: str, encoder: bool = True, untrained: bool = False, batch_size: int = 2, verify: bool = True
+) -> str:
     """Export a bundle's inference networks with ``torch.export`` (``<out>/<name>.pt2``, ``torch.export.load``) and a
     manifest ``<out>/export.json`` of their inputs, outputs and calls (:mod:`medgen_monai.export`; docs/deployment.md).
 
@@ -655,12 +866,21 @@ def export(bundle: str, out: str, encoder: bool = True, untrained: bool = False,
     from .export import export_bundle
 
     root = _bundle_root(bundle)
-    manifest = export_bundle(root, out, weights=not untrained, encoder=bool(encoder), batch_size=int(batch_size),
-                             verify=bool(verify))
-    return json.dumps({"out": str(out), "bundle": manifest["bundle"]["name"],
-                       "networks": {name: {k: entry[k] for k in ("file", "call", "max_abs_difference") if k in entry}
-                                    for name, entry in manifest["networks"].items()},
-                       "not_exported": sorted(manifest["not_exported"])}, indent=2)
+    manifest = export_bundle(
+        root, out, weights=not untrained, encoder=bool(encoder), batch_size=int(batch_size), verify=bool(verify)
+    )
+    return json.dumps(
+        {
+            "out": str(out),
+            "bundle": manifest["bundle"]["name"],
+            "networks": {
+                name: {k: entry[k] for k in ("file", "call", "max_abs_difference") if k in entry}
+                for name, entry in manifest["networks"].items()
+            },
+            "not_exported": sorted(manifest["not_exported"]),
+        },
+        indent=2,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

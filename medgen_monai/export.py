@@ -42,9 +42,21 @@ from monai.networks.nets import AutoencoderKL
 
 from .engines.latents import denormalise_latents, normalise_latents
 
-__all__ = ["EXPORT_FORMAT", "MANIFEST", "ExportError", "InputSpec", "ExportTarget", "LatentDecoder", "LatentEncoder",
-           "AutoencoderKLDecoder", "bundle_targets", "export_target", "compare_exported", "export_bundle",
-           "load_exported"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "MANIFEST",
+    "ExportError",
+    "InputSpec",
+    "ExportTarget",
+    "LatentDecoder",
+    "LatentEncoder",
+    "AutoencoderKLDecoder",
+    "bundle_targets",
+    "export_target",
+    "compare_exported",
+    "export_bundle",
+    "load_exported",
+]
 
 EXPORT_FORMAT = "medgen-monai-export-1"
 MANIFEST = "export.json"
@@ -94,8 +106,11 @@ class InputSpec:
         return torch.randn((batch, *self.shape), generator=generator).to(self.dtype)
 
     def describe(self) -> dict[str, Any]:
-        return {"shape": ["B", *self.shape], "dtype": str(self.dtype).removeprefix("torch."),
-                "description": self.description}
+        return {
+            "shape": ["B", *self.shape],
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "description": self.description,
+        }
 
 
 @dataclass
@@ -116,7 +131,9 @@ class ExportTarget:
     description: str
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def example(self, batch: int, generator: torch.Generator) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    def example(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
         """Example ``(args, kwargs)`` of ``batch`` samples."""
         first, *rest = self.inputs
         return (first.sample(batch, generator),), {spec.name: spec.sample(batch, generator) for spec in rest}
@@ -143,7 +160,9 @@ class LatentDecoder(nn.Module):
         self.scale_factor, self.latent_shift = scale_factor, latent_shift
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.decode_stage_2_outputs(denormalise_latents(latents, self.scale_factor, self.latent_shift))
+        return self.autoencoder.decode_stage_2_outputs(
+            denormalise_latents(latents, self.scale_factor, self.latent_shift)
+        )
 
 
 class LatentEncoder(nn.Module):
@@ -225,10 +244,17 @@ def _timesteps(parser: Any, latent_shape: Sequence[int]) -> InputSpec:
     from .engines.schedules import schedule_for
 
     schedule = schedule_for(parser.get_parsed_content("noise_scheduler"))
-    grid, _ = schedule.timesteps(int(parser.get_parsed_content("num_inference_steps")), latent_shape, torch.device("cpu"))
+    grid, _ = schedule.timesteps(
+        int(parser.get_parsed_content("num_inference_steps")), latent_shape, torch.device("cpu")
+    )
     values = tuple(float(v) if grid.is_floating_point() else int(v) for v in grid.tolist())
-    return InputSpec("timesteps", (), grid.dtype, values=values,
-                     description=f"diffusion timesteps (B,), the {schedule.name} grid of the bundle's sampler")
+    return InputSpec(
+        "timesteps",
+        (),
+        grid.dtype,
+        values=values,
+        description=f"diffusion timesteps (B,), the {schedule.name} grid of the bundle's sampler",
+    )
 
 
 def _diffusion_inputs(parser: Any, network: nn.Module, latent_shape: Sequence[int]) -> tuple[InputSpec, ...]:
@@ -240,54 +266,116 @@ def _diffusion_inputs(parser: Any, network: nn.Module, latent_shape: Sequence[in
     x = InputSpec("x", tuple(int(s) for s in latent_shape), description="noisy normalised latents")
     specs = [x, _timesteps(parser, latent_shape)]
     if isinstance(network, JointDiffusion):
-        specs[0] = InputSpec("x", (network.packed_size,),
-                             description=f"the packed noisy latents of the streams {list(network.outputs)}")
-        specs.append(InputSpec("context", (1, network.condition_dim),
-                               description="one aligned condition token (aligned_<modality> outputs, combined)"))
+        specs[0] = InputSpec(
+            "x", (network.packed_size,), description=f"the packed noisy latents of the streams {list(network.outputs)}"
+        )
+        specs.append(
+            InputSpec(
+                "context",
+                (1, network.condition_dim),
+                description="one aligned condition token (aligned_<modality> outputs, combined)",
+            )
+        )
         return tuple(specs)
     if isinstance(network, CCELLAUNet):
         if network.connector is not None:
             length = int(parser.get_parsed_content("text_max_length"))
-            specs.append(InputSpec("context", (length, network.connector.text_in.in_features),
-                                   description="the report's text-encoder token states"))
+            specs.append(
+                InputSpec(
+                    "context",
+                    (length, network.connector.text_in.in_features),
+                    description="the report's text-encoder token states",
+                )
+            )
         if network.spacing_mlp is not None:
-            specs.append(InputSpec("spacing", (network.spacing_dims,), low=0.5, high=3.0,
-                                   description="voxel spacing in millimetres"))
+            specs.append(
+                InputSpec(
+                    "spacing", (network.spacing_dims,), low=0.5, high=3.0, description="voxel spacing in millimetres"
+                )
+            )
         if network.class_path == "true":
-            specs.append(InputSpec("report_class", (), torch.long, values=tuple(range(-1, network.report_classes)),
-                                   description="the true class index (-1: unknown)"))
+            specs.append(
+                InputSpec(
+                    "report_class",
+                    (),
+                    torch.long,
+                    values=tuple(range(-1, network.report_classes)),
+                    description="the true class index (-1: unknown)",
+                )
+            )
         return tuple(specs)
     if not isinstance(network, DiffusionModelUNet):
-        raise ExportError(f"network: {type(network).__name__} is not a diffusion network this exporter knows "
-                          "(DiffusionModelUNet and its subclasses, CCELLAUNet, JointDiffusion)")
+        raise ExportError(
+            f"network: {type(network).__name__} is not a diffusion network this exporter knows "
+            "(DiffusionModelUNet and its subclasses, CCELLAUNet, JointDiffusion)"
+        )
     if network.with_conditioning:
         length = int(parser.get_parsed_content("text_max_length"))
         width = int(parser.get_parsed_content("network_def#cross_attention_dim"))
         specs.append(InputSpec("context", (length, width), description="the description's text-encoder token states"))
     if isinstance(network, ConditionedDiffusionUNet) and network.num_classes is not None:
-        specs.append(InputSpec("class_labels", (), torch.long, values=tuple(range(network.num_classes + 1)),
-                               description=f"class indices (B,); {network.num_classes} is the null class (guidance)"))
+        specs.append(
+            InputSpec(
+                "class_labels",
+                (),
+                torch.long,
+                values=tuple(range(network.num_classes + 1)),
+                description=f"class indices (B,); {network.num_classes} is the null class (guidance)",
+            )
+        )
     elif not isinstance(network, ConditionedDiffusionUNet) and network.num_class_embeds is not None:
-        specs.append(InputSpec("class_labels", (), torch.long, values=tuple(range(network.num_class_embeds)),
-                               description="class indices (B,)"))
+        specs.append(
+            InputSpec(
+                "class_labels",
+                (),
+                torch.long,
+                values=tuple(range(network.num_class_embeds)),
+                description="class indices (B,)",
+            )
+        )
     return tuple(specs)
 
 
 def _image_spec(parser: Any) -> InputSpec:
-    shape = (int(parser.get_parsed_content("image_channels")), *(int(s) for s in parser.get_parsed_content("image_size")))
+    shape = (
+        int(parser.get_parsed_content("image_channels")),
+        *(int(s) for s in parser.get_parsed_content("image_size")),
+    )
     return InputSpec("images", shape, low=0.0, high=1.0, description="images scaled to [0, 1]")
 
 
-def _autoencoder_targets(autoencoder: nn.Module, image: InputSpec, latent_shape: Sequence[int], scale: Numbers,
-                         shift: Numbers, encoder: bool, suffix: str = "") -> list[ExportTarget]:
+def _autoencoder_targets(
+    autoencoder: nn.Module,
+    image: InputSpec,
+    latent_shape: Sequence[int],
+    scale: Numbers,
+    shift: Numbers,
+    encoder: bool,
+    suffix: str = "",
+) -> list[ExportTarget]:
     notes = {"scale_factor": _plain(scale), "latent_shift": _plain(shift)}
-    latents = InputSpec("latents", tuple(int(s) for s in latent_shape), description="normalised latents (the sampler's)")
-    targets = [ExportTarget(f"decoder{suffix}", LatentDecoder(autoencoder, scale, shift).eval(), (latents,),
-                            f"normalised latents -> images (B, {', '.join(map(str, image.shape))})", dict(notes))]
+    latents = InputSpec(
+        "latents", tuple(int(s) for s in latent_shape), description="normalised latents (the sampler's)"
+    )
+    targets = [
+        ExportTarget(
+            f"decoder{suffix}",
+            LatentDecoder(autoencoder, scale, shift).eval(),
+            (latents,),
+            f"normalised latents -> images (B, {', '.join(map(str, image.shape))})",
+            dict(notes),
+        )
+    ]
     if encoder:
-        targets.append(ExportTarget(f"encoder{suffix}", LatentEncoder(autoencoder, scale, shift).eval(), (image,),
-                                    f"images -> normalised latent means (B, {', '.join(map(str, latent_shape))})",
-                                    dict(notes)))
+        targets.append(
+            ExportTarget(
+                f"encoder{suffix}",
+                LatentEncoder(autoencoder, scale, shift).eval(),
+                (image,),
+                f"images -> normalised latent means (B, {', '.join(map(str, latent_shape))})",
+                dict(notes),
+            )
+        )
     return targets
 
 
@@ -305,14 +393,19 @@ def _redraw_zero_parameters(modules: Sequence[nn.Module], seed: int, std: float 
                 parameter.copy_(std * torch.randn(parameter.shape, generator=generator))
 
 
-def bundle_targets(bundle_root: str | Path, weights: bool = True, encoder: bool = True,
-                   overrides: Mapping[str, Any] | None = None, seed: int = 0) -> list[ExportTarget]:
+def bundle_targets(
+    bundle_root: str | Path,
+    weights: bool = True,
+    encoder: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[ExportTarget]:
     """The networks a bundle runs at inference, built from its ``configs/inference.json`` on the CPU, as
     :class:`ExportTarget` s (see the module docstring for the list).
 
     Args:
         bundle_root: the bundle folder.
-        weights: load the bundle's weights through its own config (its ``initialize`` list and ``diffusion_extra``:
+        weights: load the bundle's weights through its own config (its ``initialize`` list and ``load_diffusion``:
             :func:`medgen_monai.io.weights.load_weights`, ``weights_only=True``); ``False``: random initialisation
             and latent scale 1 (bundles without weights yet, to check a deployment pipeline): the networks' own
             initialisation from ``seed`` (the same networks on every call; the global random state is left as it
@@ -335,14 +428,17 @@ def bundle_targets(bundle_root: str | Path, weights: bool = True, encoder: bool 
     return targets
 
 
-def _bundle_targets(root: Path, weights: bool, encoder: bool, overrides: Mapping[str, Any] | None) -> list[ExportTarget]:
+def _bundle_targets(
+    root: Path, weights: bool, encoder: bool, overrides: Mapping[str, Any] | None
+) -> list[ExportTarget]:
     from .engines.bundles import inference_parser
 
     with _config_errors():
         # built on the CPU whatever the machine: a program exported there runs anywhere torch.export's device pass
         # moves it
-        parser = inference_parser(root, initialize=bool(weights), **{**dict(overrides or {}),
-                                                                      "device": "$torch.device('cpu')"})
+        parser = inference_parser(
+            root, initialize=bool(weights), **{**dict(overrides or {}), "device": "$torch.device('cpu')"}
+        )
         autoencoder = parser.get_parsed_content("autoencoder").eval()
         network = parser.get_parsed_content("network").eval()
         image = _image_spec(parser)
@@ -352,23 +448,36 @@ def _bundle_targets(root: Path, weights: bool, encoder: bool, overrides: Mapping
         scale: Numbers = 1.0
         shift: Numbers = 0.0
         if weights:
-            parser.get_parsed_content("diffusion_extra")  # loads models/diffusion.pt into the network
+            parser.get_parsed_content("load_diffusion")  # loads models/diffusion.pt into the network
             scale = _plain(parser.get_parsed_content("sampler#scale_factor"))
             if "latent_shift" in parser.get("sampler", {}):
                 shift = _plain(parser.get_parsed_content("sampler#latent_shift"))
         targets = _autoencoder_targets(autoencoder, image, latent_shape, scale, shift, encoder)
-        targets.append(ExportTarget("diffusion", network, _diffusion_inputs(parser, network, latent_shape),
-                                    f"the denoiser ({type(network).__name__}): its output for the sampler's step "
-                                    f"(B, {', '.join(map(str, latent_shape))})"))
+        targets.append(
+            ExportTarget(
+                "diffusion",
+                network,
+                _diffusion_inputs(parser, network, latent_shape),
+                f"the denoiser ({type(network).__name__}): its output for the sampler's step "
+                f"(B, {', '.join(map(str, latent_shape))})",
+            )
+        )
         if getattr(network, "class_path", None) == "predicted":
             context = next(s for s in targets[-1].inputs if s.name == "context")
-            targets.append(ExportTarget("report_class", _ReportClass(network).eval(), (context,),
-                                        "report token states -> class probabilities (B, K), read at timestep 0"))
+            targets.append(
+                ExportTarget(
+                    "report_class",
+                    _ReportClass(network).eval(),
+                    (context,),
+                    "report token states -> class probabilities (B, K), read at timestep 0",
+                )
+            )
     return targets
 
 
-def _stream_targets(parser: Any, autoencoder: nn.Module, network: nn.Module, image: InputSpec, weights: bool,
-                    encoder: bool) -> list[ExportTarget]:
+def _stream_targets(
+    parser: Any, autoencoder: nn.Module, network: nn.Module, image: InputSpec, weights: bool, encoder: bool
+) -> list[ExportTarget]:
     """MedCoDi-M: a decoder (and encoder) per image stream, the aligned encoders per modality, the joint network."""
     aligned = parser.get_parsed_content("aligned").eval()
     ae_config = parser.get("stream_autoencoder", {})
@@ -380,27 +489,45 @@ def _stream_targets(parser: Any, autoencoder: nn.Module, network: nn.Module, ima
             shifts.update(parser.get_parsed_content("stream_autoencoder#latent_shifts"))
     targets = []
     for view in aligned.image_modalities:
-        targets += _autoencoder_targets(autoencoder, image, network.latent_shapes[view], scales[view], shifts[view],
-                                        encoder, suffix=f"_{view}")
+        targets += _autoencoder_targets(
+            autoencoder, image, network.latent_shapes[view], scales[view], shifts[view], encoder, suffix=f"_{view}"
+        )
     for modality in aligned.modalities:
         if modality in aligned.image_modalities:
             spec = InputSpec("x", image.shape, low=0.0, high=1.0, description=f"the {modality} image scaled to [0, 1]")
         else:
-            spec = InputSpec("x", (aligned.encoders[modality][0].in_features,),
-                             description=f"the {modality}'s pooled text-encoder vector")
-        targets.append(ExportTarget(f"aligned_{modality}", _AlignedEmbedding(aligned, modality).eval(), (spec,),
-                                    f"{modality} -> its unit-norm embedding in the aligned condition space "
-                                    f"(B, {aligned.dim})"))
-    targets.append(ExportTarget("diffusion", network, _diffusion_inputs(parser, network, [network.packed_size]),
-                                f"the joint denoiser of the streams {list(network.outputs)} on packed latents "
-                                f"(B, {network.packed_size}); coupled: {bool(network.connect and len(network.outputs) > 1)}",
-                                {"outputs": list(network.outputs),
-                                 "latent_shapes": {s: list(network.latent_shapes[s]) for s in network.outputs}}))
+            spec = InputSpec(
+                "x",
+                (aligned.encoders[modality][0].in_features,),
+                description=f"the {modality}'s pooled text-encoder vector",
+            )
+        targets.append(
+            ExportTarget(
+                f"aligned_{modality}",
+                _AlignedEmbedding(aligned, modality).eval(),
+                (spec,),
+                f"{modality} -> its unit-norm embedding in the aligned condition space (B, {aligned.dim})",
+            )
+        )
+    targets.append(
+        ExportTarget(
+            "diffusion",
+            network,
+            _diffusion_inputs(parser, network, [network.packed_size]),
+            f"the joint denoiser of the streams {list(network.outputs)} on packed latents "
+            f"(B, {network.packed_size}); coupled: {bool(network.connect and len(network.outputs) > 1)}",
+            {
+                "outputs": list(network.outputs),
+                "latent_shapes": {s: list(network.latent_shapes[s]) for s in network.outputs},
+            },
+        )
+    )
     return targets
 
 
-def export_target(target: ExportTarget, batch_size: int = 2, generator: torch.Generator | None = None
-                  ) -> torch.export.ExportedProgram:
+def export_target(
+    target: ExportTarget, batch_size: int = 2, generator: torch.Generator | None = None
+) -> torch.export.ExportedProgram:
     """``torch.export.export`` of one target with example inputs of ``batch_size`` samples; the batch dimension of
     every input is dynamic (one shared symbol).
 
@@ -424,8 +551,14 @@ def export_target(target: ExportTarget, batch_size: int = 2, generator: torch.Ge
         raise ExportError(f"{target.name}: torch.export failed ({type(e).__name__}: {reason})") from e
 
 
-def compare_exported(target: ExportTarget, exported: nn.Module, batch_sizes: Sequence[int] = (2, 1),
-                     atol: float = 1e-4, rtol: float = 1e-4, seed: int = 1) -> float:
+def compare_exported(
+    target: ExportTarget,
+    exported: nn.Module,
+    batch_sizes: Sequence[int] = (2, 1),
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    seed: int = 1,
+) -> float:
     """Run the eager network and an exported program on the same fresh inputs and return the largest absolute
     difference of their outputs.
 
@@ -440,12 +573,16 @@ def compare_exported(target: ExportTarget, exported: nn.Module, batch_sizes: Seq
             expected = target.module(*args, **kwargs)
             got = exported(*args, **kwargs)
         if got.shape != expected.shape:
-            raise ExportError(f"{target.name}: the exported program gives {tuple(got.shape)}, the network "
-                              f"{tuple(expected.shape)} (batch {batch})")
+            raise ExportError(
+                f"{target.name}: the exported program gives {tuple(got.shape)}, the network "
+                f"{tuple(expected.shape)} (batch {batch})"
+            )
         difference = float((got.float() - expected.float()).abs().max()) if expected.numel() else 0.0
         if not torch.allclose(got.float(), expected.float(), atol=atol, rtol=rtol) or math.isnan(difference):
-            raise ExportError(f"{target.name}: the exported program differs from the network by {difference:.3g} "
-                              f"(batch {batch}; allowed {atol} + {rtol} x |output|)")
+            raise ExportError(
+                f"{target.name}: the exported program differs from the network by {difference:.3g} "
+                f"(batch {batch}; allowed {atol} + {rtol} x |output|)"
+            )
         worst = max(worst, difference)
     return worst
 
@@ -462,13 +599,22 @@ def _check_out(root: Path, out: Path) -> None:
     if inside:
         raise ValueError(f"out {out}: inside the bundle folder {root}; export to a folder of your own")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise ValueError(f"out {out}: exists and is neither empty nor an earlier export (no {MANIFEST}); "
-                         "choose a new folder")
+        raise ValueError(
+            f"out {out}: exists and is neither empty nor an earlier export (no {MANIFEST}); choose a new folder"
+        )
 
 
-def export_bundle(bundle_root: str | Path, out: str | Path, weights: bool = True, encoder: bool = True,
-                  batch_size: int = 2, verify: bool = True, atol: float = 1e-4, rtol: float = 1e-4,
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def export_bundle(
+    bundle_root: str | Path,
+    out: str | Path,
+    weights: bool = True,
+    encoder: bool = True,
+    batch_size: int = 2,
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Export every inference network of a bundle to ``<out>/<name>.pt2`` (``torch.export.save``) with a manifest
     ``<out>/export.json``; ``out`` appears complete or not at all (an earlier export there is replaced).
 
@@ -513,7 +659,10 @@ def export_bundle(bundle_root: str | Path, out: str | Path, weights: bool = True
     else:
         bundle = {**bundle_info(root), "weights_sha256": {}, "weights": "none: random initialisation"}
     manifest: dict[str, Any] = {
-        "format": EXPORT_FORMAT, "bundle": bundle, "torch": torch.__version__, "monai": monai.__version__,
+        "format": EXPORT_FORMAT,
+        "bundle": bundle,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
         "overrides": {k: v for k, v in dict(overrides or {}).items()},
         "batch": "dynamic: dimension 0 of every input (one size shared by all inputs)",
         "networks": {},
@@ -529,7 +678,9 @@ def export_bundle(bundle_root: str | Path, out: str | Path, weights: bool = True
             with torch.no_grad():
                 output = target.module(*args, **kwargs)
             entry: dict[str, Any] = {
-                "file": path.name, "description": target.description, "call": target.call,
+                "file": path.name,
+                "description": target.description,
+                "call": target.call,
                 "inputs": {spec.name: spec.describe() for spec in target.inputs},
                 "output": {"shape": ["B", *output.shape[1:]], "dtype": str(output.dtype).removeprefix("torch.")},
                 **({"constants": target.notes} if target.notes else {}),

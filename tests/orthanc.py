@@ -18,12 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ORTHANC", "DICOMWEB_PLUGIN", "INSTALL_HINT", "USER_CONFIG", "OrthancServer", "orthanc_config", "start_orthanc"]
+__all__ = [
+    "ORTHANC",
+    "DICOMWEB_PLUGIN",
+    "INSTALL_HINT",
+    "USER_CONFIG",
+    "OrthancServer",
+    "orthanc_config",
+    "start_orthanc",
+]
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-INSTALL_HINT = ("make system-deps  (or: sudo apt-get install -y orthanc orthanc-dicomweb dicom3tools); "
-                "`make test` installs them when missing")
+INSTALL_HINT = (
+    "make system-deps  (or: sudo apt-get install -y orthanc orthanc-dicomweb dicom3tools); "
+    "`make test` installs them when missing"
+)
 
 
 def _free_port() -> int:
@@ -48,8 +58,15 @@ def orthanc_config(folder: Path, dicom_port: int, http_port: int) -> dict[str, A
         http_port: REST and DICOMweb port.
     """
     config = json.loads(USER_CONFIG.read_text())
-    config.update({"Name": "medgen-monai-test", "StorageDirectory": str(folder / "storage"),
-                   "IndexDirectory": str(folder / "index"), "HttpPort": http_port, "DicomPort": dicom_port})
+    config.update(
+        {
+            "Name": "medgen-monai-test",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "HttpPort": http_port,
+            "DicomPort": dicom_port,
+        }
+    )
     if config["Plugins"] != [str(DICOMWEB_PLUGIN)]:
         raise AssertionError(f"{USER_CONFIG}: Plugins should be [{DICOMWEB_PLUGIN}] (the Debian package's path)")
     return config
@@ -152,15 +169,18 @@ def _start_once(folder: Path, timeout: float) -> OrthancServer:
     config.write_text(json.dumps(orthanc_config(folder, server.dicom_port, server.http_port), indent=2))
     log = server.log_path.open("wb")
     try:
-        server.process = subprocess.Popen([str(ORTHANC), str(config)], stdout=log,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder)
+        server.process = subprocess.Popen(
+            [str(ORTHANC), str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder
+        )
     finally:
         log.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise _Exited(f"Orthanc exited with status {server.process.returncode} before answering "
-                               f"(config {config}); its log:\n{_logs(folder)}")
+            raise _Exited(
+                f"Orthanc exited with status {server.process.returncode} before answering "
+                f"(config {config}); its log:\n{_logs(folder)}"
+            )
         try:
             system = json.loads(server.request("/system", timeout=2.0))
             if system.get("DicomAet") == "ORTHANC" and _listening(server.dicom_port):
@@ -169,7 +189,9 @@ def _start_once(folder: Path, timeout: float) -> OrthancServer:
             pass
         time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"Orthanc did not answer on {server.rest_url}/system within {timeout:.0f} s; its log:\n{_logs(folder)}")
+    raise RuntimeError(
+        f"Orthanc did not answer on {server.rest_url}/system within {timeout:.0f} s; its log:\n{_logs(folder)}"
+    )
 
 
 def _listening(port: int) -> bool:
@@ -199,8 +221,9 @@ def start_orthanc(folder: str | Path, timeout: float = 60.0) -> Iterator[Orthanc
     """
     missing = [str(p) for p in (ORTHANC, DICOMWEB_PLUGIN) if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} missing: install the Debian packages orthanc and orthanc-dicomweb: "
-                                f"{INSTALL_HINT}")
+        raise FileNotFoundError(
+            f"{', '.join(missing)} missing: install the Debian packages orthanc and orthanc-dicomweb: {INSTALL_HINT}"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     server = None

@@ -37,10 +37,18 @@ def identifiable_study(folder: Path, report: str) -> tuple[str, list[str], list[
     study_uid = generate_uid()
     rng = np.random.default_rng(0)
     image = hd.sc.SCImage(
-        pixel_array=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=study_uid, series_instance_uid=generate_uid(),
-        series_number=1, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="Dermatoscope Inc",
-        patient_orientation=("L", "F"))
+        pixel_array=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        study_instance_uid=study_uid,
+        series_instance_uid=generate_uid(),
+        series_number=1,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Dermatoscope Inc",
+        patient_orientation=("L", "F"),
+    )
     identify(image)
     image.BodyPartExamined = "SKIN"
     image_path = folder / "image.dcm"

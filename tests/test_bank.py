@@ -13,15 +13,28 @@ from medgen_monai.describe.bank import DescriptionBank, attach_descriptions, exc
 
 def _records() -> list[dict]:
     colours = ["light_brown", "dark_brown", "black", "red", "blue_grey"]
-    mel = [derm_record(f"ISIC_{i:07d}", "MEL", colour=colours[i % 5], shape="irregular" if i % 2 else "oval") for i in range(10)]
+    mel = [
+        derm_record(f"ISIC_{i:07d}", "MEL", colour=colours[i % 5], shape="irregular" if i % 2 else "oval")
+        for i in range(10)
+    ]
     nv = [derm_record(f"ISIC_{i:07d}", "NV", size="medium") for i in range(10, 13)]
     return mel + nv
 
 
 @pytest.fixture
 def bank_dir(tmp_path):
-    rejected = [{"id": "ISIC_0000099", "image": "x.jpg", "category": "MEL", "reasons": ["out_of_vocabulary: colour=green",
-                 "contradiction: MEL"], "raw": "{}", "task": "derm", "backend": "oracle", "model": "oracle"}]
+    rejected = [
+        {
+            "id": "ISIC_0000099",
+            "image": "x.jpg",
+            "category": "MEL",
+            "reasons": ["out_of_vocabulary: colour=green", "contradiction: MEL"],
+            "raw": "{}",
+            "task": "derm",
+            "backend": "oracle",
+            "model": "oracle",
+        }
+    ]
     return write_bank(tmp_path / "bank", _records(), rejected=rejected, empty_categories=["BCC"])
 
 
@@ -45,11 +58,14 @@ def test_sample_is_seeded_and_independent_of_file_order(bank_dir, tmp_path):
     assert draws == [DescriptionBank(reversed_dir).sample("MEL", seed=s)["id"] for s in range(12)]
 
 
-@pytest.mark.parametrize("category,message", [
-    ("FOO", r"unknown category 'FOO'; known categories: \['MEL', 'NV'\]"),
-    ("BCC", r"category 'BCC' has no validated descriptions \(expected in .*BCC\.jsonl\)"),  # an empty file
-    ("VASC", r"category 'VASC' has no validated descriptions"),  # a class of the task that was never described
-])
+@pytest.mark.parametrize(
+    "category,message",
+    [
+        ("FOO", r"unknown category 'FOO'; known categories: \['MEL', 'NV'\]"),
+        ("BCC", r"category 'BCC' has no validated descriptions \(expected in .*BCC\.jsonl\)"),  # an empty file
+        ("VASC", r"category 'VASC' has no validated descriptions"),  # a class of the task that was never described
+    ],
+)
 def test_sample_errors_name_the_category(bank_dir, category, message):
     with pytest.raises(ValueError, match=message):
         DescriptionBank(bank_dir).sample(category, seed=0)
@@ -64,11 +80,14 @@ def test_bank_path_errors(tmp_path):
         DescriptionBank(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("damage,message", [
-    (lambda r: r.pop("description"), r"lacks \['description'\]"),
-    (lambda r: r.update(description="  "), "empty description"),
-    (lambda r: r.update(category="NV"), "whose file is NV.jsonl"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda r: r.pop("description"), r"lacks \['description'\]"),
+        (lambda r: r.update(description="  "), "empty description"),
+        (lambda r: r.update(category="NV"), "whose file is NV.jsonl"),
+    ],
+)
 def test_bad_records_are_refused(tmp_path, damage, message):
     write_bank(tmp_path, _records())
     path = tmp_path / "MEL.jsonl"
@@ -98,7 +117,9 @@ def test_stats_counts_coverage_and_rejections(bank_dir, tmp_path):
     assert stats["attributes"]["shape"] == {"irregular": 5, "oval": 5, "round": 3}
     assert stats["attributes_by_category"]["NV"]["size"] == {"medium": 3}
     assert stats["coverage"]["colour"] == {"seen": 5, "vocabulary": 5, "share": 1.0, "unseen": []}
-    assert stats["coverage"]["size"]["share"] == pytest.approx(2 / 3) and stats["coverage"]["size"]["unseen"] == ["large"]
+    assert stats["coverage"]["size"]["share"] == pytest.approx(2 / 3) and stats["coverage"]["size"]["unseen"] == [
+        "large"
+    ]
     assert stats["coverage"]["position"]["unseen"] == ["upper_left", "upper_right", "lower_left", "lower_right"]
     # without bank.json: no vocabulary, the rejection count comes from rejected.jsonl
     bare = write_bank(tmp_path / "bare", _records(), rejected=[{"id": "x", "reasons": ["parse: no JSON"]}], task=None)
@@ -123,8 +144,16 @@ def test_stats_plot_and_cli(bank_dir, tmp_path, capsys):
 
 def _datalist() -> list[dict]:
     records = [{"id": f"ISIC_{i:07d}", "label": 0, "label_name": "MEL", "image": f"/data/{i}.jpg"} for i in range(10)]
-    records += [{"id": f"ISIC_{i:07d}", "label": 1, "label_name": "NV", "image": f"/data/{i}.jpg",
-                 "attributes": {"size": "large"}} for i in range(10, 15)]
+    records += [
+        {
+            "id": f"ISIC_{i:07d}",
+            "label": 1,
+            "label_name": "NV",
+            "image": f"/data/{i}.jpg",
+            "attributes": {"size": "large"},
+        }
+        for i in range(10, 15)
+    ]
     return records
 
 
@@ -149,17 +178,22 @@ def test_attach_descriptions_errors(bank_dir):
         attach_descriptions([{"label": 1}], bank_dir)
 
 
-@pytest.mark.parametrize("combinations,removed_ids", [
-    ([], []),
-    ([{"colour": "red"}], ["r3", "r8"]),
-    ([{"colour": "red", "shape": "irregular"}], ["r3"]),
-    ([{"colour": ["red", "black"], "shape": "oval"}], ["r2", "r8"]),
-    ([{"colour": "red", "shape": "oval"}, {"colour": "black"}], ["r2", "r7", "r8"]),
-])
+@pytest.mark.parametrize(
+    "combinations,removed_ids",
+    [
+        ([], []),
+        ([{"colour": "red"}], ["r3", "r8"]),
+        ([{"colour": "red", "shape": "irregular"}], ["r3"]),
+        ([{"colour": ["red", "black"], "shape": "oval"}], ["r2", "r8"]),
+        ([{"colour": "red", "shape": "oval"}, {"colour": "black"}], ["r2", "r7", "r8"]),
+    ],
+)
 def test_exclude_combinations(combinations, removed_ids):
     colours = ["light_brown", "dark_brown", "black", "red", "blue_grey"]
-    records = [{"id": f"r{i}", "attributes": {"colour": colours[i % 5], "shape": "irregular" if i % 2 else "oval"}}
-               for i in range(10)]
+    records = [
+        {"id": f"r{i}", "attributes": {"colour": colours[i % 5], "shape": "irregular" if i % 2 else "oval"}}
+        for i in range(10)
+    ]
     kept, removed = exclude_combinations(records, combinations)
     assert [r["id"] for r in removed] == removed_ids
     assert [r["id"] for r in kept] == [r["id"] for r in records if r["id"] not in removed_ids]
@@ -179,10 +213,28 @@ def test_cxr_bank_categories_and_joined_class_check(tmp_path):
     from medgen_monai.describe.tasks import cxr_category
 
     category = cxr_category(["Cardiomegaly", "Pleural Effusion"])  # the task's rule for a multi-label study
-    records = [{"id": "s1", "image": "f.jpg", "category": category, "description": "Enlarged heart, effusion.",
-                "attributes": {"heart_size": "enlarged"}, "task": "cxr", "backend": "oracle", "model": "oracle"},
-               {"id": "s2", "image": "g.jpg", "category": "No Finding", "description": "Clear lungs, normal heart.",
-                "attributes": {"heart_size": "normal"}, "task": "cxr", "backend": "oracle", "model": "oracle"}]
+    records = [
+        {
+            "id": "s1",
+            "image": "f.jpg",
+            "category": category,
+            "description": "Enlarged heart, effusion.",
+            "attributes": {"heart_size": "enlarged"},
+            "task": "cxr",
+            "backend": "oracle",
+            "model": "oracle",
+        },
+        {
+            "id": "s2",
+            "image": "g.jpg",
+            "category": "No Finding",
+            "description": "Clear lungs, normal heart.",
+            "attributes": {"heart_size": "normal"},
+            "task": "cxr",
+            "backend": "oracle",
+            "model": "oracle",
+        },
+    ]
     bank = DescriptionBank(write_bank(tmp_path, records, task="cxr", vocabulary={"heart_size": ["normal", "enlarged"]}))
     assert (tmp_path / "No_Finding.jsonl").is_file()  # a category with a space is slugged, the record keeps the name
     assert bank.sample("No Finding", seed=3)["id"] == "s2"
@@ -190,8 +242,13 @@ def test_cxr_bank_categories_and_joined_class_check(tmp_path):
         bank.sample("Pneumothorax", seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        joined = attach_descriptions([{"id": "s1", "label_name": ["Pleural Effusion", "Cardiomegaly"]},
-                                      {"id": "s2", "label": [1, 0, 0, 0, 0, 0]}], bank)
+        joined = attach_descriptions(
+            [
+                {"id": "s1", "label_name": ["Pleural Effusion", "Cardiomegaly"]},
+                {"id": "s2", "label": [1, 0, 0, 0, 0, 0]},
+            ],
+            bank,
+        )
     assert [r["category"] for r in joined] == [category, "No Finding"]
     with pytest.raises(ValueError, match="'s2' is 'Pneumothorax' but bank"):
         attach_descriptions([{"id": "s2", "label_name": ["Pneumothorax"]}], bank)

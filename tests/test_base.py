@@ -17,7 +17,10 @@ from medgen_monai.phantoms import KINDS, Attribute, Phantom, get_phantom, sample
 class TinyPhantom(Phantom):
     name = "tiny"
     classes = ("a", "b")
-    attributes = (Attribute("size", ("small", "large"), "disc radius"), Attribute("side", ("left", "right"), "where", views=("image",)))
+    attributes = (
+        Attribute("size", ("small", "large"), "disc radius"),
+        Attribute("side", ("left", "right"), "where", views=("image",)),
+    )
     views = ("image",)
     spatial_dims = 2
     channels = 1
@@ -33,7 +36,9 @@ class TinyPhantom(Phantom):
         yy, xx = np.mgrid[: size[0], : size[1]]
         cx = size[1] * (0.3 if attributes["side"] == "left" else 0.7)
         r = 2 if attributes["size"] == "small" else 5
-        image = ((yy - size[0] / 2) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8) * 200 + rng.integers(0, 20, size).astype(np.uint8)
+        image = ((yy - size[0] / 2) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8) * 200 + rng.integers(
+            0, 20, size
+        ).astype(np.uint8)
         return {"image": image}, {"lesion": image > 100}, {"patient_id": f"p{rng.integers(1e6)}"}
 
     def describe(self, rng, label, attributes, meta):

@@ -14,8 +14,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from benchmark_helpers import load_benchmark
 from monai.data import MetaTensor
 from monai.transforms import Resized
+from workflow_helpers import run_train_workflow
 
 from medgen_monai.cli import _run_bundle
 from medgen_monai.data import read_dataset, write_dataset
@@ -23,16 +25,23 @@ from medgen_monai.engines import ReportConditioner, dataset_report_requests, rep
 from medgen_monai.io.weights import load_weights
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.transforms import LoadVolumed, VoxelSpacingd
-from benchmark_helpers import load_benchmark
-from workflow_helpers import run_train_workflow
 
 ROOT = Path(__file__).parents[1]
 BUNDLE = ROOT / "bundles" / "ccella_prostate_mri"
-TINY = {"image_size": [32, 32, 16], "autoencoder_def#channels": [8, 8, 16], "network_def#channels": [16, 16, 32],
-        "network_def#num_head_channels": 16, "connector_def#width": 16, "connector_def#output_dim": 16,
-        "connector_def#num_latents": 4, "text_max_length": 32}
-REPORT = ("FINDINGS: In the left peripheral zone at the apex there is a markedly hypointense lesion of 14 mm, "
-          "seen by Dr. John Smith on 03/04/2021. IMPRESSION: PI-RADS 5.")
+TINY = {
+    "image_size": [32, 32, 16],
+    "autoencoder_def#channels": [8, 8, 16],
+    "network_def#channels": [16, 16, 32],
+    "network_def#num_head_channels": 16,
+    "connector_def#width": 16,
+    "connector_def#output_dim": 16,
+    "connector_def#num_latents": 4,
+    "text_max_length": 32,
+}
+REPORT = (
+    "FINDINGS: In the left peripheral zone at the apex there is a markedly hypointense lesion of 14 mm, "
+    "seen by Dr. John Smith on 03/04/2021. IMPRESSION: PI-RADS 5."
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +50,25 @@ def trained(tmp_path_factory) -> dict:
     data = write_dataset("picai", get_phantom("prostate").generate_many(40, seed=11), root / "data")
     weights = {"autoencoder_weights": str(root / "autoencoder.pt"), "diffusion_weights": str(root / "diffusion.pt")}
     common = {"dataset_dir": str(data), "progress": False, "trained_model_dir": str(root), **TINY, **weights}
-    run_train_workflow(BUNDLE, ["inference.json", "train_common.json", "train_autoencoder.json"], max_iterations=2,
-                       train_batch_size=4, crop_size=[16, 16, 8], sample_every=2, train_dir=str(root / "ae"), **common)
-    run_train_workflow(BUNDLE, ["inference.json", "train_common.json", "train_diffusion.json"], max_iterations=2,
-                       train_batch_size=4, sample_every=2, train_dir=str(root / "diffusion"), **common)
+    run_train_workflow(
+        BUNDLE,
+        ["inference.json", "train_common.json", "train_autoencoder.json"],
+        max_iterations=2,
+        train_batch_size=4,
+        crop_size=[16, 16, 8],
+        sample_every=2,
+        train_dir=str(root / "ae"),
+        **common,
+    )
+    run_train_workflow(
+        BUNDLE,
+        ["inference.json", "train_common.json", "train_diffusion.json"],
+        max_iterations=2,
+        train_batch_size=4,
+        sample_every=2,
+        train_dir=str(root / "diffusion"),
+        **common,
+    )
     return {"root": root, "data": data, **weights}
 
 
@@ -70,14 +94,25 @@ def tiny_bundle(trained) -> Path:
 
 
 def generate(trained: dict, out: Path, **overrides) -> list[dict]:
-    _run_bundle(BUNDLE, ["inference.json"], output_dir=str(out), num_inference_steps=2, progress=False,
-                autoencoder_weights=trained["autoencoder_weights"], diffusion_weights=trained["diffusion_weights"],
-                **TINY, **overrides)
+    _run_bundle(
+        BUNDLE,
+        ["inference.json"],
+        output_dir=str(out),
+        num_inference_steps=2,
+        progress=False,
+        autoencoder_weights=trained["autoencoder_weights"],
+        diffusion_weights=trained["diffusion_weights"],
+        **TINY,
+        **overrides,
+    )
     return [json.loads(p.read_text()) for p in sorted(out.glob("report_*.json"))]
 
 
 def test_training_writes_checked_weights_and_3d_sample_grids(trained):
-    assert load_weights(trained["autoencoder_weights"], bundle="ccella_prostate_mri", role="autoencoder")["iterations"] == 2
+    assert (
+        load_weights(trained["autoencoder_weights"], bundle="ccella_prostate_mri", role="autoencoder")["iterations"]
+        == 2
+    )
     extra = load_weights(trained["diffusion_weights"], bundle="ccella_prostate_mri", role="diffusion")
     assert extra["scale_factor"] > 0 and extra["iterations"] == 2
     for stage in ("ae", "diffusion"):
@@ -113,8 +148,9 @@ def test_monais_inference_workflow_finds_every_property_and_runs(tiny_bundle, tm
     from workflow_helpers import run_infer_workflow
 
     out = tmp_path / "out"
-    workflow = run_infer_workflow(tiny_bundle, output_dir=str(out), n=1, num_inference_steps=2, progress=False,
-                                  formats="nifti", report=REPORT)
+    workflow = run_infer_workflow(
+        tiny_bundle, output_dir=str(out), n=1, num_inference_steps=2, progress=False, formats="nifti", report=REPORT
+    )
     assert [p.name for p in sorted(out.glob("*.nii.gz"))] == [f"{workflow.dataset[0]['id']}.nii.gz"]
 
 
@@ -135,19 +171,39 @@ def test_cli_generate_from_a_report_file_at_a_spacing(tiny_bundle, tmp_path):
 
     report = tmp_path / "report.txt"
     report.write_text(REPORT, encoding="utf-8")
-    cli.main(["generate", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "out"), "--n", "1", "--steps", "2",
-              "--report_file", str(report), "--spacing", "0.7,0.7,3.3", "--progress", "False"])
+    cli.main(
+        [
+            "generate",
+            "--bundle",
+            str(tiny_bundle),
+            "--out",
+            str(tmp_path / "out"),
+            "--n",
+            "1",
+            "--steps",
+            "2",
+            "--report_file",
+            str(report),
+            "--spacing",
+            "0.7,0.7,3.3",
+            "--progress",
+            "False",
+        ]
+    )
     (sidecar,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("report_*.json")]
     assert "PI-RADS 5" in sidecar["report"] and "Smith" not in sidecar["report"]
     assert sidecar["spacing"] == [0.7, 0.7, 3.3] and sidecar["files"] == {"nifti": "report_000000.nii.gz"}
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--spacing", "1,2"], "--spacing: three positive millimetre values"),
-    (["--category", "csPCa"], "reads the class from the report"),
-    (["--report", "a", "--report_file", "b"], "give one"),
-    (["--report_file", "/no/such/report.txt"], "a readable UTF-8 text file"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--spacing", "1,2"], "--spacing: three positive millimetre values"),
+        (["--category", "csPCa"], "reads the class from the report"),
+        (["--report", "a", "--report_file", "b"], "give one"),
+        (["--report_file", "/no/such/report.txt"], "a readable UTF-8 text file"),
+    ],
+)
 def test_cli_report_options_are_checked(tiny_bundle, tmp_path, capsys, arguments, message):
     from medgen_monai import cli
 
@@ -161,8 +217,17 @@ def test_report_options_are_refused_for_other_bundles(tmp_path, capsys):
     from medgen_monai import cli
 
     with pytest.raises(SystemExit):
-        cli.main(["generate", "--bundle", str(ROOT / "bundles" / "ldm_label_derm"), "--out", str(tmp_path / "out"),
-                  "--report", "PI-RADS 5"])
+        cli.main(
+            [
+                "generate",
+                "--bundle",
+                str(ROOT / "bundles" / "ldm_label_derm"),
+                "--out",
+                str(tmp_path / "out"),
+                "--report",
+                "PI-RADS 5",
+            ]
+        )
     assert "only for report-conditioned bundles" in capsys.readouterr().err
 
 
@@ -178,8 +243,9 @@ def test_pacs_run_3d_round_trip_from_the_studys_report(tiny_bundle, orthanc, tmp
     study_uid, uids, files = identifiable_study(tmp_path / "input", REPORT)
     assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
     out = tmp_path / "out"
-    summary = json.loads(cli.pacs_run(str(tiny_bundle), orthanc.dicom_url, study_uid, str(out), n=1, steps=2,
-                                      progress=False))
+    summary = json.loads(
+        cli.pacs_run(str(tiny_bundle), orthanc.dicom_url, study_uid, str(out), n=1, steps=2, progress=False)
+    )
     assert summary["report_used"] and summary["synthetic_study"] not in uids
     (sidecar,) = [json.loads(p.read_text()) for p in out.glob("report_*.json")]
     assert "PI-RADS 5" in sidecar["report"] and "Smith" not in sidecar["report"]
@@ -227,8 +293,15 @@ def test_report_requests_seeds_affines_and_errors():
 
 
 def test_dataset_report_requests_draw_at_random_and_carry_what_to_read_back():
-    records = [{"id": f"c{i}", "text": f"report {i}", "label_name": "csPCa" if i % 2 else "negative",
-                "attributes": {"side": "left"}} for i in range(10)]
+    records = [
+        {
+            "id": f"c{i}",
+            "text": f"report {i}",
+            "label_name": "csPCa" if i % 2 else "negative",
+            "attributes": {"side": "left"},
+        }
+        for i in range(10)
+    ]
     a = dataset_report_requests(records, 4, seed=1)
     assert a == dataset_report_requests(records, 4, seed=1)
     assert [r["source"] for r in a] != ["c0", "c1", "c2", "c3"]  # never the first n
@@ -243,6 +316,7 @@ class _Encoder:
     def encode(self, texts):
         class Embedding:
             tokens = torch.stack([torch.full((3, 6), float(len(t))) for t in texts])
+
         return Embedding()
 
 
@@ -250,9 +324,18 @@ def test_report_conditioner_gives_tokens_spacing_and_annotations():
     from medgen_monai.nets import CCELLAUNet, TimestepAwareConnector
 
     torch.manual_seed(0)
-    net = CCELLAUNet(connector=TimestepAwareConnector(text_dim=6, output_dim=8, width=8, heads=2, num_latents=2),
-                     spatial_dims=3, in_channels=2, out_channels=2, channels=(8, 8), attention_levels=(False, True),
-                     num_res_blocks=1, norm_num_groups=8, num_head_channels=8, condition_dim=8)
+    net = CCELLAUNet(
+        connector=TimestepAwareConnector(text_dim=6, output_dim=8, width=8, heads=2, num_latents=2),
+        spatial_dims=3,
+        in_channels=2,
+        out_channels=2,
+        channels=(8, 8),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+        condition_dim=8,
+    )
     conditioner = ReportConditioner(_Encoder(), net, ["negative", "csPCa"])
     requests = [{"id": "a", "report": "abc", "spacing": [1, 1, 3]}, {"id": "b", "report": "", "spacing": [2, 2, 3]}]
     condition, null = conditioner(requests)
@@ -276,8 +359,10 @@ def test_report_conditioner_gives_tokens_spacing_and_annotations():
 
 #: bundles whose configs and tests landed before their demo weights: not measured by benchmarks/quality.py and not
 #: sampled by the health checks until they ship weights; strict, so a bundle leaves this list when it ships
-IN_DEVELOPMENT = {"ccella_prostate_mri": "issue 15: the weights, the quality gate and benchmarks/ccella.py follow",
-                  "medcodim_cxr": "issue 16: the weights, the quality gate and benchmarks/medcodi.py follow"}
+IN_DEVELOPMENT = {
+    "ccella_prostate_mri": "issue 15: the weights, the quality gate and benchmarks/ccella.py follow",
+    "medcodim_cxr": "issue 16: the weights, the quality gate and benchmarks/medcodi.py follow",
+}
 
 
 def test_every_bundle_ships_weights_unless_it_is_in_development():
@@ -325,9 +410,13 @@ def test_ablation_stage_trains_and_scores_every_arm(tiny_bundle, trained, tmp_pa
         assert run["iterations"] == 2 and 0.0 <= run["valid_fraction"] <= 1.0
         assert set(run["attribute_accuracy"]) == set(benchmark.ABLATION_ATTRIBUTES)
         assert result["summary"]["fid_ratio"]["n"] == 1
-        inference = json.loads((tmp_path / "work" / f"{arm}_seed0" / "bundle" / "configs" / "inference.json").read_text())
-        assert inference["class_path"] == {"spacing_only": "none", "text_only": "none", "ccella": "predicted",
-                                           "decoupled": "true"}[arm]
+        inference = json.loads(
+            (tmp_path / "work" / f"{arm}_seed0" / "bundle" / "configs" / "inference.json").read_text()
+        )
+        assert (
+            inference["class_path"]
+            == {"spacing_only": "none", "text_only": "none", "ccella": "predicted", "decoupled": "true"}[arm]
+        )
 
 
 def test_classifier_learns_a_separable_task_and_refuses_too_little_data():
@@ -348,8 +437,9 @@ def test_classifier_learns_a_separable_task_and_refuses_too_little_data():
 @pytest.mark.slow
 def test_classifier_study_runs_every_arm(tiny_bundle, trained, tmp_path):
     benchmark = _ccella_benchmark()
-    result = benchmark.classifier_study(tiny_bundle, trained["data"], [4], 4, [0], n_test=6, epochs=1,
-                                        work=tmp_path / "work")
+    result = benchmark.classifier_study(
+        tiny_bundle, trained["data"], [4], 4, [0], n_test=6, epochs=1, work=tmp_path / "work"
+    )
     assert set(result["arms"]) == {"synthetic", "real_4", "real_4+synthetic"}
     assert all(arm["accuracy"]["n"] == 1 for arm in result["arms"].values())
     assert len(list((tmp_path / "work" / "synthetic_seed0").glob("*.nii.gz"))) == 4

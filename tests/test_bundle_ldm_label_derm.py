@@ -51,8 +51,25 @@ def test_monai_bundle_run_writes_every_class_with_sidecars(generated):
 
 def test_cli_generate_goes_through_the_same_config_and_reruns_fill_only_the_missing(generated, tmp_path):
     out = tmp_path / "cli"
-    main(["generate", "--bundle", str(BUNDLE), "--out", str(out), "--n", "1", "--steps", "3", "--seed", "7",
-          "--category", "MEL,DF", "--progress", "False"])
+    main(
+        [
+            "generate",
+            "--bundle",
+            str(BUNDLE),
+            "--out",
+            str(out),
+            "--n",
+            "1",
+            "--steps",
+            "3",
+            "--seed",
+            "7",
+            "--category",
+            "MEL,DF",
+            "--progress",
+            "False",
+        ]
+    )
     for c in ("MEL", "DF"):  # per-sample seeds: the same image alone or in a batch of seven
         alone = np.asarray(Image.open(out / f"{c}_000007.png")).astype(int)
         batched = np.asarray(Image.open(generated / f"{c}_000007.png")).astype(int)
@@ -62,18 +79,56 @@ def test_cli_generate_goes_through_the_same_config_and_reruns_fill_only_the_miss
     assert not (out / "NV_000007.png").exists()
     kept = (out / "MEL_000007.png").stat().st_mtime_ns
     (out / "DF_000007.json").unlink()  # an interrupted output: the sidecar is written last
-    main(["generate", "--bundle", str(BUNDLE), "--out", str(out), "--n", "1", "--steps", "3", "--seed", "7",
-          "--category", "MEL,DF", "--progress", "False"])
+    main(
+        [
+            "generate",
+            "--bundle",
+            str(BUNDLE),
+            "--out",
+            str(out),
+            "--n",
+            "1",
+            "--steps",
+            "3",
+            "--seed",
+            "7",
+            "--category",
+            "MEL,DF",
+            "--progress",
+            "False",
+        ]
+    )
     assert (out / "DF_000007.json").is_file() and (out / "MEL_000007.png").stat().st_mtime_ns == kept
 
 
 def test_unknown_category_is_one_clear_error(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(BUNDLE), "--out", str(tmp_path),
-                          "--category", "SCC", "--steps", "2"], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medgen_monai",
+            "generate",
+            "--bundle",
+            str(BUNDLE),
+            "--out",
+            str(tmp_path),
+            "--category",
+            "SCC",
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2
     assert "unknown category ['SCC']; expected some of ['MEL', 'NV', 'BCC', 'AK', 'BKL', 'DF', 'VASC']" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(tmp_path), "--out", str(tmp_path)],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(tmp_path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2 and "is not a bundle folder (no configs/inference.json)" in run.stderr
 
 
@@ -99,8 +154,15 @@ def test_training_configs_run_end_to_end(tmp_path):
 
     main(["phantoms", "--kind", "derm", "--n", "40", "--out", str(tmp_path / "data"), "--progress", "False"])
     before = folder_digest(BUNDLE)
-    common = dict(dataset_dir=tmp_path / "data", max_iterations=2, train_batch_size=4, checkpoint_every=1, sample_every=2,
-                  progress=False, cwd=tmp_path)
+    common = dict(
+        dataset_dir=tmp_path / "data",
+        max_iterations=2,
+        train_batch_size=4,
+        checkpoint_every=1,
+        sample_every=2,
+        progress=False,
+        cwd=tmp_path,
+    )
     run = bundle_run("inference.json", "train_common.json", "train_autoencoder.json", **common)
     assert run.returncode == 0, run.stderr[-3000:]
     trained = tmp_path / "train" / "ldm_label_derm"
@@ -111,13 +173,31 @@ def test_training_configs_run_end_to_end(tmp_path):
     assert (trained / "diffusion" / "samples" / "iteration_0000002.png").is_file()
     assert (trained / "autoencoder" / "checkpoints" / "last.pt").is_file()
     assert load_weights(models / "diffusion.pt", role="diffusion")["scale_factor"] > 0
-    run = bundle_run("inference.json", output_dir=tmp_path / "out", n=1, num_inference_steps=2, category="NV", progress=False,
-                     model_dir=models)
+    run = bundle_run(
+        "inference.json",
+        output_dir=tmp_path / "out",
+        n=1,
+        num_inference_steps=2,
+        category="NV",
+        progress=False,
+        model_dir=models,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "out" / "NV_000000.png").is_file()
-    run = bundle_run("inference.json", "evaluate.json", output_dir=tmp_path / "eval", n=2, num_inference_steps=2, progress=False,
-                     dataset_dir=tmp_path / "data", split="train", model_dir=models)
+    run = bundle_run(
+        "inference.json",
+        "evaluate.json",
+        output_dir=tmp_path / "eval",
+        n=2,
+        num_inference_steps=2,
+        progress=False,
+        dataset_dir=tmp_path / "data",
+        split="train",
+        model_dir=models,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["generated"]["n"] == 14 and 0 <= report["generated"]["class_accuracy"] <= 1
-    assert {"fid", "diversity", "attribute_distance"} <= set(report["generated"]) and (tmp_path / "eval" / "evaluation.png").is_file()
+    assert {"fid", "diversity", "attribute_distance"} <= set(report["generated"]) and (
+        tmp_path / "eval" / "evaluation.png"
+    ).is_file()

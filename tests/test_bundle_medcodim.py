@@ -21,16 +21,36 @@ from medgen_monai.phantoms import get_phantom
 
 ROOT = Path(__file__).parents[1]
 BUNDLE = ROOT / "bundles" / "medcodim_cxr"
-TINY = {"image_size": [16, 16], "autoencoder_def#channels": [8, 8], "autoencoder_def#attention_levels": [False, False],
-        "autoencoder_def#norm_num_groups": 4, "image_stream_def#channels": [16, 32],
-        "image_stream_def#attention_levels": [False, True], "image_stream_def#num_head_channels": 16,
-        "image_stream_def#norm_num_groups": 8, "report_latent_dim": 8, "report_max_length": 160,
-        "report_vae_def#hidden_size": 32, "report_vae_def#encoder_layers": 1, "report_vae_def#decoder_layers": 1,
-        "report_vae_def#heads": 2, "aligned_def#channels": [8, 16], "condition_dim": 16,
-        "report_stream_def#channels": [32, 16], "report_stream_def#attention_tokens": 2, "text_max_length": 32}
-STAGES = (("train_autoencoder.json", {}), ("train_report_vae.json", {}), ("train_alignment.json", {}),
-          ("train_stream.json", {"stream": "frontal"}), ("train_stream.json", {"stream": "lateral"}),
-          ("train_stream.json", {"stream": "report"}), ("train_joint.json", {}))
+TINY = {
+    "image_size": [16, 16],
+    "autoencoder_def#channels": [8, 8],
+    "autoencoder_def#attention_levels": [False, False],
+    "autoencoder_def#norm_num_groups": 4,
+    "image_stream_def#channels": [16, 32],
+    "image_stream_def#attention_levels": [False, True],
+    "image_stream_def#num_head_channels": 16,
+    "image_stream_def#norm_num_groups": 8,
+    "report_latent_dim": 8,
+    "report_max_length": 160,
+    "report_vae_def#hidden_size": 32,
+    "report_vae_def#encoder_layers": 1,
+    "report_vae_def#decoder_layers": 1,
+    "report_vae_def#heads": 2,
+    "aligned_def#channels": [8, 16],
+    "condition_dim": 16,
+    "report_stream_def#channels": [32, 16],
+    "report_stream_def#attention_tokens": 2,
+    "text_max_length": 32,
+}
+STAGES = (
+    ("train_autoencoder.json", {}),
+    ("train_report_vae.json", {}),
+    ("train_alignment.json", {}),
+    ("train_stream.json", {"stream": "frontal"}),
+    ("train_stream.json", {"stream": "lateral"}),
+    ("train_stream.json", {"stream": "report"}),
+    ("train_joint.json", {}),
+)
 
 
 def _tiny_config(path: Path) -> None:
@@ -54,21 +74,39 @@ def bundle(tmp_path_factory) -> dict:
     _tiny_config(copy / "configs" / "inference.json")
     (copy / "models").mkdir()
     for config, overrides in STAGES:
-        _run_bundle(copy, ["inference.json", "train_common.json", config], dataset_dir=str(data), max_iterations=2,
-                    train_batch_size=4, sample_every=2, progress=False, train_root=str(copy / "train"),
-                    trained_model_dir=str(copy / "models"), **overrides)
+        _run_bundle(
+            copy,
+            ["inference.json", "train_common.json", config],
+            dataset_dir=str(data),
+            max_iterations=2,
+            train_batch_size=4,
+            sample_every=2,
+            progress=False,
+            train_root=str(copy / "train"),
+            trained_model_dir=str(copy / "models"),
+            **overrides,
+        )
     return {"root": copy, "data": data}
 
 
 def generate(bundle: dict, out: Path, **overrides) -> list[dict]:
-    _run_bundle(bundle["root"], ["inference.json"], output_dir=str(out), num_inference_steps=2, progress=False, **overrides)
+    _run_bundle(
+        bundle["root"], ["inference.json"], output_dir=str(out), num_inference_steps=2, progress=False, **overrides
+    )
     return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
 
 
 def test_every_stage_writes_checked_weights_and_previews(bundle):
     models = bundle["root"] / "models"
-    roles = {"autoencoder": "autoencoder", "report_vae": "report vae", "alignment": "aligned encoders",
-             "frontal": "frontal stream", "lateral": "lateral stream", "report": "report stream", "joint": "joint"}
+    roles = {
+        "autoencoder": "autoencoder",
+        "report_vae": "report vae",
+        "alignment": "aligned encoders",
+        "frontal": "frontal stream",
+        "lateral": "lateral stream",
+        "report": "report stream",
+        "joint": "joint",
+    }
     for name, role in roles.items():
         extra = load_weights(models / f"{name}.pt", bundle="medcodim_cxr", role=role)
         assert extra["iterations"] == 2, name
@@ -80,11 +118,18 @@ def test_every_stage_writes_checked_weights_and_previews(bundle):
     assert (train / "joint" / "samples" / "iteration_0000002.png").is_file()
 
 
-@pytest.mark.parametrize("inputs, outputs", [
-    (["frontal"], ["lateral"]), (["lateral"], ["frontal"]), (["frontal"], ["report"]),
-    (["frontal", "lateral"], ["report"]), (["report"], ["frontal", "lateral"]), (["report", "frontal"], ["lateral"]),
-    ([], ["frontal", "lateral", "report"]),
-])
+@pytest.mark.parametrize(
+    "inputs, outputs",
+    [
+        (["frontal"], ["lateral"]),
+        (["lateral"], ["frontal"]),
+        (["frontal"], ["report"]),
+        (["frontal", "lateral"], ["report"]),
+        (["report"], ["frontal", "lateral"]),
+        (["report", "frontal"], ["lateral"]),
+        ([], ["frontal", "lateral", "report"]),
+    ],
+)
 def test_every_task_writes_its_outputs_with_sidecars(bundle, tmp_path, inputs, outputs):
     study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
     given = {m: study["text"] if m == "report" else study[m] for m in inputs}
@@ -109,8 +154,14 @@ def test_every_task_writes_its_outputs_with_sidecars(bundle, tmp_path, inputs, o
 
 def test_a_request_is_one_synthetic_dicom_study(bundle, tmp_path):
     study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
-    (sidecar,) = generate(bundle, tmp_path, inputs={"frontal": study["frontal"]}, outputs=["lateral", "report"], n=1,
-                          formats=["png", "dicom"])
+    (sidecar,) = generate(
+        bundle,
+        tmp_path,
+        inputs={"frontal": study["frontal"]},
+        outputs=["lateral", "report"],
+        n=1,
+        formats=["png", "dicom"],
+    )
     folder = tmp_path / f"{sidecar['id']}_dcm"
     files = sorted(folder.glob("*.dcm"))
     datasets = [pydicom.dcmread(f) for f in files]
@@ -139,7 +190,11 @@ def test_bad_tasks_get_one_clear_error(bundle, tmp_path):
 
 
 def test_requests_and_prompt_options():
-    assert prompt_options("frontal", ["frontal", "lateral", "report"]) == [["lateral"], ["report"], ["lateral", "report"]]
+    assert prompt_options("frontal", ["frontal", "lateral", "report"]) == [
+        ["lateral"],
+        ["report"],
+        ["lateral", "report"],
+    ]
     requests = stream_requests(2, 7, {"frontal": "x.png"}, "lateral,report")
     assert [r["seed"] for r in requests] == [7, 8] and requests[0]["outputs"] == ["lateral", "report"]
     other = stream_requests(2, 7, {"frontal": "y.png"}, "lateral,report")
@@ -166,8 +221,25 @@ def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp
 
     medcodi = load_benchmark("medcodi")
     out = tmp_path / "medcodi.json"
-    assert medcodi.main(["--stages", "tasks,joint", "--bundle-dir", str(bundle["root"]), "--n", "4", "--steps", "2",
-                         "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert (
+        medcodi.main(
+            [
+                "--stages",
+                "tasks,joint",
+                "--bundle-dir",
+                str(bundle["root"]),
+                "--n",
+                "4",
+                "--steps",
+                "2",
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert set(results["tasks"]) == set(medcodi.TASKS)
     lateral = results["tasks"]["frontal->lateral"]["lateral"]
@@ -188,7 +260,6 @@ def test_benchmark_scores_every_task_and_its_report_metrics_can_fail(bundle, tmp
     assert other["bleu4"] < 0.9 and other["rouge_l"] < own["rouge_l"]
 
 
-
 def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bundle, orthanc, tmp_path):
     """A study with a frontal radiograph (ViewPosition PA, 16-bit) and an identifiable SR report: pacs-run generates
     what the study lacks (the lateral view) from both, and pushes it as a new synthetic study; nothing identifying
@@ -205,20 +276,29 @@ def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bun
     study = split_datalist(read_dataset("mimic_cxr", bundle["data"]))["test"][0]
     orthanc.clear()
     study_uid, uids, files = identifiable_study(tmp_path / "input", study["text"] + " Seen by Dr. Gregory House.")
-    pixels = (np.asarray(__import__("PIL.Image").Image.open(study["frontal"]), dtype=np.uint16) * 16)  # 12-bit
-    frontal = hd.sc.SCImage(pixel_array=pixels, photometric_interpretation="MONOCHROME2", bits_allocated=16,
-                            coordinate_system="PATIENT", study_instance_uid=study_uid,
-                            series_instance_uid=pydicom.uid.generate_uid(), series_number=3,
-                            sop_instance_uid=pydicom.uid.generate_uid(), instance_number=1, manufacturer="X-Ray Inc",
-                            patient_orientation=("L", "F"))
+    pixels = np.asarray(__import__("PIL.Image").Image.open(study["frontal"]), dtype=np.uint16) * 16  # 12-bit
+    frontal = hd.sc.SCImage(
+        pixel_array=pixels,
+        photometric_interpretation="MONOCHROME2",
+        bits_allocated=16,
+        coordinate_system="PATIENT",
+        study_instance_uid=study_uid,
+        series_instance_uid=pydicom.uid.generate_uid(),
+        series_number=3,
+        sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1,
+        manufacturer="X-Ray Inc",
+        patient_orientation=("L", "F"),
+    )
     identify(frontal)
     frontal.ViewPosition = "PA"
     frontal.save_as(tmp_path / "input" / "frontal.dcm", enforce_file_format=True)
     files = [files[1], tmp_path / "input" / "frontal.dcm"]  # the report and the frontal view (not the RGB image)
     assert PacsClient.from_url(orthanc.dicom_url).store(files) == 2
     out = tmp_path / "out"
-    summary = json.loads(cli.pacs_run(str(bundle["root"]), orthanc.dicom_url, study_uid, str(out), n=1, steps=2,
-                                      progress=False))
+    summary = json.loads(
+        cli.pacs_run(str(bundle["root"]), orthanc.dicom_url, study_uid, str(out), n=1, steps=2, progress=False)
+    )
     assert summary["report_used"] and summary["synthetic_study"] not in uids
     (sidecar,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
     assert sidecar["outputs"] == ["lateral"] and set(sidecar["inputs"]) == {"frontal", "report"}
@@ -231,8 +311,9 @@ def test_pacs_run_pulls_a_frontal_view_and_its_report_and_pushes_the_lateral(bun
     ds = pydicom.dcmread(io.BytesIO(data))
     assert ds.ViewPosition == "LL" and ds.ConversionType == "SYN" and ds.PatientID.startswith("SYN")
     with pytest.raises(ValueError, match="only for multi-stream bundles"):
-        cli.pacs_run(str(BUNDLE.parent / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(tmp_path / "o2"),
-                     outputs="lateral")
+        cli.pacs_run(
+            str(BUNDLE.parent / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(tmp_path / "o2"), outputs="lateral"
+        )
     orthanc.clear()
 
 
@@ -250,8 +331,9 @@ def test_monais_inference_workflow_finds_every_property_and_runs(bundle, tmp_pat
     from workflow_helpers import run_infer_workflow
 
     out = tmp_path / "out"
-    workflow = run_infer_workflow(bundle["root"], output_dir=str(out), n=1, num_inference_steps=2, progress=False,
-                                  outputs=["lateral", "report"])
+    workflow = run_infer_workflow(
+        bundle["root"], output_dir=str(out), n=1, num_inference_steps=2, progress=False, outputs=["lateral", "report"]
+    )
     record = json.loads((out / f"{workflow.dataset[0]['id']}.json").read_text())
     assert sorted(record["outputs"]) == ["lateral", "report"]
 
@@ -262,9 +344,33 @@ def test_prompt_ablation_trains_both_arms_from_the_shared_stages(bundle, tmp_pat
 
     medcodi = load_benchmark("medcodi")
     out = tmp_path / "medcodi.json"
-    assert medcodi.main(["--stages", "prompts", "--bundle-dir", str(bundle["root"]), "--n", "4", "--steps", "2",
-                         "--seeds", "0", "--iterations", "2", "--data", str(bundle["data"]), "--train-batch-size", "4",
-                         "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert (
+        medcodi.main(
+            [
+                "--stages",
+                "prompts",
+                "--bundle-dir",
+                str(bundle["root"]),
+                "--n",
+                "4",
+                "--steps",
+                "2",
+                "--seeds",
+                "0",
+                "--iterations",
+                "2",
+                "--data",
+                str(bundle["data"]),
+                "--train-batch-size",
+                "4",
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     assert set(results["prompts"]) == {"multi", "single"}
     single = json.loads((tmp_path / "work" / "prompts_single_seed0" / "configs" / "train_stream.json").read_text())

@@ -48,12 +48,15 @@ def test_metadata_passes_monais_verify_metadata(root, tmp_path):
     assert metadata["generator_data_format"] == metadata["network_data_format"]
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m["network_data_format"]["inputs"]["x"].update(type="tensor"), "'tensor' is not one of"),
-    (lambda m: m["network_data_format"]["inputs"]["x"].pop("channel_def"), "'channel_def' is a required property"),
-    (lambda m: m.pop("copyright"), "'copyright' is a required property"),
-    (lambda m: m.update(version="0.2"), "'0.2' does not match"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["network_data_format"]["inputs"]["x"].update(type="tensor"), "'tensor' is not one of"),
+        (lambda m: m["network_data_format"]["inputs"]["x"].pop("channel_def"), "'channel_def' is a required property"),
+        (lambda m: m.pop("copyright"), "'copyright' is a required property"),
+        (lambda m: m.update(version="0.2"), "'0.2' does not match"),
+    ],
+)
 def test_verify_metadata_fails_on_what_the_specification_forbids(change, message, tmp_path):
     metadata = _metadata(ROOT / "bundles" / "ldm_label_derm")
     change(metadata)

@@ -12,19 +12,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from workflow_helpers import folder_digest, run_train_workflow
 
 from medgen_monai.cli import _run_bundle, main
 from medgen_monai.data import read_dataset, write_dataset
 from medgen_monai.describe import DescriptionBank, OracleDescriber, describe_dataset, get_task
 from medgen_monai.io.weights import WeightsError, file_sha256, load_weights
 from medgen_monai.phantoms import get_phantom
-from workflow_helpers import folder_digest, run_train_workflow
 
 ROOT = Path(__file__).parents[1]
 MODALITIES = {"derm": ("isic", "MEL", 3), "colon": ("kvasir", "polyps", 3), "cxr": ("mimic_cxr", "Pleural Effusion", 1)}
-TINY_UNET = {"network_def#channels": [8, 16, 16], "network_def#attention_levels": [False, True, True],
-             "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8,
-             "network_def#prototype_heads": 2, "network_def#prototype_tokens": 4}
+TINY_UNET = {
+    "network_def#channels": [8, 16, 16],
+    "network_def#attention_levels": [False, True, True],
+    "network_def#num_head_channels": 8,
+    "network_def#norm_num_groups": 8,
+    "network_def#prototype_heads": 2,
+    "network_def#prototype_tokens": 4,
+}
 
 
 def stem(category: str, seed: int) -> str:
@@ -46,16 +51,32 @@ def trained(request, tmp_path_factory) -> dict:
     summary = describe_dataset(read_dataset(layout, data), task, OracleDescriber(task), root / "bank", progress=False)
     assert summary["rejection_rate"] == 0.0
     weights = root / "diffusion.pt"
-    run_train_workflow(bundle(modality), ["inference.json", "train_common.json", "train_diffusion.json"],
-                       dataset_dir=str(data), bank_dir=str(root / "bank"), train_dir=str(root / "train"),
-                       trained_model_dir=str(root), max_iterations=2, train_batch_size=4, sample_every=2, progress=False,
-                       **TINY_UNET)
+    run_train_workflow(
+        bundle(modality),
+        ["inference.json", "train_common.json", "train_diffusion.json"],
+        dataset_dir=str(data),
+        bank_dir=str(root / "bank"),
+        train_dir=str(root / "train"),
+        trained_model_dir=str(root),
+        max_iterations=2,
+        train_batch_size=4,
+        sample_every=2,
+        progress=False,
+        **TINY_UNET,
+    )
     return {"modality": modality, "root": root, "weights": weights, "bank": root / "bank", "data": data}
 
 
 def generate(trained: dict, out: Path, **overrides) -> None:
-    settings = {"bank_dir": str(trained["bank"]), "diffusion_weights": str(trained["weights"]), "output_dir": str(out),
-                "num_inference_steps": 2, "progress": False, **TINY_UNET, **overrides}
+    settings = {
+        "bank_dir": str(trained["bank"]),
+        "diffusion_weights": str(trained["weights"]),
+        "output_dir": str(out),
+        "num_inference_steps": 2,
+        "progress": False,
+        **TINY_UNET,
+        **overrides,
+    }
     _run_bundle(bundle(trained["modality"]), ["inference.json"], **settings)
 
 
@@ -93,9 +114,11 @@ def test_generate_by_category_records_the_bank_description(trained, tmp_path):
 
 def test_generate_by_explicit_description(trained, tmp_path):
     modality, category = trained["modality"], MODALITIES[trained["modality"]][1]
-    text = {"derm": "A small round red lesion in the upper left with a well-defined border.",
-            "colon": "A large pedunculated polyp in the centre of the view, red with a lobulated surface.",
-            "cxr": "PA chest X-ray: a large right pleural effusion and a left chest wall pacemaker."}[modality]
+    text = {
+        "derm": "A small round red lesion in the upper left with a well-defined border.",
+        "colon": "A large pedunculated polyp in the centre of the view, red with a lobulated surface.",
+        "cxr": "PA chest X-ray: a large right pleural effusion and a left chest wall pacemaker.",
+    }[modality]
     generate(trained, tmp_path, category=category, n=1, seed=2, description=text)
     sidecar = json.loads((tmp_path / f"{stem(category, 2)}.json").read_text())
     assert sidecar["description"] == text and "description_id" not in sidecar
@@ -114,9 +137,19 @@ def test_evaluate_scores_bank_requests_against_the_test_split(trained, tmp_path)
     if trained["modality"] != "cxr":  # the same code; cxr also gives every request its multi-label classes
         pytest.skip("one modality is enough")
     out = tmp_path / "eval"
-    _run_bundle(bundle("cxr"), ["inference.json", "evaluate.json"], dataset_dir=str(trained["data"]),
-                bank_dir=str(trained["bank"]), diffusion_weights=str(trained["weights"]), output_dir=str(out),
-                split="train", n=2, num_inference_steps=2, progress=False, **TINY_UNET)  # 40 phantoms: a test
+    _run_bundle(
+        bundle("cxr"),
+        ["inference.json", "evaluate.json"],
+        dataset_dir=str(trained["data"]),
+        bank_dir=str(trained["bank"]),
+        diffusion_weights=str(trained["weights"]),
+        output_dir=str(out),
+        split="train",
+        n=2,
+        num_inference_steps=2,
+        progress=False,
+        **TINY_UNET,
+    )  # 40 phantoms: a test
     report = json.loads((out / "evaluation.json").read_text())  # split too small for diversity per class
     assert report["generated"]["n"] == 12 and 0.0 <= report["generated"]["attribute_accuracy"] <= 1.0
     assert report["reference"]["class_accuracy"] > 0.5  # the test split's real images, read by the audit
@@ -142,8 +175,24 @@ def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_p
     category = MODALITIES[modality][1]
     relative = root.relative_to(ROOT)  # as a user types it from the repository root
     files = f"['{relative / 'configs' / 'inference.json'}']"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(relative),
-               "--output_dir", str(tmp_path / "by_category"), "--n", "1", "--num_inference_steps", "3", "--progress", "False"]
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files,
+        "--bundle_root",
+        str(relative),
+        "--output_dir",
+        str(tmp_path / "by_category"),
+        "--n",
+        "1",
+        "--num_inference_steps",
+        "3",
+        "--progress",
+        "False",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     classes = json.loads((root / "configs" / "inference.json").read_text())["classes"]
@@ -151,17 +200,64 @@ def test_shipped_bundle_generates_by_category_and_by_description(modality, tmp_p
         sidecar = json.loads((tmp_path / "by_category" / f"{stem(c, 0)}.json").read_text())
         assert sidecar["category"] == c and sidecar["description"]
         assert sidecar["bundle"]["weights_sha256"]["diffusion.pt"] == file_sha256(root / "models" / "diffusion.pt")
-    main(["generate", "--bundle", str(root), "--out", str(tmp_path / "by_description"), "--n", "1", "--steps", "3",
-          "--category", category, "--description", "a description written by the user", "--progress", "False"])
+    main(
+        [
+            "generate",
+            "--bundle",
+            str(root),
+            "--out",
+            str(tmp_path / "by_description"),
+            "--n",
+            "1",
+            "--steps",
+            "3",
+            "--category",
+            category,
+            "--description",
+            "a description written by the user",
+            "--progress",
+            "False",
+        ]
+    )
     sidecar = json.loads((tmp_path / "by_description" / f"{stem(category, 0)}.json").read_text())
     assert sidecar["description"] == "a description written by the user"
     assert folder_digest(root) == before, "generation wrote into the bundle folder"
 
 
 def test_description_options_are_refused_for_label_bundles_and_missing_banks(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(ROOT / "bundles" / "ldm_label_derm"),
-                          "--out", str(tmp_path), "--description", "a red lesion"], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medgen_monai",
+            "generate",
+            "--bundle",
+            str(ROOT / "bundles" / "ldm_label_derm"),
+            "--out",
+            str(tmp_path),
+            "--description",
+            "a red lesion",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2 and "--description: only for description-conditioned bundles" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "medgen_monai", "generate", "--bundle", str(bundle("derm")),
-                          "--out", str(tmp_path), "--bank", str(tmp_path / "nowhere")], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medgen_monai",
+            "generate",
+            "--bundle",
+            str(bundle("derm")),
+            "--out",
+            str(tmp_path),
+            "--bank",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 2 and "not a description bank folder" in run.stderr

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from monai.data import Dataset
+from workflow_helpers import run_infer_workflow
 
 from medgen_monai.engines import GenerationEvaluator, GenerationInferer, shipped_bundles
-from workflow_helpers import run_infer_workflow
 
 ROOT = Path(__file__).parents[1]
 SHIPPED = shipped_bundles(ROOT / "bundles")
@@ -51,8 +51,13 @@ def test_evaluator_and_inferer_reject_bad_arguments():
         GenerationInferer(None, None, [4, 0, 8])
 
 
-TRAINING = [(root, p.stem[len("train_"):]) for root in sorted((ROOT / "bundles").glob("*")) if (root / "configs").is_dir()
-            for p in sorted((root / "configs").glob("train_*.json")) if p.stem != "train_common"]
+TRAINING = [
+    (root, p.stem[len("train_") :])
+    for root in sorted((ROOT / "bundles").glob("*"))
+    if (root / "configs").is_dir()
+    for p in sorted((root / "configs").glob("train_*.json"))
+    if p.stem != "train_common"
+]
 
 
 @pytest.mark.parametrize("root, stage", TRAINING, ids=[f"{r.name}-{s}" for r, s in TRAINING])
@@ -66,8 +71,9 @@ def test_every_training_stage_defines_monais_train_properties(root, stage):
 
     configs = [str(root / "configs" / name) for name in ("inference.json", "train_common.json", f"train_{stage}.json")]
     parser = ConfigParser(ConfigParser.load_config_files(configs))
-    missing = [name for name, p in TrainProperties.items()
-               if p["required"] and p["id"].replace("::", "#") not in parser]
+    missing = [
+        name for name, p in TrainProperties.items() if p["required"] and p["id"].replace("::", "#") not in parser
+    ]
     assert missing == []
     assert parser["train#dataset#transform"] == "@train#preprocessing"
     assert parser["train#trainer#max_epochs"] is None  # max_iterations rules unless max_epochs is set

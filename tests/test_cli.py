@@ -36,15 +36,26 @@ def test_vocabulary_command(capsys):
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "medgen_monai", "phantoms", "--kind", "xray", "--n", "2", "--out", str(tmp_path)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "medgen_monai", "phantoms", "--kind", "xray", "--n", "2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
-    assert run.stderr.strip() == "medgen-monai: error: unknown phantom kind 'xray'; expected one of ['derm', 'colon', 'cxr', 'prostate']"
+    assert (
+        run.stderr.strip()
+        == "medgen-monai: error: unknown phantom kind 'xray'; expected one of ['derm', 'colon', 'cxr', 'prostate']"
+    )
 
 
 def test_demo_writes_the_gallery_and_the_bundle_grid(tmp_path):
     main(["demo", "--out", str(tmp_path), "--steps", "3"])
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
-    for name, classes in (("ldm_label_derm", 7), ("vap_diffusion_derm", 7), ("vap_diffusion_colon", 4), ("vap_diffusion_cxr", 6)):
+    for name, classes in (
+        ("ldm_label_derm", 7),
+        ("vap_diffusion_derm", 7),
+        ("vap_diffusion_colon", 4),
+        ("vap_diffusion_cxr", 6),
+    ):
         assert (tmp_path / name / "grid.png").stat().st_size > 2_000
         assert len(list((tmp_path / name).glob("*.json"))) == 2 * classes

@@ -10,8 +10,18 @@ from medgen_monai.nets import CLASS_HEAD_MODES, TimestepAwareConnector
 
 def _connector(**kwargs) -> TimestepAwareConnector:
     torch.manual_seed(0)
-    options = {"text_dim": 12, "output_dim": 8, "width": 16, "layers": 3, "heads": 4, "num_latents": 5,
-               "time_channels": 8, "time_embed_dim": 16, "class_hidden": 8, **kwargs}
+    options = {
+        "text_dim": 12,
+        "output_dim": 8,
+        "width": 16,
+        "layers": 3,
+        "heads": 4,
+        "num_latents": 5,
+        "time_channels": 8,
+        "time_embed_dim": 16,
+        "class_hidden": 8,
+        **kwargs,
+    }
     return TimestepAwareConnector(**options)
 
 
@@ -54,12 +64,15 @@ def test_the_class_heads_learn_the_class_from_the_text():
     assert (logits.argmax(1) == labels).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"width": 10, "heads": 4}, "divisible by heads"),
-    ({"class_heads": "middle"}, "class_heads must be one of"),
-    ({"time_channels": 7}, "time_channels must be even"),
-    ({"layers": 0}, "layers must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"width": 10, "heads": 4}, "divisible by heads"),
+        ({"class_heads": "middle"}, "class_heads must be one of"),
+        ({"time_channels": 7}, "time_channels must be even"),
+        ({"layers": 0}, "layers must be >= 1"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _connector(**kwargs)
@@ -78,13 +91,25 @@ def _ccella(class_path: str = "predicted", connector: bool = True, **kwargs):
     from medgen_monai.nets import CCELLAUNet
 
     torch.manual_seed(0)
-    return CCELLAUNet(connector=_connector(output_dim=8) if connector else None, class_path=class_path, spatial_dims=3,
-                      in_channels=2, out_channels=2, channels=(8, 8), attention_levels=(False, True), num_res_blocks=1,
-                      norm_num_groups=8, num_head_channels=8, condition_dim=8, **kwargs)
+    return CCELLAUNet(
+        connector=_connector(output_dim=8) if connector else None,
+        class_path=class_path,
+        spatial_dims=3,
+        in_channels=2,
+        out_channels=2,
+        channels=(8, 8),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+        condition_dim=8,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("class_path, connector", [("predicted", True), ("true", True), ("none", True), ("true", False),
-                                                   ("none", False)])
+@pytest.mark.parametrize(
+    "class_path, connector", [("predicted", True), ("true", True), ("none", True), ("true", False), ("none", False)]
+)
 def test_ccella_unet_paths_in_3d(class_path, connector):
     net = _ccella(class_path, connector).train()
     x, t = torch.randn(2, 2, 8, 8, 8), torch.tensor([3, 700])

@@ -7,16 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_helpers import files, rewrite, rows
 from PIL import Image
 
 from medgen_monai.data import read_dataset, split_datalist, write_dataset
 from medgen_monai.data.common import ATTRIBUTES_FILE
-from medgen_monai.data.isic import GROUND_TRUTH_COLUMNS, GROUND_TRUTH_FILE, METADATA_COLUMNS, METADATA_FILE, image_path, read, write
+from medgen_monai.data.isic import (
+    GROUND_TRUTH_COLUMNS,
+    GROUND_TRUTH_FILE,
+    METADATA_COLUMNS,
+    METADATA_FILE,
+    image_path,
+    read,
+    write,
+)
 from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.derm import DERM_CLASSES
-
-from layout_helpers import files, rewrite, rows
 
 N = 6
 
@@ -93,9 +100,13 @@ def test_unmodelled_classes_error_or_skip(dataset):
     table[1].update({c: "0.0" for c in GROUND_TRUTH_COLUMNS[1:]})
     table[1]["SCC"] = "1.0"
     rewrite(dataset / GROUND_TRUTH_FILE, table)
-    with pytest.raises(DatasetError, match=rf"{GROUND_TRUTH_FILE}: SCC: image {table[1]['image']} is SCC.*skip_other_classes"):
+    with pytest.raises(
+        DatasetError, match=rf"{GROUND_TRUTH_FILE}: SCC: image {table[1]['image']} is SCC.*skip_other_classes"
+    ):
         read(dataset)
-    assert [r["id"] for r in read(dataset, skip_other_classes=True)] == [r["image"] for i, r in enumerate(table) if i != 1]
+    assert [r["id"] for r in read(dataset, skip_other_classes=True)] == [
+        r["image"] for i, r in enumerate(table) if i != 1
+    ]
 
 
 @pytest.mark.parametrize(

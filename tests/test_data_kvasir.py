@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_helpers import files
 from PIL import Image
 
 from medgen_monai.data import read_dataset, split_of, write_dataset
@@ -15,8 +16,6 @@ from medgen_monai.data.common import ATTRIBUTES_FILE
 from medgen_monai.data.kvasir import KVASIR_CLASSES, OTHER_KVASIR_CLASSES, image_path, read, write
 from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
-
-from layout_helpers import files
 
 N = 8
 
@@ -122,15 +121,20 @@ def test_ground_truth_label_disagrees_with_folder(dataset, samples):
     sample = samples[1]
     source = image_path(dataset, sample.label, sample.meta["image_id"])
     source.rename(image_path(dataset, "normal-cecum", sample.meta["image_id"]))
-    with pytest.raises(DatasetError, match=rf"{ATTRIBUTES_FILE}: label: image {sample.meta['image_id']} is in folder "
-                                           rf"'normal-cecum' but its label is '{sample.label}'"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"{ATTRIBUTES_FILE}: label: image {sample.meta['image_id']} is in folder "
+        rf"'normal-cecum' but its label is '{sample.label}'",
+    ):
         read(dataset)
 
 
 def test_same_id_in_two_class_folders(dataset, samples):
     sample = samples[2]
-    shutil.copy(image_path(dataset, sample.label, sample.meta["image_id"]),
-                image_path(dataset, "ulcerative-colitis", sample.meta["image_id"]))
+    shutil.copy(
+        image_path(dataset, sample.label, sample.meta["image_id"]),
+        image_path(dataset, "ulcerative-colitis", sample.meta["image_id"]),
+    )
     with pytest.raises(DatasetError, match=rf"{sample.meta['image_id']}.jpg: id: a unique image id"):
         read(dataset)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_helpers import files, rewrite, rows
 from PIL import Image
 
 from medgen_monai.data import read_dataset, write_dataset
@@ -27,8 +28,6 @@ from medgen_monai.data.mimic_cxr import (
 from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.cxr import CXR_CLASSES
-
-from layout_helpers import files, rewrite, rows
 
 N = 5
 
@@ -108,8 +107,16 @@ def test_reader_works_without_ground_truth_and_with_gzipped_csvs(dataset):
 
 def test_uncertain_and_blank_labels_count_as_negative(dataset):
     table = rows(dataset / CHEXPERT_FILE)
-    table[0].update({"Cardiomegaly": "-1.0", "Pleural Effusion": "", "No Finding": "", "Lung Opacity": "1.0",
-                     "Pneumothorax": "0.0", "Support Devices": "1"})
+    table[0].update(
+        {
+            "Cardiomegaly": "-1.0",
+            "Pleural Effusion": "",
+            "No Finding": "",
+            "Lung Opacity": "1.0",
+            "Pneumothorax": "0.0",
+            "Support Devices": "1",
+        }
+    )
     rewrite(dataset / CHEXPERT_FILE, table)
     record = read(dataset)[0]
     assert record["label_name"] == ["Lung Opacity", "Support Devices"] and record["label"] == [0, 0, 0, 1, 0, 1]
@@ -138,8 +145,11 @@ def test_report_sections():
         "                FINAL REPORT\n EXAMINATION: CHEST (PA AND LAT)\n\n"
         "FINDINGS:\n\nNo effusion.\n  Heart normal.\n\nIMPRESSION: Normal."
     )
-    assert report_sections(text) == {"EXAMINATION": "CHEST (PA AND LAT)", "FINDINGS": "No effusion. Heart normal.",
-                                      "IMPRESSION": "Normal."}
+    assert report_sections(text) == {
+        "EXAMINATION": "CHEST (PA AND LAT)",
+        "FINDINGS": "No effusion. Heart normal.",
+        "IMPRESSION": "Normal.",
+    }
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -185,8 +195,15 @@ def test_missing_csv(dataset, name):
         read(dataset)
 
 
-@pytest.mark.parametrize(("name", "column"), [(METADATA_FILE, "ViewPosition"), (CHEXPERT_FILE, "Pneumothorax"),
-                                              (CHEXPERT_FILE, "No Finding"), (SPLIT_FILE, "split")])
+@pytest.mark.parametrize(
+    ("name", "column"),
+    [
+        (METADATA_FILE, "ViewPosition"),
+        (CHEXPERT_FILE, "Pneumothorax"),
+        (CHEXPERT_FILE, "No Finding"),
+        (SPLIT_FILE, "split"),
+    ],
+)
 def test_missing_column(dataset, name, column):
     table = rows(dataset / name)
     rewrite(dataset / name, table, [c for c in table[0] if c != column])

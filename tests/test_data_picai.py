@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layout_helpers import files, rewrite, rows
 
 from medgen_monai.data import read_dataset, write_dataset
 from medgen_monai.data.common import ATTRIBUTES_FILE
@@ -22,8 +23,6 @@ from medgen_monai.data.picai import (
 )
 from medgen_monai.errors import DatasetError
 from medgen_monai.phantoms import get_phantom
-
-from layout_helpers import files, rewrite, rows
 
 N = 6
 SIZE = (32, 32, 16)
@@ -106,7 +105,10 @@ def test_writes_are_byte_identical_per_seed(written, samples, tmp_path):
     assert files(again) == files(written)
     regenerated = get_phantom("prostate").generate(0, seed=0, size=SIZE)
     root = write([regenerated], tmp_path / "one")
-    name = f"images/{regenerated.meta['patient_id']}/{regenerated.meta['patient_id']}_{regenerated.meta['study_id']}_t2w.mha"
+    name = (
+        f"images/{regenerated.meta['patient_id']}/"
+        f"{regenerated.meta['patient_id']}_{regenerated.meta['study_id']}_t2w.mha"
+    )
     assert files(root)[name] == files(written)[name]
 
 
@@ -150,7 +152,9 @@ def test_missing_volume(dataset, samples):
     sample = samples[2]
     path = image_path(dataset, sample.meta["patient_id"], sample.meta["study_id"])
     path.unlink()
-    with pytest.raises(DatasetError, match=rf"{path.name}: t2w: the T2-weighted volume of case .* \(file not found\)") as err:
+    with pytest.raises(
+        DatasetError, match=rf"{path.name}: t2w: the T2-weighted volume of case .* \(file not found\)"
+    ) as err:
         read(dataset)
     assert err.value.path == str(path)
 
@@ -159,12 +163,16 @@ def test_bad_cspca_value_and_bad_number(dataset):
     table = rows(dataset / MARKSHEET_FILE)
     table[1]["case_csPCa"] = "maybe"
     rewrite(dataset / MARKSHEET_FILE, table)
-    with pytest.raises(DatasetError, match=rf"{MARKSHEET_FILE}: case_csPCa: case \d+_\d+: expected YES or NO, got 'maybe'"):
+    with pytest.raises(
+        DatasetError, match=rf"{MARKSHEET_FILE}: case_csPCa: case \d+_\d+: expected YES or NO, got 'maybe'"
+    ):
         read(dataset)
     table[1]["case_csPCa"] = "yes"  # case does not matter
     table[2]["psa"] = "high"
     rewrite(dataset / MARKSHEET_FILE, table)
-    with pytest.raises(DatasetError, match=rf"{MARKSHEET_FILE}: psa: case \d+_\d+: expected a number or empty, got 'high'"):
+    with pytest.raises(
+        DatasetError, match=rf"{MARKSHEET_FILE}: psa: case \d+_\d+: expected a number or empty, got 'high'"
+    ):
         read(dataset)
 
 

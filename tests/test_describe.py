@@ -34,8 +34,10 @@ REJECTED_KEYS = {"id", "image", "category", "reasons", "raw", "task", "backend",
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("phantoms")
-    return {kind: write_dataset(layout, get_phantom(kind).generate_many(N, seed=3), root / kind)
-            for kind, layout in LAYOUTS.items()}
+    return {
+        kind: write_dataset(layout, get_phantom(kind).generate_many(N, seed=3), root / kind)
+        for kind, layout in LAYOUTS.items()
+    }
 
 
 def _datalist(datasets: dict[str, Path], kind: str) -> list[dict]:
@@ -52,8 +54,12 @@ def test_cxr_category_is_the_most_acute_finding():
     assert cxr_category(["Support Devices", "Pneumothorax", "Lung Opacity"]) == "Pneumothorax"
     assert cxr_category("Cardiomegaly+Support Devices") == "Cardiomegaly"
     assert cxr_category(["No Finding"]) == "No Finding"
-    for bad, message in ((["Atelectasis"], "unknown class"), ([], "no positive class"),
-                         (["No Finding", "Cardiomegaly"], "cannot be combined"), (["Cardiomegaly"] * 2, "repeated")):
+    for bad, message in (
+        (["Atelectasis"], "unknown class"),
+        ([], "no positive class"),
+        (["No Finding", "Cardiomegaly"], "cannot be combined"),
+        (["Cardiomegaly"] * 2, "repeated"),
+    ):
         with pytest.raises(ValueError, match=message):
             cxr_category(bad)
 
@@ -66,14 +72,23 @@ def test_cxr_class_constraints_follow_the_priority():
     assert "none" not in effusion["effusion_side"] + effusion["effusion_size"]
     assert effusion["pneumothorax"] == ("none",)  # more acute: absent
     assert effusion["heart_size"] == ("normal", "enlarged") and "none" in effusion["opacity_lobe"]  # less acute: free
-    cardiomegaly = {"heart_size": "enlarged", "effusion_side": "none", "effusion_size": "none", "opacity_lobe": "none",
-                    "opacity_side": "none", "pneumothorax": "none", "device": "pacemaker"}
+    cardiomegaly = {
+        "heart_size": "enlarged",
+        "effusion_side": "none",
+        "effusion_size": "none",
+        "opacity_lobe": "none",
+        "opacity_side": "none",
+        "pneumothorax": "none",
+        "device": "pacemaker",
+    }
     assert task.consistent("Cardiomegaly", cardiomegaly) == []
     assert any("imply 'Cardiomegaly'" in r for r in task.consistent("Support Devices", cardiomegaly))
     unpaired = dict(cardiomegaly, effusion_side="left")  # a side without a size
-    assert any("Pleural Effusion: effusion_side='left', effusion_size='none' disagree" in r
-               for r in task.consistent("Cardiomegaly", unpaired))
-    with pytest.raises(ValueError, match="unknown category 'Cardiomegaly\+Pleural Effusion'"):
+    assert any(
+        "Pleural Effusion: effusion_side='left', effusion_size='none' disagree" in r
+        for r in task.consistent("Cardiomegaly", unpaired)
+    )
+    with pytest.raises(ValueError, match=r"unknown category 'Cardiomegaly\+Pleural Effusion'"):
         task.class_constraints("Cardiomegaly+Pleural Effusion")
 
 
@@ -94,8 +109,11 @@ def test_compose_is_valid_short_and_tells_attributes_apart(kind):
     attributes_of_text: dict[str, str] = {}
     for index in range(400):
         label, attributes = phantom.draw(sample_rng(0, index, 0), None, {})
-        record = {"id": f"case{index}", "label_name": label if isinstance(label, str) else list(label),
-                  "attributes": attributes}
+        record = {
+            "id": f"case{index}",
+            "label_name": label if isinstance(label, str) else list(label),
+            "attributes": attributes,
+        }
         category = task.category(record)
         verdict = validate(task, oracle.describe([None], [record])[0], category)
         assert verdict.ok, verdict.reasons
@@ -107,8 +125,14 @@ def test_compose_is_valid_short_and_tells_attributes_apart(kind):
 
 def test_compose_varies_phrasing_and_rejects_bad_attributes():
     task = get_task("derm")
-    attributes = {"shape": "oval", "size": "small", "colour": "red", "border": "well_defined", "pattern": "globules",
-                  "position": "centre"}
+    attributes = {
+        "shape": "oval",
+        "size": "small",
+        "colour": "red",
+        "border": "well_defined",
+        "pattern": "globules",
+        "position": "centre",
+    }
     texts = {task.compose(attributes, np.random.default_rng(seed), "VASC") for seed in range(20)}
     assert len(texts) > 5 and all("vascular lesion" in t for t in texts)
     with pytest.raises(ValueError, match="'size' has value 'huge'"):
@@ -137,28 +161,62 @@ def test_prompt_lists_the_vocabulary_and_hides_the_class(kind, category):
 
 # ---- validation ------------------------------------------------------------------------------------
 BASE = {
-    "derm": ("MEL", {"shape": "irregular", "size": "large", "colour": "black", "border": "ill_defined",
-                     "pattern": "network", "position": "centre"},
-             "A large, irregular, black lesion in the centre with an ill-defined border and a pigment network."),
-    "colon": ("polyps", {"finding": "polyp", "morphology": "sessile", "size": "small", "surface": "smooth",
-                         "colour": "red", "location": "upper_left"},
-              "A small sessile polyp in the upper left of the view. It is red with a smooth surface."),
-    "cxr": ("Pleural Effusion", {"heart_size": "enlarged", "effusion_side": "left", "effusion_size": "small",
-                                               "opacity_lobe": "none", "opacity_side": "none", "pneumothorax": "none",
-                                               "device": "none"},
-            "The heart is enlarged. There is a small left pleural effusion, with no pneumothorax."),
+    "derm": (
+        "MEL",
+        {
+            "shape": "irregular",
+            "size": "large",
+            "colour": "black",
+            "border": "ill_defined",
+            "pattern": "network",
+            "position": "centre",
+        },
+        "A large, irregular, black lesion in the centre with an ill-defined border and a pigment network.",
+    ),
+    "colon": (
+        "polyps",
+        {
+            "finding": "polyp",
+            "morphology": "sessile",
+            "size": "small",
+            "surface": "smooth",
+            "colour": "red",
+            "location": "upper_left",
+        },
+        "A small sessile polyp in the upper left of the view. It is red with a smooth surface.",
+    ),
+    "cxr": (
+        "Pleural Effusion",
+        {
+            "heart_size": "enlarged",
+            "effusion_side": "left",
+            "effusion_size": "small",
+            "opacity_lobe": "none",
+            "opacity_side": "none",
+            "pneumothorax": "none",
+            "device": "none",
+        },
+        "The heart is enlarged. There is a small left pleural effusion, with no pneumothorax.",
+    ),
 }
-MODALITY = {"derm": ("dermoscopy", "close-up of a skin lesion"), "colon": ("colonoscopy", "endoscopic view"),
-            "cxr": ("chest radiograph", "PA frontal")}
+MODALITY = {
+    "derm": ("dermoscopy", "close-up of a skin lesion"),
+    "colon": ("colonoscopy", "endoscopic view"),
+    "cxr": ("chest radiograph", "PA frontal"),
+}
 
 
 def _answer(kind: str, **changes) -> dict:
     _, attributes, description = BASE[kind]
-    answer = {"modality": MODALITY[kind][0], "view": MODALITY[kind][1], "attributes": dict(attributes),
-              "description": description}
+    answer = {
+        "modality": MODALITY[kind][0],
+        "view": MODALITY[kind][1],
+        "attributes": dict(attributes),
+        "description": description,
+    }
     for key, value in changes.items():
         if key.startswith("attr_"):
-            name = key[len("attr_"):]
+            name = key[len("attr_") :]
             if value is None:
                 answer["attributes"].pop(name)
             else:
@@ -173,8 +231,10 @@ def _answer(kind: str, **changes) -> dict:
 @pytest.mark.parametrize("kind", list(BASE))
 def test_valid_answer_inside_reasoning_and_code_fences_is_accepted(kind):
     category, attributes, description = BASE[kind]
-    raw = ("Step 1: this is the expected image.\nStep 2: {\"size\": \"draft\"}\n"
-           f"```json\n{json.dumps(_answer(kind))}\n```\nThat is my answer.")
+    raw = (
+        'Step 1: this is the expected image.\nStep 2: {"size": "draft"}\n'
+        f"```json\n{json.dumps(_answer(kind))}\n```\nThat is my answer."
+    )
     verdict = validate(kind, raw, category)
     assert verdict.ok, verdict.reasons
     assert verdict.attributes == attributes and verdict.description == description
@@ -191,19 +251,35 @@ CASES = [
     ("derm", _answer("derm", description="   "), "empty_description"),
     ("derm", _answer("derm", modality="chest X-ray"), "wrong_modality"),
     ("derm", _answer("derm", description="One. Two. Three. Four."), "too_many_sentences"),
-    ("derm", _answer("derm", description="A large oval black lesion with a pigment network."), "description_contradiction"),
-    ("colon", _answer("colon", attr_colour="blue_dyed",
-                      description="A small sessile polyp in the upper left, stained blue with a smooth surface."),
-     "class_contradiction"),
+    (
+        "derm",
+        _answer("derm", description="A large oval black lesion with a pigment network."),
+        "description_contradiction",
+    ),
+    (
+        "colon",
+        _answer(
+            "colon",
+            attr_colour="blue_dyed",
+            description="A small sessile polyp in the upper left, stained blue with a smooth surface.",
+        ),
+        "class_contradiction",
+    ),
     ("colon", _answer("colon", modality="dermoscopy"), "wrong_modality"),
     ("colon", _answer("colon", attr_morphology="none"), "class_contradiction"),
-    ("cxr", _answer("cxr", attr_effusion_side="none", attr_effusion_size="none", description="The heart is enlarged."),
-     "class_contradiction"),
+    (
+        "cxr",
+        _answer("cxr", attr_effusion_side="none", attr_effusion_size="none", description="The heart is enlarged."),
+        "class_contradiction",
+    ),
     ("cxr", _answer("cxr", attr_effusion_size="none", description="The heart is enlarged."), "class_contradiction"),
     ("cxr", _answer("cxr", attr_pneumothorax="right", description="The heart is enlarged."), "class_contradiction"),
     ("cxr", _answer("cxr", view="lateral"), "wrong_view"),
-    ("cxr", _answer("cxr", description="The heart is enlarged with a large left pleural effusion."),
-     "description_contradiction"),
+    (
+        "cxr",
+        _answer("cxr", description="The heart is enlarged with a large left pleural effusion."),
+        "description_contradiction",
+    ),
 ]
 
 
@@ -217,8 +293,12 @@ def test_bad_answers_are_rejected_with_the_reason(kind, answer, code):
 
 
 def test_validation_tolerates_value_spelling_and_negated_mentions():
-    answer = _answer("derm", attr_colour="Light Brown", attr_border="ill-defined",
-                     description="A large irregular light brown lesion, not oval, with no globules; a pigment network.")
+    answer = _answer(
+        "derm",
+        attr_colour="Light Brown",
+        attr_border="ill-defined",
+        description="A large irregular light brown lesion, not oval, with no globules; a pigment network.",
+    )
     verdict = validate("derm", json.dumps(answer), "NV")
     assert verdict.ok, verdict.reasons
     assert verdict.attributes["colour"] == "light_brown" and verdict.attributes["border"] == "ill_defined"
@@ -254,15 +334,18 @@ def test_oracle_bank_is_complete_and_a_rerun_skips_everything(datasets, kind, tm
         for line in lines:
             assert set(line) == BANK_KEYS and line["category"] == category and line["task"] == kind
             assert Path(line["image"]).is_file() and line["description"]
-            assert line["attributes"] == task.check_attributes(next(r for r in datalist if r["id"] == line["id"])["attributes"])
+            assert line["attributes"] == task.check_attributes(
+                next(r for r in datalist if r["id"] == line["id"])["attributes"]
+            )
         seen += [line["id"] for line in lines]
     assert len(seen) == len(set(seen)) == N
 
     before = _bank_files(bank)
     again = describe_dataset(datalist, task, OracleDescriber(task, seed=0), bank, progress=False)
     assert again["skipped"] == N and again["described"] == 0
-    assert {k: v for k, v in _bank_files(bank).items() if k != "bank.json"} == \
-        {k: v for k, v in before.items() if k != "bank.json"}
+    assert {k: v for k, v in _bank_files(bank).items() if k != "bank.json"} == {
+        k: v for k, v in before.items() if k != "bank.json"
+    }
     assert json.loads((bank / "bank.json").read_text())["counts"] == meta["counts"]
 
 
@@ -286,14 +369,17 @@ def test_limit_resume_and_a_truncated_line(datasets, tmp_path):
     assert json.loads((bank / "bank.json").read_text())["accepted"] == N
 
 
-@pytest.mark.parametrize("kind, change, message", [
-    ("derm", {"attributes": None}, "no 'attributes'"),
-    ("derm", {"label_name": "SCC"}, "unknown class 'SCC'"),
-    ("colon", {"label_name": "esophagitis"}, "unknown class 'esophagitis'"),
-    ("cxr", {"label_name": ["Atelectasis"]}, "unknown class"),
-    ("colon", {"attributes": {"finding": "polyp"}}, "missing"),
-    ("cxr", {"frontal": "/nonexistent/frontal.jpg"}, "file not found"),
-])
+@pytest.mark.parametrize(
+    "kind, change, message",
+    [
+        ("derm", {"attributes": None}, "no 'attributes'"),
+        ("derm", {"label_name": "SCC"}, "unknown class 'SCC'"),
+        ("colon", {"label_name": "esophagitis"}, "unknown class 'esophagitis'"),
+        ("cxr", {"label_name": ["Atelectasis"]}, "unknown class"),
+        ("colon", {"attributes": {"finding": "polyp"}}, "missing"),
+        ("cxr", {"frontal": "/nonexistent/frontal.jpg"}, "file not found"),
+    ],
+)
 def test_a_corrupted_record_fails_before_any_work(datasets, tmp_path, kind, change, message):
     task = get_task(kind)
     datalist = _datalist(datasets, kind)
@@ -334,13 +420,42 @@ def test_bank_reads_back_with_the_bank_reader(datasets, tmp_path):
 
 # ---- CLI ------------------------------------------------------------------------------------------
 def test_cli_describe_from_a_folder_and_from_a_json_datalist(datasets, tmp_path, capsys):
-    cli.main(["describe", "--images", str(datasets["derm"]), "--layout", "isic", "--task", "derm", "--backend", "oracle",
-              "--out", str(tmp_path / "bank"), "--limit", "5", "--progress", "False"])
+    cli.main(
+        [
+            "describe",
+            "--images",
+            str(datasets["derm"]),
+            "--layout",
+            "isic",
+            "--task",
+            "derm",
+            "--backend",
+            "oracle",
+            "--out",
+            str(tmp_path / "bank"),
+            "--limit",
+            "5",
+            "--progress",
+            "False",
+        ]
+    )
     out = capsys.readouterr().out
     assert "5 described, 5 accepted, 0 rejected" in out and "rejection rate 0.000" in out
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": _datalist(datasets, "derm")}))
-    cli.main(["describe", "--images", str(datalist), "--task", "derm", "--out", str(tmp_path / "bank"), "--progress", "False"])
+    cli.main(
+        [
+            "describe",
+            "--images",
+            str(datalist),
+            "--task",
+            "derm",
+            "--out",
+            str(tmp_path / "bank"),
+            "--progress",
+            "False",
+        ]
+    )
     again = capsys.readouterr().out
     assert f"{N - 5} described" in again and "5 skipped" in again
     with pytest.raises(SystemExit):

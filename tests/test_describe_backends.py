@@ -27,9 +27,12 @@ IMAGE_SIZE = 48
 @pytest.fixture(scope="module")
 def datalists(tmp_path_factory) -> dict[str, list[dict]]:
     root = tmp_path_factory.mktemp("phantoms")
-    return {kind: read_dataset(layout, write_dataset(layout, get_phantom(kind).generate_many(4, seed=5, size=IMAGE_SIZE),
-                                                      root / kind))
-            for kind, layout in LAYOUTS.items()}
+    return {
+        kind: read_dataset(
+            layout, write_dataset(layout, get_phantom(kind).generate_many(4, seed=5, size=IMAGE_SIZE), root / kind)
+        )
+        for kind, layout in LAYOUTS.items()
+    }
 
 
 # ---- a tiny random LLaVA ----------------------------------------------------------------------------
@@ -46,32 +49,70 @@ def build_tiny_vlm(path: Path) -> Path:
     import torch
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     image_processor_class = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     words = Tokenizer(models.WordLevel(unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = ["step modality view attributes description json object image lesion", "system user assistant : { } \" ,",
-              "round oval irregular small medium large black red network globules centre heart effusion none"]
-    words.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>", "<image>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                        eos_token="</s>")
+    corpus = [
+        "step modality view attributes description json object image lesion",
+        'system user assistant : { } " ,',
+        "round oval irregular small medium large black red network globules centre heart effusion none",
+    ]
+    words.train_from_iterator(
+        corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>", "<image>"])
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
     image_token = tokenizer.convert_tokens_to_ids("<image>")
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=16)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token, vision_feature_layer=-1,
-                         vision_feature_select_strategy="default")
+    vision = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(path)
     image_processor = image_processor_class(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, patch_size=8,
-                   vision_feature_select_strategy="default", image_token="<image>",
-                   num_additional_image_tokens=1).save_pretrained(path)
+    LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    ).save_pretrained(path)
     return path
 
 
@@ -99,8 +140,11 @@ def test_transformers_backend_runs_and_rejects_gibberish(tiny_vlm, datalists, tm
     rejected = read_bank_lines(tmp_path / "bank" / "rejected.jsonl")
     assert sorted(r["id"] for r in rejected) == sorted(r["id"] for r in datalists[kind])
     for line in rejected:
-        assert line["reasons"] and line["raw"].strip() and line["category"] == task.category(
-            next(r for r in datalists[kind] if r["id"] == line["id"]))
+        assert (
+            line["reasons"]
+            and line["raw"].strip()
+            and line["category"] == task.category(next(r for r in datalists[kind] if r["id"] == line["id"]))
+        )
     # batches of 3 and 1 (describer batch size inside the run's batch of 4); left padding: every prompt ends at the
     # last position, where generation starts
     assert [m.shape[0] for m in masks] == [3, 1]
@@ -115,7 +159,8 @@ def test_transformers_backend_merges_the_system_message_when_the_template_reject
     assert describer._prompt(record).startswith("system: ")
     describer.processor.chat_template = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-        + CHAT_TEMPLATE)
+        + CHAT_TEMPLATE
+    )
     prompt = describer._prompt(record)
     assert prompt.startswith("user: <image> You are a careful medical image annotator") and "system:" not in prompt
 
@@ -130,10 +175,19 @@ def test_transformers_backend_names_a_bad_path(tmp_path):
 
 
 # ---- an OpenAI-compatible server ----------------------------------------------------------------------
-VALID = {"modality": "dermoscopy", "view": "dermoscopy image of a skin lesion",
-         "attributes": {"shape": "round", "size": "small", "colour": "dark_brown", "border": "well_defined",
-                        "pattern": "network", "position": "centre"},
-         "description": "A small round dark brown lesion in the centre with a well-defined border and a pigment network."}
+VALID = {
+    "modality": "dermoscopy",
+    "view": "dermoscopy image of a skin lesion",
+    "attributes": {
+        "shape": "round",
+        "size": "small",
+        "colour": "dark_brown",
+        "border": "well_defined",
+        "pattern": "network",
+        "position": "centre",
+    },
+    "description": "A small round dark brown lesion in the centre with a well-defined border and a pigment network.",
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -198,8 +252,14 @@ class _Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
-    httpd.state = {"mode": "ok", "requests": [], "lock": threading.Lock(), "in_flight": 0, "max_in_flight": 0,
-                    "overlapped": threading.Event()}
+    httpd.state = {
+        "mode": "ok",
+        "requests": [],
+        "lock": threading.Lock(),
+        "in_flight": 0,
+        "max_in_flight": 0,
+        "overlapped": threading.Event(),
+    }
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield httpd
@@ -225,33 +285,40 @@ def test_openai_backend_sends_the_prompt_and_a_png_and_stores_the_answer(server,
     image_part = next(p for p in user if p["type"] == "image_url")
     prefix = "data:image/png;base64,"
     assert image_part["image_url"]["url"].startswith(prefix)
-    image = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix):])))
+    image = Image.open(io.BytesIO(base64.b64decode(image_part["image_url"]["url"][len(prefix) :])))
     assert image.format == "PNG" and image.size == (IMAGE_SIZE, IMAGE_SIZE)
     prompt = next(p["text"] for p in user if p["type"] == "text")
     assert "Step 2" in prompt and all(a.name in prompt for a in task.attributes)
     assert request["messages"][0]["role"] == "system" and isinstance(request["messages"][0]["content"], str)
 
 
-@pytest.mark.parametrize("mode, accepted, reason, requests", [
-    ("500-then-ok", 1, None, 2),
-    ("429-then-ok", 1, None, 2),
-    ("always500", 0, "transient", 3),
-    ("400", 0, "request_failed: client error 400", 1),
-    ("malformed", 0, "request_failed: malformed JSON in the server's response", 1),
-    ("slow", 0, "transient", 2),
-])
-def test_openai_backend_retries_and_turns_failures_into_rejections(server, datalists, tmp_path, mode, accepted, reason,
-                                                                   requests):
+@pytest.mark.parametrize(
+    "mode, accepted, reason, requests",
+    [
+        ("500-then-ok", 1, None, 2),
+        ("429-then-ok", 1, None, 2),
+        ("always500", 0, "transient", 3),
+        ("400", 0, "request_failed: client error 400", 1),
+        ("malformed", 0, "request_failed: malformed JSON in the server's response", 1),
+        ("slow", 0, "transient", 2),
+    ],
+)
+def test_openai_backend_retries_and_turns_failures_into_rejections(
+    server, datalists, tmp_path, mode, accepted, reason, requests
+):
     server.state["mode"] = mode
     task = get_task("derm")
     retries = 1 if mode == "slow" else 2
-    describer = OpenAIDescriber(_url(server), "tiny-vlm", task, timeout=0.3 if mode == "slow" else 5,
-                                max_retries=retries, backoff=0.01)
+    describer = OpenAIDescriber(
+        _url(server), "tiny-vlm", task, timeout=0.3 if mode == "slow" else 5, max_retries=retries, backoff=0.01
+    )
     summary = describe_dataset(datalists["derm"][:1], task, describer, tmp_path / "bank", progress=False)
     assert summary["accepted"] == accepted and len(server.state["requests"]) == requests
     if reason == "transient":
         # a server error or a timeout after the retries is no answer: nothing recorded, the next run asks again
-        assert summary["failed"] == 1 and summary["rejected"] == 0 and not (tmp_path / "bank" / "rejected.jsonl").exists()
+        assert (
+            summary["failed"] == 1 and summary["rejected"] == 0 and not (tmp_path / "bank" / "rejected.jsonl").exists()
+        )
         assert json.loads((tmp_path / "bank" / "bank.json").read_text())["rejected"] == 0
         server.state["mode"] = "ok"
         again = describe_dataset(datalists["derm"][:1], task, describer, tmp_path / "bank", progress=False)

@@ -48,8 +48,18 @@ def _expected_affine(nz_first: int = 0) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
-def _mr_slice(volume_u16: np.ndarray, k: int, series_uid: str, study_uid: str, frame_uid: str, *,
-              position: np.ndarray | None = None, row_dir=ROW_DIR, col_dir=COL_DIR, instance: int | None = None) -> Dataset:
+def _mr_slice(
+    volume_u16: np.ndarray,
+    k: int,
+    series_uid: str,
+    study_uid: str,
+    frame_uid: str,
+    *,
+    position: np.ndarray | None = None,
+    row_dir=ROW_DIR,
+    col_dir=COL_DIR,
+    instance: int | None = None,
+) -> Dataset:
     """One MR Image Storage slice k of a uint16 (X, Y, Z) volume: pixel row r, column c = volume[c, r, k]."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -76,8 +86,16 @@ def _mr_slice(volume_u16: np.ndarray, k: int, series_uid: str, study_uid: str, f
     return ds
 
 
-def _write_series(folder: Path, volume_u16: np.ndarray, *, skip: tuple[int, ...] = (), seed: int = 0,
-                  series_uid: str | None = None, study_uid: str | None = None, prefix: str = "") -> list[Path]:
+def _write_series(
+    folder: Path,
+    volume_u16: np.ndarray,
+    *,
+    skip: tuple[int, ...] = (),
+    seed: int = 0,
+    series_uid: str | None = None,
+    study_uid: str | None = None,
+    prefix: str = "",
+) -> list[Path]:
     """Write the slices under shuffled names and shuffled InstanceNumbers (neither may be used for sorting)."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid, study_uid, frame_uid = series_uid or generate_uid(), study_uid or generate_uid(), generate_uid()
@@ -208,8 +226,11 @@ def test_compressed_without_decoder_names_syntax_and_packages():
     path = get_testdata_file(name)
     assert read_dicom(path).file_meta.TransferSyntaxUID.name == syntax  # the header reads; the pixels cannot
     for function in (read_image_2d, read_series):
-        with pytest.raises(DicomError, match=r"TransferSyntaxUID: pixel data in .*which no installed package decodes: "
-                                             r"install one of: .*(pylibjpeg|gdcm)") as err:
+        with pytest.raises(
+            DicomError,
+            match=r"TransferSyntaxUID: pixel data in .*which no installed package decodes: "
+            r"install one of: .*(pylibjpeg|gdcm)",
+        ) as err:
             function(path)
         assert syntax in str(err.value) and str(err.value).startswith(path)
 
@@ -242,8 +263,13 @@ def _basic_text_sr(path: Path, study_uid: str, text: str) -> Path:
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, generate_uid(), "SR"
-    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate, ds.StudyDate = "TEST^SR", "R1", "F", "19790101", \
-        "20240102"
+    ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate, ds.StudyDate = (
+        "TEST^SR",
+        "R1",
+        "F",
+        "19790101",
+        "20240102",
+    )
 
     def code(value: str, meaning: str) -> DicomSequence:
         item = Dataset()
@@ -252,7 +278,11 @@ def _basic_text_sr(path: Path, study_uid: str, text: str) -> Path:
 
     def text_item(value: str) -> Dataset:
         item = Dataset()
-        item.RelationshipType, item.ValueType, item.ConceptNameCodeSequence = "CONTAINS", "TEXT", code("121071", "Finding")
+        item.RelationshipType, item.ValueType, item.ConceptNameCodeSequence = (
+            "CONTAINS",
+            "TEXT",
+            code("121071", "Finding"),
+        )
         item.TextValue = value
         return item
 
@@ -260,7 +290,11 @@ def _basic_text_sr(path: Path, study_uid: str, text: str) -> Path:
     section.RelationshipType, section.ValueType, section.ContinuityOfContent = "CONTAINS", "CONTAINER", "SEPARATE"
     section.ConceptNameCodeSequence = code("121070", "Findings")
     section.ContentSequence = DicomSequence([text_item(text.split("\n")[1])])
-    ds.ValueType, ds.ContinuityOfContent, ds.ConceptNameCodeSequence = "CONTAINER", "SEPARATE", code("11528-7", "Report")
+    ds.ValueType, ds.ContinuityOfContent, ds.ConceptNameCodeSequence = (
+        "CONTAINER",
+        "SEPARATE",
+        code("11528-7", "Report"),
+    )
     ds.ContentSequence = DicomSequence([text_item(text.split("\n")[0]), section])
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
@@ -291,9 +325,14 @@ def test_study_conditioning(tmp_path, volume_u16):
 
 @pytest.mark.parametrize(
     "attributes, years",
-    [({"PatientAge": "045Y"}, 45.0), ({"PatientAge": "006M"}, 0.5), ({"PatientAge": "010W"}, 70 / 365.25),
-     ({"PatientAge": "003D"}, 3 / 365.25), ({"PatientBirthDate": "19790102", "StudyDate": "20240102"}, 16436 / 365.25),
-     ({}, None)],
+    [
+        ({"PatientAge": "045Y"}, 45.0),
+        ({"PatientAge": "006M"}, 0.5),
+        ({"PatientAge": "010W"}, 70 / 365.25),
+        ({"PatientAge": "003D"}, 3 / 365.25),
+        ({"PatientBirthDate": "19790102", "StudyDate": "20240102"}, 16436 / 365.25),
+        ({}, None),
+    ],
 )
 def test_patient_age(attributes, years):
     ds = Dataset()

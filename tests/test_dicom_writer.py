@@ -31,8 +31,16 @@ from medgen_monai.io.dicom.writer import (
 )
 
 PROVENANCE = Provenance("ldm_label_derm", "0.1.0", 7, "diffusion.pt:" + "ab" * 32)
-SOURCE_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber",
-                   "StudyInstanceUID", "ReferringPhysicianName", "StudyDate")
+SOURCE_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "InstitutionName",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "ReferringPhysicianName",
+    "StudyDate",
+)
 
 
 def _oblique_affine() -> np.ndarray:
@@ -59,7 +67,10 @@ def _all_text(ds: pydicom.Dataset) -> list[str]:
 def _read_series(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """An independent rebuild: slices sorted by position along the normal -> (X, Y, Z) array and voxel -> RAS."""
     slices = [pydicom.dcmread(f) for f in files]
-    row, col = np.array(slices[0].ImageOrientationPatient[:3], float), np.array(slices[0].ImageOrientationPatient[3:], float)
+    row, col = (
+        np.array(slices[0].ImageOrientationPatient[:3], float),
+        np.array(slices[0].ImageOrientationPatient[3:], float),
+    )
     normal = np.cross(row, col)
     slices.sort(key=lambda s: float(np.array(s.ImagePositionPatient, float) @ normal))
     positions = np.array([s.ImagePositionPatient for s in slices], float)
@@ -186,8 +197,12 @@ def test_deidentified_reference_allow_list():
         ds.Laterality = "r"
     assert deidentified_reference(ds)["Laterality"] == "R"
     with pytest.raises(ValueError, match="may not be written"):
-        write_secondary_capture(np.zeros((2, 2), np.uint8), "/nonexistent/x.dcm", PROVENANCE,
-                                {**synthetic_patient(), "InstitutionName": "General Hospital"})
+        write_secondary_capture(
+            np.zeros((2, 2), np.uint8),
+            "/nonexistent/x.dcm",
+            PROVENANCE,
+            {**synthetic_patient(), "InstitutionName": "General Hospital"},
+        )
     with pytest.raises(ValueError, match="letters and digits"):
         synthetic_patient("SYN-")
     first, second = synthetic_patient(), synthetic_patient()
@@ -196,9 +211,14 @@ def test_deidentified_reference_allow_list():
 
 def test_study_ids_are_shared_when_given(tmp_path):
     study = DicomStudyIds.new()
-    a = pydicom.dcmread(write_secondary_capture(np.zeros((2, 2), np.uint8), tmp_path / "a.dcm", PROVENANCE, study=study))
-    b = pydicom.dcmread(write_secondary_capture(np.zeros((2, 2), np.uint8), tmp_path / "b.dcm", PROVENANCE, study=study,
-                                                instance_number=2))
+    a = pydicom.dcmread(
+        write_secondary_capture(np.zeros((2, 2), np.uint8), tmp_path / "a.dcm", PROVENANCE, study=study)
+    )
+    b = pydicom.dcmread(
+        write_secondary_capture(
+            np.zeros((2, 2), np.uint8), tmp_path / "b.dcm", PROVENANCE, study=study, instance_number=2
+        )
+    )
     assert a.StudyInstanceUID == b.StudyInstanceUID == study.study_uid and a.SeriesInstanceUID == b.SeriesInstanceUID
     assert a.SOPInstanceUID != b.SOPInstanceUID and a.StudyDate == study.study_date
     other = study.new_series(2)
@@ -233,7 +253,9 @@ def test_output_writer_png_and_dicom_2d_share_one_study_across_reruns(tmp_path):
     report = pydicom.dcmread(tmp_path / "s1_report.dcm")
     assert report.ContentSequence[0].TextValue == "report 1" and report.StudyInstanceUID == datasets[0].StudyInstanceUID
     assert report.SeriesInstanceUID != datasets[0].SeriesInstanceUID and not (tmp_path / "s0_report.dcm").exists()
-    assert json.loads((tmp_path / "s1.json").read_text())["dicom"]["report"]["sop_instance_uid"] == report.SOPInstanceUID
+    assert (
+        json.loads((tmp_path / "s1.json").read_text())["dicom"]["report"]["sop_instance_uid"] == report.SOPInstanceUID
+    )
     with pytest.raises(ValueError, match="new folder"):
         OutputWriter(tmp_path, formats="dicom", dicom={"reference": {"PatientSex": "M"}}).write(images[:1], records[:1])
 
@@ -272,8 +294,9 @@ def test_dciodvfy_zero_errors(tmp_path):
         pytest.fail(f"dciodvfy is missing: {DCIODVFY_INSTALL}", pytrace=False)
     files = write_examples(tmp_path)
     patient = {**synthetic_patient(), "PatientSex": "F", "PatientAge": "045Y", "BodyPartExamined": "CHEST"}
-    files["MR slice (oblique, conditioned)"] = write_mr_series(np.random.default_rng(3).random((6, 5, 3)), _oblique_affine(),
-                                                               tmp_path / "mr_oblique", PROVENANCE, patient)[1]
+    files["MR slice (oblique, conditioned)"] = write_mr_series(
+        np.random.default_rng(3).random((6, 5, 3)), _oblique_affine(), tmp_path / "mr_oblique", PROVENANCE, patient
+    )[1]
     reports = {kind: dciodvfy(path) for kind, path in files.items()}
     errors = [f"{kind}: {line}" for kind, r in reports.items() for line in r.errors]
     warnings = [f"{kind}: {line}" for kind, r in reports.items() for line in r.warnings]
@@ -282,4 +305,6 @@ def test_dciodvfy_zero_errors(tmp_path):
     broken = pydicom.dcmread(files["secondary capture (grayscale)"])
     del broken.ConversionType
     broken.save_as(tmp_path / "broken.dcm")
-    assert any("Conversion Type" in line or "ConversionType" in line for line in dciodvfy(tmp_path / "broken.dcm").errors)
+    assert any(
+        "Conversion Type" in line or "ConversionType" in line for line in dciodvfy(tmp_path / "broken.dcm").errors
+    )

@@ -40,17 +40,32 @@ ATOL = 1e-4
 # bundles without weights are exported from random initialisation at these sizes (each test's own copy of the
 # sizes the bundle tests use)
 TINY = {
-    "ccella_prostate_mri": {"image_size": [32, 32, 16], "autoencoder_def#channels": [8, 8, 16],
-                            "network_def#channels": [16, 16, 32], "network_def#num_head_channels": 16,
-                            "connector_def#width": 16, "connector_def#output_dim": 16, "connector_def#num_latents": 4,
-                            "text_max_length": 32},
-    "medcodim_cxr": {"image_size": [16, 16], "autoencoder_def#channels": [8, 8],
-                     "autoencoder_def#attention_levels": [False, False], "autoencoder_def#norm_num_groups": 4,
-                     "image_stream_def#channels": [16, 32], "image_stream_def#attention_levels": [False, True],
-                     "image_stream_def#num_head_channels": 16, "image_stream_def#norm_num_groups": 8,
-                     "report_latent_dim": 8, "aligned_def#channels": [8, 16], "condition_dim": 16,
-                     "report_stream_def#channels": [32, 16], "report_stream_def#attention_tokens": 2,
-                     "text_max_length": 32},
+    "ccella_prostate_mri": {
+        "image_size": [32, 32, 16],
+        "autoencoder_def#channels": [8, 8, 16],
+        "network_def#channels": [16, 16, 32],
+        "network_def#num_head_channels": 16,
+        "connector_def#width": 16,
+        "connector_def#output_dim": 16,
+        "connector_def#num_latents": 4,
+        "text_max_length": 32,
+    },
+    "medcodim_cxr": {
+        "image_size": [16, 16],
+        "autoencoder_def#channels": [8, 8],
+        "autoencoder_def#attention_levels": [False, False],
+        "autoencoder_def#norm_num_groups": 4,
+        "image_stream_def#channels": [16, 32],
+        "image_stream_def#attention_levels": [False, True],
+        "image_stream_def#num_head_channels": 16,
+        "image_stream_def#norm_num_groups": 8,
+        "report_latent_dim": 8,
+        "aligned_def#channels": [8, 16],
+        "condition_dim": 16,
+        "report_stream_def#channels": [32, 16],
+        "report_stream_def#attention_tokens": 2,
+        "text_max_length": 32,
+    },
 }
 
 
@@ -100,7 +115,7 @@ def test_exported_programs_sample_as_the_bundle_does(smallest_export):
 
     exported = load_exported(smallest_export["out"])
     parser = inference_parser(SMALLEST, num_inference_steps=2, device="$torch.device('cpu')")
-    parser.get_parsed_content("diffusion_extra")
+    parser.get_parsed_content("load_diffusion")
     sampler, network = parser.get_parsed_content("sampler"), parser.get_parsed_content("network").eval()
     shape, seeds = parser.get_parsed_content("latent_shape"), [3, 4]
     condition, null = {"class_labels": torch.tensor([0, 4])}, {"class_labels": torch.tensor([7, 7])}
@@ -138,11 +153,21 @@ def test_monai_ckpt_export_traces_the_autoencoder(tmp_path, decoder):
     from medgen_monai.engines.bundles import inference_parser
 
     path = tmp_path / "autoencoder.ts"
-    options = ({"input_shape": [1, 4, 16, 16], "autoencoder_def#_target_": "medgen_monai.export.AutoencoderKLDecoder"}
-               if decoder else {"input_shape": [1, 3, 64, 64], "converter_kwargs": {"check_trace": False}})
-    ckpt_export("autoencoder_def", filepath=str(path), ckpt_file=str(SMALLEST / "models" / "autoencoder.pt"),
-                config_file=str(SMALLEST / "configs" / "inference.json"), bundle_root=str(SMALLEST),
-                key_in_ckpt="state_dict", use_trace=True, **options)
+    options = (
+        {"input_shape": [1, 4, 16, 16], "autoencoder_def#_target_": "medgen_monai.export.AutoencoderKLDecoder"}
+        if decoder
+        else {"input_shape": [1, 3, 64, 64], "converter_kwargs": {"check_trace": False}}
+    )
+    ckpt_export(
+        "autoencoder_def",
+        filepath=str(path),
+        ckpt_file=str(SMALLEST / "models" / "autoencoder.pt"),
+        config_file=str(SMALLEST / "configs" / "inference.json"),
+        bundle_root=str(SMALLEST),
+        key_in_ckpt="state_dict",
+        use_trace=True,
+        **options,
+    )
     traced = torch.jit.load(str(path))
     autoencoder = inference_parser(SMALLEST, initialize=False).get_parsed_content("autoencoder_def").eval()
     load_weights(SMALLEST / "models" / "autoencoder.pt", autoencoder, role="autoencoder")
@@ -160,7 +185,9 @@ def test_monai_ckpt_export_traces_the_autoencoder(tmp_path, decoder):
 def test_autoencoder_decoder_class_loads_the_autoencoder_weights():
     from medgen_monai.engines.bundles import inference_parser
 
-    parser = inference_parser(SMALLEST, initialize=False, **{"autoencoder_def#_target_": "medgen_monai.export.AutoencoderKLDecoder"})
+    parser = inference_parser(
+        SMALLEST, initialize=False, **{"autoencoder_def#_target_": "medgen_monai.export.AutoencoderKLDecoder"}
+    )
     decoder = parser.get_parsed_content("autoencoder_def").eval()
     assert isinstance(decoder, AutoencoderKLDecoder)
     load_weights(SMALLEST / "models" / "autoencoder.pt", decoder, role="autoencoder")
@@ -208,6 +235,7 @@ def test_a_disagreeing_program_is_refused():
 
 # ---- every other bundle -------------------------------------------------------------------------------------------
 
+
 def _names(paths: list[Path]) -> list[str]:
     return [p.name for p in paths]
 
@@ -239,8 +267,9 @@ def test_bundles_without_weights_export_from_random_initialisation(name, tmp_pat
 @pytest.mark.slow
 def test_ccella_exports_report_spacing_and_class_inputs(tmp_path):
     bundle = BUNDLES / "ccella_prostate_mri"
-    manifest = export_bundle(bundle, tmp_path / "predicted", weights=False, encoder=False,
-                             overrides=TINY["ccella_prostate_mri"])
+    manifest = export_bundle(
+        bundle, tmp_path / "predicted", weights=False, encoder=False, overrides=TINY["ccella_prostate_mri"]
+    )
     assert list(manifest["networks"]["diffusion"]["inputs"]) == ["x", "timesteps", "context", "spacing"]
     assert manifest["networks"]["report_class"]["output"]["shape"] == ["B", 2]
     # the DECOUPLED ablation's true class is an input too
@@ -255,10 +284,17 @@ def test_medcodim_joint_network_exports_with_its_coupling(tmp_path):
     """The joint network's connectors run as forward hooks; with trained (here: random non-zero) connectors the
     streams see each other, and the exported program computes the same."""
     overrides = {**TINY["medcodim_cxr"], "outputs": ["frontal", "report"]}
-    targets = {t.name: t for t in bundle_targets(BUNDLES / "medcodim_cxr", weights=False, encoder=False,
-                                                 overrides=overrides)}
-    assert sorted(targets) == ["aligned_frontal", "aligned_lateral", "aligned_report", "decoder_frontal",
-                               "decoder_lateral", "diffusion"]
+    targets = {
+        t.name: t for t in bundle_targets(BUNDLES / "medcodim_cxr", weights=False, encoder=False, overrides=overrides)
+    }
+    assert sorted(targets) == [
+        "aligned_frontal",
+        "aligned_lateral",
+        "aligned_report",
+        "decoder_frontal",
+        "decoder_lateral",
+        "diffusion",
+    ]
     joint = targets["diffusion"]
     torch.manual_seed(0)
     with torch.no_grad():
@@ -310,8 +346,13 @@ def test_medcodim_exports_with_its_weights_files(tmp_path):
     save_weights(models / "alignment.pt", parser.get_parsed_content("aligned"), "medcodim_cxr", "aligned encoders")
     scales = {"frontal": 0.5, "lateral": 0.25, "report": 2.0}
     for stream, scale in scales.items():
-        save_weights(models / f"{stream}.pt", network.streams[stream], "medcodim_cxr", f"{stream} stream",
-                     extra={"scale_factor": scale})
+        save_weights(
+            models / f"{stream}.pt",
+            network.streams[stream],
+            "medcodim_cxr",
+            f"{stream} stream",
+            extra={"scale_factor": scale},
+        )
     save_weights(models / "joint.pt", network.coupling, "medcodim_cxr", "joint")
 
     out = tmp_path / "exported"
@@ -319,7 +360,14 @@ def test_medcodim_exports_with_its_weights_files(tmp_path):
     assert manifest["networks"]["decoder_frontal"]["constants"]["scale_factor"] == 0.5
     assert manifest["networks"]["decoder_lateral"]["constants"]["scale_factor"] == 0.25
     assert "coupled: True" in manifest["networks"]["diffusion"]["description"]
-    assert sorted(manifest["bundle"]["weights_sha256"]) == ["alignment.pt", "autoencoder.pt", "frontal.pt", "joint.pt",
-                                                            "lateral.pt", "report.pt", "report_vae.pt"]
+    assert sorted(manifest["bundle"]["weights_sha256"]) == [
+        "alignment.pt",
+        "autoencoder.pt",
+        "frontal.pt",
+        "joint.pt",
+        "lateral.pt",
+        "report.pt",
+        "report_vae.pt",
+    ]
     assert "report_vae" in manifest["not_exported"]
     _check_against_eager(out, copy, weights=True, overrides=overrides)

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmark_helpers import load_benchmark
 
 from medgen_monai.engines import inference_parser, normalise_latents, shipped_bundles
 from medgen_monai.metrics import load_audit
 from medgen_monai.metrics.preprocess import preprocess_images
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.seeds import QUALITY_SEEDS
-from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 #: bundles whose shipped weights fail here today (issue 13: they are being retrained); strict, so that a bundle that
@@ -33,14 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 KNOWN_FAILING = {
     "ldm_label_derm": "epsilon-trained weights: class conditioning too weak (class accuracy below half the real one)",
     "vap_diffusion_colon": "rectified flow at 3000 iterations on the annealed autoencoder: generated latents' standard "
-                           "deviation 1.38-1.48 against the real band's upper edge 1.43 (at guidance 1.0 as at 1.5): "
-                           "slightly over-dispersed, though the images pass every gate measure but FID",
+    "deviation 1.38-1.48 against the real band's upper edge 1.43 (at guidance 1.0 as at 1.5): "
+    "slightly over-dispersed, though the images pass every gate measure but FID",
     "vap_diffusion_derm": "rectified flow at 9000 iterations: latents inside the band, but on these 14 requests the "
-                          "class is read back below half as often as from real images (0.14 against 0.36)",
+    "class is read back below half as often as from real images (0.14 against 0.36)",
 }
-BUNDLES = [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[name]))
-           if name in KNOWN_FAILING else name
-           for name in [root.name for root in shipped_bundles(ROOT / "bundles")]]
+BUNDLES = [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILING[name]))
+    if name in KNOWN_FAILING
+    else name
+    for name in [root.name for root in shipped_bundles(ROOT / "bundles")]
+]
 REAL_LATENTS = 64
 
 
@@ -66,12 +69,19 @@ def check_bundle(name: str, seeds_per_class: int, share: float) -> None:
     quality = _quality()
     facts = quality.bundle_facts(ROOT / "bundles" / name)
     # one seed for every class: seed s for the first request of each class, s + 1 for the second, ...
-    evaluator = inference_parser(ROOT / "bundles" / name, n=seeds_per_class, seed=0, progress=False).get_parsed_content("evaluator")
+    evaluator = inference_parser(ROOT / "bundles" / name, n=seeds_per_class, seed=0, progress=False).get_parsed_content(
+        "evaluator"
+    )
     requests, inferer = list(evaluator.dataset), evaluator.inferer
     condition, null_condition = inferer.conditioner(requests)
     with torch.inference_mode():
-        latents = inferer.sampler.denoise(evaluator.network.eval(), inferer.latent_shape, [int(r["seed"]) for r in requests],
-                                          condition, null_condition)
+        latents = inferer.sampler.denoise(
+            evaluator.network.eval(),
+            inferer.latent_shape,
+            [int(r["seed"]) for r in requests],
+            condition,
+            null_condition,
+        )
         images = inferer.sampler.decode(latents).clamp(0, 1)
     low, high = real_latent_band(inferer, facts)
     stds = latents.flatten(1).std(dim=1)
@@ -84,16 +94,19 @@ def check_bundle(name: str, seeds_per_class: int, share: float) -> None:
     attributes = quality.requested_attributes(facts, requests)
     real = quality.real_sets(facts, requests, attributes, [])
     ceiling = quality.class_accuracy(real["label_only"], categories, audit)
-    assert accuracy >= share * ceiling, (f"{name}: class accuracy {accuracy:.2f} < {share} x real {ceiling:.2f} "
-                                         f"({len(requests)} requests)")
+    assert accuracy >= share * ceiling, (
+        f"{name}: class accuracy {accuracy:.2f} < {share} x real {ceiling:.2f} ({len(requests)} requests)"
+    )
     values = audit.assess(list(images))["values"]
     for seed in sorted({int(r["seed"]) for r in requests}):
         index = [i for i, r in enumerate(requests) if int(r["seed"]) == seed]
         if "label" in values:
             read = Counter(values["label"][i] for i in index)
         else:  # multi-label: the set of findings read present
-            read = Counter(tuple(sorted(k for k, v in values.items() if k.startswith("label:") and v[i] == "present"))
-                           for i in index)
+            read = Counter(
+                tuple(sorted(k for k, v in values.items() if k.startswith("label:") and v[i] == "present"))
+                for i in index
+            )
         assert len(read) > 1, f"{name}: seed {seed} gives one picture for every class (the audit reads {dict(read)})"
 
 

@@ -11,26 +11,57 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import RFlowScheduler
 
 from medgen_monai.engines import IndexedBatches, JointStreamTrainer, ObjectiveTrainer, load_checkpoint
-from medgen_monai.nets import (AlignedEncoders, JointDiffusion, ReportVAE, StreamAutoencoder, VectorDiffusionNet,
-                               clip_loss, combine_embeddings, pack, unpack)
+from medgen_monai.nets import (
+    AlignedEncoders,
+    JointDiffusion,
+    ReportVAE,
+    StreamAutoencoder,
+    VectorDiffusionNet,
+    clip_loss,
+    combine_embeddings,
+    pack,
+    unpack,
+)
 from medgen_monai.transforms import AlignedEmbeddingsd, MultiPromptConditiond, PackStreamsd, TokenizeReportd
 
-TEXTS = ["The lungs are clear. No pleural effusion.", "Small left pleural effusion.", "Cardiomegaly is present.",
-         "There is no pneumothorax."]
+TEXTS = [
+    "The lungs are clear. No pleural effusion.",
+    "Small left pleural effusion.",
+    "Cardiomegaly is present.",
+    "There is no pneumothorax.",
+]
 
 
 def tiny_vae(**kwargs) -> ReportVAE:
     torch.manual_seed(0)
-    args = dict(latent_dim=8, max_length=24, hidden_size=32, encoder_layers=1, decoder_layers=1, heads=2,
-                vocabulary_size=64, free_bits=0.0)
+    args = dict(
+        latent_dim=8,
+        max_length=24,
+        hidden_size=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        heads=2,
+        vocabulary_size=64,
+        free_bits=0.0,
+    )
     return ReportVAE(**{**args, **kwargs})
 
 
 def objective_trainer(network, dataset, out, iterations, inputs, weights, **kwargs) -> ObjectiveTrainer:
     optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], 3e-3)
-    return ObjectiveTrainer(network, optimizer, IndexedBatches(dataset, 8, seed=0), inputs=inputs, loss_weights=weights,
-                            max_iterations=iterations, output_dir=out, progress=False, tensorboard=False,
-                            ema_decay=None, **kwargs)
+    return ObjectiveTrainer(
+        network,
+        optimizer,
+        IndexedBatches(dataset, 8, seed=0),
+        inputs=inputs,
+        loss_weights=weights,
+        max_iterations=iterations,
+        output_dir=out,
+        progress=False,
+        tensorboard=False,
+        ema_decay=None,
+        **kwargs,
+    )
 
 
 # ---- report VAE ---------------------------------------------------------------------------------------------------
@@ -83,8 +114,15 @@ def test_report_vae_round_trip_after_training(tmp_path):
     """Trained by the ObjectiveTrainer, the VAE writes each report back from its latent (the tokenizer is uncased)."""
     vae = tiny_vae()
     vae.fit_vocabulary(TEXTS)
-    trainer = objective_trainer(vae, [{"text": t} for t in TEXTS] * 8, tmp_path, 300, {"text": "texts"},
-                                {"reconstruction": 1.0, "kl": 1e-3}, sample_every=300)
+    trainer = objective_trainer(
+        vae,
+        [{"text": t} for t in TEXTS] * 8,
+        tmp_path,
+        300,
+        {"text": "texts"},
+        {"reconstruction": 1.0, "kl": 1e-3},
+        sample_every=300,
+    )
     trainer.run_training()
     vae.eval()
     assert vae.texts(vae(TEXTS)) == [t.lower() for t in TEXTS]
@@ -102,12 +140,17 @@ def test_objective_trainer_checks_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="training_losses"):
         objective_trainer(torch.nn.Linear(2, 2), [{"text": "a"}] * 8, tmp_path, 1, {"text": "texts"}, {"loss": 1.0})
     with pytest.raises(ValueError, match="ramp_iterations"):
-        objective_trainer(vae, [{"text": "a"}] * 8, tmp_path, 1, {"text": "texts"}, {"kl": 1.0}, ramp_iterations={"other": 5})
-    trainer = objective_trainer(vae, [{"text": "a"}] * 8, tmp_path, 1, {"text": "texts"}, {"kl": 0.5},
-                                ramp_iterations={"kl": 10})
+        objective_trainer(
+            vae, [{"text": "a"}] * 8, tmp_path, 1, {"text": "texts"}, {"kl": 1.0}, ramp_iterations={"other": 5}
+        )
+    trainer = objective_trainer(
+        vae, [{"text": "a"}] * 8, tmp_path, 1, {"text": "texts"}, {"kl": 0.5}, ramp_iterations={"kl": 10}
+    )
     assert trainer.weight("kl", 5) == pytest.approx(0.25) and trainer.weight("kl", 20) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="gave no"):
-        objective_trainer(vae, [{"text": "a"}] * 8, tmp_path / "b", 1, {"text": "texts"}, {"missing": 1.0}).run_training()
+        objective_trainer(
+            vae, [{"text": "a"}] * 8, tmp_path / "b", 1, {"text": "texts"}, {"missing": 1.0}
+        ).run_training()
 
 
 def test_objective_trainer_resumes_exactly(tmp_path):
@@ -127,7 +170,7 @@ def test_objective_trainer_resumes_exactly(tmp_path):
         assert torch.equal(a, b), name
 
 
-# ---- aligned condition space ------------------------------------------------------------------------------------------
+# ---- aligned condition space -----------------------------------------------------------------------------------
 def paired_studies(n: int, seed: int = 0) -> list[dict]:
     """Studies whose frontal, lateral and pooled text share a hidden finding (brightness pattern / text direction)."""
     rng = np.random.default_rng(seed)
@@ -140,8 +183,14 @@ def paired_studies(n: int, seed: int = 0) -> list[dict]:
         lateral = rng.normal(0, 0.1, (1, 16, 16)).astype(np.float32)
         lateral[0, k * 4 : k * 4 + 4, :] += 1.0
         text = (directions[k] + rng.normal(0, 0.1, 16)).astype(np.float32)
-        studies.append({"frontal": torch.from_numpy(frontal), "lateral": torch.from_numpy(lateral),
-                        "report_pooled": torch.from_numpy(text), "finding": k})
+        studies.append(
+            {
+                "frontal": torch.from_numpy(frontal),
+                "lateral": torch.from_numpy(lateral),
+                "report_pooled": torch.from_numpy(text),
+                "finding": k,
+            }
+        )
     return studies
 
 
@@ -185,9 +234,18 @@ def test_alignment_training_pairs_the_modalities_of_one_study(tmp_path):
 
 # ---- streams ---------------------------------------------------------------------------------------------------------
 def tiny_unet(context: int = 8) -> DiffusionModelUNet:
-    return DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, channels=(16, 32), attention_levels=(False, True),
-                              num_res_blocks=1, num_head_channels=16, norm_num_groups=8, with_conditioning=True,
-                              cross_attention_dim=context)
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=4,
+        out_channels=4,
+        channels=(16, 32),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        num_head_channels=16,
+        norm_num_groups=8,
+        with_conditioning=True,
+        cross_attention_dim=context,
+    )
 
 
 SHAPES = {"frontal": (4, 4, 4), "lateral": (4, 4, 4), "report": (1, 8)}
@@ -195,8 +253,11 @@ SHAPES = {"frontal": (4, 4, 4), "lateral": (4, 4, 4), "report": (1, 8)}
 
 def tiny_joint(**kwargs) -> JointDiffusion:
     torch.manual_seed(0)
-    streams = {"frontal": tiny_unet(), "lateral": tiny_unet(),
-               "report": VectorDiffusionNet(latent_dim=8, channels=(32, 16), cross_attention_dim=8, attention_tokens=2)}
+    streams = {
+        "frontal": tiny_unet(),
+        "lateral": tiny_unet(),
+        "report": VectorDiffusionNet(latent_dim=8, channels=(32, 16), cross_attention_dim=8, attention_tokens=2),
+    }
     for net in streams.values():  # MONAI zero-initialises the output layer; a trained stream's is not
         last = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))][-1]
         torch.nn.init.normal_(last.weight, std=0.1)
@@ -259,12 +320,24 @@ def test_joint_diffusion_publishes_the_environment_alignment_in_training():
 
 def tiny_stream_autoencoder(vae: ReportVAE) -> StreamAutoencoder:
     torch.manual_seed(0)
-    image = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), latent_channels=4,
-                          num_res_blocks=1, attention_levels=(False, False), norm_num_groups=4,
-                          with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
-    return StreamAutoencoder({"frontal": image, "lateral": image, "report": vae},
-                             {"frontal": (1, 8, 8), "lateral": (1, 8, 8), "report": (24,)}, SHAPES,
-                             {"frontal": 1.0, "lateral": 2.0, "report": 0.5})
+    image = AutoencoderKL(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 16),
+        latent_channels=4,
+        num_res_blocks=1,
+        attention_levels=(False, False),
+        norm_num_groups=4,
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
+    return StreamAutoencoder(
+        {"frontal": image, "lateral": image, "report": vae},
+        {"frontal": (1, 8, 8), "lateral": (1, 8, 8), "report": (24,)},
+        SHAPES,
+        {"frontal": 1.0, "lateral": 2.0, "report": 0.5},
+    )
 
 
 def test_stream_autoencoder_packs_every_stream_and_shares_autoencoders():
@@ -294,7 +367,9 @@ def test_stream_transforms():
         TokenizeReportd(vae)({"id": "s1", "text": 3})
     encoders = tiny_encoders()
     study = paired_studies(1)[0]
-    embedded = AlignedEmbeddingsd(encoders, {"frontal": "frontal", "lateral": "lateral", "report": "report_pooled"})(study)
+    embedded = AlignedEmbeddingsd(encoders, {"frontal": "frontal", "lateral": "lateral", "report": "report_pooled"})(
+        study
+    )
     assert embedded["report_embedding"].shape == (8,)
     with pytest.raises(ValueError, match="not among"):
         AlignedEmbeddingsd(encoders, {"audio": "frontal"})
@@ -313,7 +388,7 @@ def test_stream_transforms():
     assert packed["streams"].shape == (256 + 24,)
 
 
-# ---- the joint stage ---------------------------------------------------------------------------------------------------
+# ---- the joint stage -------------------------------------------------------------------------------------------
 def test_joint_stream_trainer_trains_only_connectors_and_resumes_exactly(tmp_path):
     vae = tiny_vae(latent_dim=8)
     vae.fit_vocabulary(TEXTS)
@@ -324,22 +399,37 @@ def test_joint_stream_trainer_trains_only_connectors_and_resumes_exactly(tmp_pat
         for i, study in enumerate(paired_studies(16)):
             item = {**study, "text": TEXTS[i % 4]}
             item = TokenizeReportd(vae)(item)
-            item = AlignedEmbeddingsd(encoders, {"frontal": "frontal", "lateral": "lateral", "report": "report_pooled"})(item)
+            item = AlignedEmbeddingsd(
+                encoders, {"frontal": "frontal", "lateral": "lateral", "report": "report_pooled"}
+            )(item)
             item["frontal"], item["lateral"] = item["frontal"][:, :8, :8], item["lateral"][:, :8, :8]
             items.append(PackStreamsd(["frontal", "lateral", "report_ids"])(item))
         return [{k: v for k, v in item.items() if k == "streams" or k.endswith("_embedding")} for item in items]
 
     data = dataset()
-    tasks = [{"inputs": ["report"], "outputs": ["frontal", "lateral"]}, {"inputs": ["frontal"], "outputs": ["lateral", "report"]}]
+    tasks = [
+        {"inputs": ["report"], "outputs": ["frontal", "lateral"]},
+        {"inputs": ["frontal"], "outputs": ["lateral", "report"]},
+    ]
 
     def run(out, iterations):
         joint = tiny_joint()
         streams = tiny_stream_autoencoder(vae)
         optimizer = torch.optim.AdamW(joint.joint_parameters(), 1e-3)
-        trainer = JointStreamTrainer(joint, optimizer, IndexedBatches(data, 4, seed=0),
-                                     RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True), streams,
-                                     tasks=tasks, latent_cache=True, max_iterations=iterations, output_dir=out,
-                                     progress=False, tensorboard=False, ema_decay=None)
+        trainer = JointStreamTrainer(
+            joint,
+            optimizer,
+            IndexedBatches(data, 4, seed=0),
+            RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=True),
+            streams,
+            tasks=tasks,
+            latent_cache=True,
+            max_iterations=iterations,
+            output_dir=out,
+            progress=False,
+            tensorboard=False,
+            ema_decay=None,
+        )
         trainer.run_training()
         return joint, trainer
 
@@ -347,11 +437,20 @@ def test_joint_stream_trainer_trains_only_connectors_and_resumes_exactly(tmp_pat
     straight, trainer = run(tmp_path / "a", 6)
     assert set(trainer.state.output) >= {"loss", "environment_alignment"}
     assert all(torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("streams."))
-    assert any(not torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("coupling.connectors."))
+    assert any(
+        not torch.equal(v, before[k]) for k, v in straight.state_dict().items() if k.startswith("coupling.connectors.")
+    )
     run(tmp_path / "b", 3)
     resumed, _ = run(tmp_path / "b", 6)
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
     with pytest.raises(ValueError, match="two or more"):
-        JointStreamTrainer(tiny_joint(), torch.optim.SGD(tiny_joint().joint_parameters(), 0.1),
-                           IndexedBatches(data, 4), RFlowScheduler(), tiny_stream_autoencoder(vae),
-                           tasks=[{"inputs": ["report"], "outputs": ["frontal"]}], max_iterations=1, output_dir=tmp_path / "c")
+        JointStreamTrainer(
+            tiny_joint(),
+            torch.optim.SGD(tiny_joint().joint_parameters(), 0.1),
+            IndexedBatches(data, 4),
+            RFlowScheduler(),
+            tiny_stream_autoencoder(vae),
+            tasks=[{"inputs": ["report"], "outputs": ["frontal"]}],
+            max_iterations=1,
+            output_dir=tmp_path / "c",
+        )

@@ -11,7 +11,15 @@ import torch
 import torch.nn as nn
 
 from medgen_monai.metrics import attribute_accuracy, diversity, feature_extractor, fid, load_audit, train_audit
-from medgen_monai.metrics.audit import BELOW_TARGET, WEIGHTS_DIR, AuditNet, AuditSpec, audit_spec, audit_units, parse_unit
+from medgen_monai.metrics.audit import (
+    BELOW_TARGET,
+    WEIGHTS_DIR,
+    AuditNet,
+    AuditSpec,
+    audit_spec,
+    audit_units,
+    parse_unit,
+)
 from medgen_monai.metrics.diversity import ms_ssim_settings
 from medgen_monai.metrics.fid import resnet50_extractor
 from medgen_monai.metrics.negatives import NEGATIVE_FAMILIES
@@ -73,7 +81,7 @@ def net_heads(unit: str) -> list[str]:
 def test_train_audit_writes_loadable_weights(quick_weights):
     out, reports = quick_weights
     assert set(reports) == {"cxr_frontal", "cxr_lateral"}
-    for unit, report in reports.items():
+    for unit, _report in reports.items():
         weights = out / f"audit_{unit}.pt"
         assert weights.stat().st_size < 5_000_000
         assert (out / f"audit_{unit}.png").stat().st_size > 0
@@ -130,7 +138,9 @@ def test_attribute_accuracy_counts_what_the_audit_reads_back():
     assert result["per_attribute"] == {"heart_size": pytest.approx(2 / 3)}
     assert result["support"] == {"heart_size": 3} and result["n"] == 4
     # multi-label kind: value 1 of every per-class head is "present"
-    result = attribute_accuracy(images[:2], [{}, {}], labels=[("Cardiomegaly",), ("Cardiomegaly", "Pleural Effusion")], audit=net)
+    result = attribute_accuracy(
+        images[:2], [{}, {}], labels=[("Cardiomegaly",), ("Cardiomegaly", "Pleural Effusion")], audit=net
+    )
     assert result["per_attribute"]["label:Cardiomegaly"] == 1.0
     assert result["per_attribute"]["label:Pleural Effusion"] == 0.5
     assert result["per_attribute"]["label:No Finding"] == 0.0
@@ -183,7 +193,9 @@ def test_fid_extractor_from_resnet50_state_dict(tmp_path):
     from monai.networks.nets import resnet50
 
     weights = tmp_path / "resnet50.pt"
-    torch.save({f"module.{k}": v for k, v in resnet50(spatial_dims=2, n_input_channels=3).state_dict().items()}, weights)
+    torch.save(
+        {f"module.{k}": v for k, v in resnet50(spatial_dims=2, n_input_channels=3).state_dict().items()}, weights
+    )
     extract = feature_extractor(weights, size=(32, 32))
     grey = np.random.default_rng(1).integers(0, 255, size=(3, 40, 40), dtype=np.uint8)
     assert extract(grey).shape == (3, 2048)  # grey repeated to the 3 channels the ResNet expects

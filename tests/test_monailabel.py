@@ -29,9 +29,17 @@ BUNDLES = ROOT / "bundles"
 DERM = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
 
-@pytest.mark.parametrize("name, kind", [("ldm_label_derm", "class"), ("vap_diffusion_derm", "description"),
-                                        ("vap_diffusion_colon", "description"), ("vap_diffusion_cxr", "description"),
-                                        ("ccella_prostate_mri", "report"), ("medcodim_cxr", "streams")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("ldm_label_derm", "class"),
+        ("vap_diffusion_derm", "description"),
+        ("vap_diffusion_colon", "description"),
+        ("vap_diffusion_cxr", "description"),
+        ("ccella_prostate_mri", "report"),
+        ("medcodim_cxr", "streams"),
+    ],
+)
 def test_every_bundle_has_a_request_kind(name, kind):
     assert bundle_kind(BUNDLES / name) == kind
 
@@ -42,12 +50,29 @@ def test_bundle_kind_refuses_a_folder_that_is_not_a_bundle(tmp_path):
 
 
 def test_a_class_request_maps_to_overrides_and_ignores_monai_labels_own_keys():
-    request = {"model": "ldm_label_derm", "image": "", "description": "the model's description (MONAI Label's)",
-               "label_tag": "original", "save_label": False, "category": "MEL", "n": "2", "seed": 3,
-               "num_inference_steps": 2, "guidance_scale": "1.5", "eta": 0, "device": "cpu"}
+    request = {
+        "model": "ldm_label_derm",
+        "image": "",
+        "description": "the model's description (MONAI Label's)",
+        "label_tag": "original",
+        "save_label": False,
+        "category": "MEL",
+        "n": "2",
+        "seed": 3,
+        "num_inference_steps": 2,
+        "guidance_scale": "1.5",
+        "eta": 0,
+        "device": "cpu",
+    }
     assert request_overrides(request, "class", DERM) == {
-        "n": 2, "seed": 3, "num_inference_steps": 2, "guidance_scale": 1.5, "eta": 0.0, "device": torch.device("cpu"),
-        "category": ["MEL"]}
+        "n": 2,
+        "seed": 3,
+        "num_inference_steps": 2,
+        "guidance_scale": 1.5,
+        "eta": 0.0,
+        "device": torch.device("cpu"),
+        "category": ["MEL"],
+    }
 
 
 def test_defaults_one_output_per_request_and_blank_fields_count_as_not_given():
@@ -74,35 +99,44 @@ def test_free_text_is_de_identified_before_it_reaches_the_workflow():
 
 def test_report_and_stream_requests_map_to_their_config_ids():
     assert request_overrides({"report": "PI-RADS 5 lesion", "spacing": "1,1,2.5", "n": 2}, "report") == {
-        "n": 2, "report": "PI-RADS 5 lesion", "spacing": [1.0, 1.0, 2.5]}
+        "n": 2,
+        "report": "PI-RADS 5 lesion",
+        "spacing": [1.0, 1.0, 2.5],
+    }
     assert request_overrides({"inputs": {"frontal": "views/f.png"}, "outputs": ["report"]}, "streams") == {
-        "n": 1, "inputs": {"frontal": "views/f.png"}, "outputs": ["report"]}
+        "n": 1,
+        "inputs": {"frontal": "views/f.png"},
+        "outputs": ["report"],
+    }
 
 
-@pytest.mark.parametrize("request_, kind, field", [
-    ({"n": 0}, "class", "n"),
-    ({"n": "two"}, "class", "n"),
-    ({"n": True}, "class", "n"),
-    ({"n": 3}, "class", "n"),  # 3 per class for all 7 classes: 21 outputs, more than 16
-    ({"seed": -1}, "class", "seed"),
-    ({"num_inference_steps": 1.5}, "class", "num_inference_steps"),
-    ({"guidance_scale": "strong"}, "class", "guidance_scale"),
-    ({"eta": 2}, "class", "eta"),
-    ({"device": "tpu"}, "class", "device"),
-    ({"device": 0}, "class", "device"),
-    ({"category": "melanoma"}, "class", "category"),
-    ({"category": 3}, "description", "category"),
-    ({"prompt": "a nodule"}, "class", "prompt"),
-    ({"prompt": ["a nodule"]}, "description", "prompt"),
-    ({"report": "text"}, "description", "report"),
-    ({"category": "MEL"}, "report", "category"),
-    ({"report": 5}, "report", "report"),
-    ({"spacing": [1, 1]}, "report", "spacing"),
-    ({"spacing": "1,0,1"}, "report", "spacing"),
-    ({"inputs": ["frontal"]}, "streams", "inputs"),
-    ({"outputs": ["frontal", ""]}, "streams", "outputs"),
-    ({"inputs": {"frontal": "f.png"}}, "class", "inputs"),
-])
+@pytest.mark.parametrize(
+    "request_, kind, field",
+    [
+        ({"n": 0}, "class", "n"),
+        ({"n": "two"}, "class", "n"),
+        ({"n": True}, "class", "n"),
+        ({"n": 3}, "class", "n"),  # 3 per class for all 7 classes: 21 outputs, more than 16
+        ({"seed": -1}, "class", "seed"),
+        ({"num_inference_steps": 1.5}, "class", "num_inference_steps"),
+        ({"guidance_scale": "strong"}, "class", "guidance_scale"),
+        ({"eta": 2}, "class", "eta"),
+        ({"device": "tpu"}, "class", "device"),
+        ({"device": 0}, "class", "device"),
+        ({"category": "melanoma"}, "class", "category"),
+        ({"category": 3}, "description", "category"),
+        ({"prompt": "a nodule"}, "class", "prompt"),
+        ({"prompt": ["a nodule"]}, "description", "prompt"),
+        ({"report": "text"}, "description", "report"),
+        ({"category": "MEL"}, "report", "category"),
+        ({"report": 5}, "report", "report"),
+        ({"spacing": [1, 1]}, "report", "spacing"),
+        ({"spacing": "1,0,1"}, "report", "spacing"),
+        ({"inputs": ["frontal"]}, "streams", "inputs"),
+        ({"outputs": ["frontal", ""]}, "streams", "outputs"),
+        ({"inputs": {"frontal": "f.png"}}, "class", "inputs"),
+    ],
+)
 def test_bad_fields_are_refused_by_name(request_, kind, field):
     with pytest.raises(ValueError, match=rf"^{field}:"):
         request_overrides(request_, kind, DERM)
@@ -136,8 +170,16 @@ def test_a_task_refuses_bad_arguments(tmp_path):
 
 def test_a_request_runs_the_bundles_inference_workflow_and_returns_the_image_and_its_sidecar(tmp_path):
     task = GenerationTask(BUNDLES / "ldm_label_derm", tmp_path / "generated")
-    request = {"model": "ldm_label_derm", "image": "", "description": task.description, "device": "cuda",
-               "category": "MEL", "n": 1, "seed": 5, "num_inference_steps": 2}
+    request = {
+        "model": "ldm_label_derm",
+        "image": "",
+        "description": task.description,
+        "device": "cuda",
+        "category": "MEL",
+        "n": 1,
+        "seed": 5,
+        "num_inference_steps": 2,
+    }
     copy, result = task(request)
     try:
         generated = Path(result["file"])
@@ -149,9 +191,12 @@ def test_a_request_runs_the_bundles_inference_workflow_and_returns_the_image_and
         assert sidecar == json.loads(generated.with_suffix(".json").read_text())
         assert (sidecar["id"], sidecar["category"], sidecar["seed"], sidecar["steps"]) == ("MEL_000005", "MEL", 5, 2)
         assert sidecar["bundle"]["name"] == "ldm_label_derm" and set(sidecar["bundle"]["weights_sha256"]) == {
-            "autoencoder.pt", "diffusion.pt"}
-        assert result["outputs"] == [{"id": "MEL_000005", "files": {"png": str(generated),
-                                                                    "sidecar": str(generated.with_suffix(".json"))}}]
+            "autoencoder.pt",
+            "diffusion.pt",
+        }
+        assert result["outputs"] == [
+            {"id": "MEL_000005", "files": {"png": str(generated), "sidecar": str(generated.with_suffix(".json"))}}
+        ]
         assert result["overrides"]["category"] == ["MEL"] and result["kind"] == "class"
         json.dumps(result)  # MONAI Label sends it as JSON
     finally:
@@ -181,8 +226,10 @@ def test_infer_tasks_names_unknown_bundles_before_it_needs_monailabel(tmp_path):
 
 
 def test_the_package_never_imports_monailabel_by_itself():
-    code = ("import sys, medgen_monai.integrations.monailabel as m; "
-            "assert not [k for k in sys.modules if k.split('.')[0] == 'monailabel'], 'monailabel imported'")
+    code = (
+        "import sys, medgen_monai.integrations.monailabel as m; "
+        "assert not [k for k in sys.modules if k.split('.')[0] == 'monailabel'], 'monailabel imported'"
+    )
     run = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 

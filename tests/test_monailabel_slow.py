@@ -84,8 +84,14 @@ def test_monai_label_infer_tasks_generate_with_the_shipped_bundles(infer_task_cl
     task = tasks["ldm_label_derm"]
     # as MONAILabelApp.infer hands a request to its task: the client's fields, the image id resolved by the
     # datastore ("" for none), the task's description written over the request's, save_label off
-    request = {"model": "ldm_label_derm", "image": "", "device": "cuda", "save_label": False, **REQUEST,
-               "description": task.description}
+    request = {
+        "model": "ldm_label_derm",
+        "image": "",
+        "device": "cuda",
+        "save_label": False,
+        **REQUEST,
+        "description": task.description,
+    }
     file, result = task(request)
     try:
         _check_result(file, result, out)
@@ -109,8 +115,12 @@ def test_the_monai_label_app_answers_an_infer_request(infer_task_class, tmp_path
     studies.mkdir()
     out = tmp_path / "generated"
     app = app_instance(str(ROOT / "apps" / "monailabel"), str(studies), {"output_dir": str(out)})
-    assert sorted(app.info()["models"]) == ["ldm_label_derm", "vap_diffusion_colon", "vap_diffusion_cxr",
-                                            "vap_diffusion_derm"]
+    assert sorted(app.info()["models"]) == [
+        "ldm_label_derm",
+        "vap_diffusion_colon",
+        "vap_diffusion_cxr",
+        "vap_diffusion_derm",
+    ]
     answer = app.infer({"model": "ldm_label_derm", **REQUEST})
     try:
         _check_result(answer["file"], answer["params"], out)

@@ -39,22 +39,37 @@ ALL_BUNDLES = sorted(p.parents[1].name for p in BUNDLES.glob("*/configs/inferenc
 INIT = "$medgen_monai.engines.init_distributed(@backend, @device)"
 # every rank dumps its trainer's whole state (what a checkpoint holds) after the run
 DUMP = "$torch.save(@train#trainer.state_for_checkpoint(), @dump_dir + '/rank%d.pt' % medgen_monai.engines.get_rank())"
-TINY_UNET = {"network_def#channels": [8, 16, 16], "network_def#attention_levels": [False, True, True],
-             "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8,
-             "network_def#prototype_heads": 2, "network_def#prototype_tokens": 4}
+TINY_UNET = {
+    "network_def#channels": [8, 16, 16],
+    "network_def#attention_levels": [False, True, True],
+    "network_def#num_head_channels": 8,
+    "network_def#norm_num_groups": 8,
+    "network_def#prototype_heads": 2,
+    "network_def#prototype_tokens": 4,
+}
 TINY_AUTOENCODER = {"autoencoder_def#channels": [8, 16], "autoencoder_def#norm_num_groups": 4}
 # a patch discriminator with instance norm (per sample: shards of a batch see what the whole batch sees)
 DISCRIMINATOR = {
-    "discriminator": {"_target_": "monai.networks.nets.PatchDiscriminator", "spatial_dims": 2, "num_layers_d": 1,
-                      "channels": 8, "in_channels": "@image_channels", "out_channels": 1, "norm": "INSTANCE"},
+    "discriminator": {
+        "_target_": "monai.networks.nets.PatchDiscriminator",
+        "spatial_dims": 2,
+        "num_layers_d": 1,
+        "channels": 8,
+        "in_channels": "@image_channels",
+        "out_channels": 1,
+        "norm": "INSTANCE",
+    },
     "discriminator_optimizer": {"_target_": "torch.optim.Adam", "params": "$@discriminator.parameters()", "lr": 1e-3},
-    "train#trainer#discriminator": "@discriminator", "train#trainer#discriminator_optimizer": "@discriminator_optimizer",
+    "train#trainer#discriminator": "@discriminator",
+    "train#trainer#discriminator_optimizer": "@discriminator_optimizer",
 }
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
 def stages(bundle: str) -> list[str]:
-    return sorted(p.stem[len("train_"):] for p in (BUNDLES / bundle / "configs").glob("train_*.json") if p.stem != "train_common")
+    return sorted(
+        p.stem[len("train_") :] for p in (BUNDLES / bundle / "configs").glob("train_*.json") if p.stem != "train_common"
+    )
 
 
 def copy_bundle(bundle: str, tmp: Path) -> Path:
@@ -75,11 +90,32 @@ def overrides(path: Path, dump_dir: Path, **values: Any) -> Path:
 def torchrun(root: Path, configs: list[str], extra: Path, nproc: int = 2) -> None:
     """``python -m torch.distributed.run --nproc_per_node <nproc> -m monai.bundle run`` from the bundle folder."""
     files = [f"configs/{name}" for name in configs] + [str(extra)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "-m", "monai.bundle", "run", "--config_file", repr(files), "--meta_file", "configs/metadata.json",
-               "--bundle_root", "."]
-    run = subprocess.run(command, check=False, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(files),
+        "--meta_file",
+        "configs/metadata.json",
+        "--bundle_root",
+        ".",
+    ]
+    run = subprocess.run(
+        command,
+        check=False,
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
 
 
@@ -210,8 +246,16 @@ def test_only_rank_0_writes_checkpoints_samples_and_tensorboard(tmp_path):
 
     def trainer(out: Path) -> AutoencoderTrainer:
         network = tiny_autoencoder()
-        return AutoencoderTrainer(network, torch.optim.Adam(network.parameters(), 1e-3), IndexedBatches(toy_dataset(), 4),
-                                  max_iterations=2, output_dir=out, sample_every=1, checkpoint_every=1, progress=False)
+        return AutoencoderTrainer(
+            network,
+            torch.optim.Adam(network.parameters(), 1e-3),
+            IndexedBatches(toy_dataset(), 4),
+            max_iterations=2,
+            output_dir=out,
+            sample_every=1,
+            checkpoint_every=1,
+            progress=False,
+        )
 
     main, other = trainer(tmp_path / "rank0"), trainer(tmp_path / "rank1")
     other.rank = 1  # as rank 1 of a run (its world of one needs no collectives)
@@ -231,8 +275,13 @@ def test_a_distributed_data_parallel_wrapper_is_refused(tmp_path):
     try:
         network = torch.nn.parallel.DistributedDataParallel(tiny_autoencoder())
         with pytest.raises(ValueError, match="network: pass the plain module"):
-            AutoencoderTrainer(network, torch.optim.Adam(network.parameters()), IndexedBatches(toy_dataset(), 4),
-                               max_iterations=1, output_dir=tmp_path)
+            AutoencoderTrainer(
+                network,
+                torch.optim.Adam(network.parameters()),
+                IndexedBatches(toy_dataset(), 4),
+                max_iterations=1,
+                output_dir=tmp_path,
+            )
     finally:
         dist.destroy_process_group()
 
@@ -251,17 +300,36 @@ def derm(tmp_path_factory) -> dict[str, Path]:
 def test_vap_diffusion_on_two_ranks_trains_what_one_process_trains_and_only_rank_0_writes(derm, tmp_path):
     bundle = copy_bundle("vap_diffusion_derm", tmp_path)
     configs = ["inference.json", "train_common.json", "train_diffusion.json"]
-    common = {"dataset_dir": str(derm["data"]), "bank_dir": str(derm["bank"]), "max_iterations": 2, "train_batch_size": 4,
-              "sample_every": 2, "checkpoint_every": 100, "progress": False, **TINY_UNET}
+    common = {
+        "dataset_dir": str(derm["data"]),
+        "bank_dir": str(derm["bank"]),
+        "max_iterations": 2,
+        "train_batch_size": 4,
+        "sample_every": 2,
+        "checkpoint_every": 100,
+        "progress": False,
+        **TINY_UNET,
+    }
     two = tmp_path / "two"
     # every rank is given a folder and weights file of its own: rank 1's stay unwritten
     rank = "medgen_monai.engines.get_rank()"
-    torchrun(bundle, [*configs, "multi_gpu_train.json"],
-             overrides(tmp_path / "two.json", two, train_dir=f"$'{two}/train_rank%d' % {rank}",
-                       trained_model_dir=f"$'{two}/models_rank%d' % {rank}", **common))
+    torchrun(
+        bundle,
+        [*configs, "multi_gpu_train.json"],
+        overrides(
+            tmp_path / "two.json",
+            two,
+            train_dir=f"$'{two}/train_rank%d' % {rank}",
+            trained_model_dir=f"$'{two}/models_rank%d' % {rank}",
+            **common,
+        ),
+    )
     one = tmp_path / "one"
-    single(bundle, configs, overrides(tmp_path / "one.json", one, train_dir=str(one / "train"),
-                                      trained_model_dir=str(one), **common))
+    single(
+        bundle,
+        configs,
+        overrides(tmp_path / "one.json", one, train_dir=str(one / "train"), trained_model_dir=str(one), **common),
+    )
 
     assert not (two / "train_rank1").exists() and not (two / "models_rank1").exists()
     assert len(list((two / "train_rank0" / "tensorboard").iterdir())) == 1
@@ -271,7 +339,9 @@ def test_vap_diffusion_on_two_ranks_trains_what_one_process_trains_and_only_rank
     assert_identical(checkpoint(two / "train_rank0"), states[0], "checkpoint vs rank 0")
     reference = dumped(one, 0)
     # the plain module's keys (no DDP "module." prefix), the same as one process's checkpoint
-    assert list(states[0]["network"]) == list(reference["network"]) and not any(k.startswith("module.") for k in states[0]["network"])
+    assert list(states[0]["network"]) == list(reference["network"]) and not any(
+        k.startswith("module.") for k in states[0]["network"]
+    )
     assert list(states[0]["ema"]) == list(reference["ema"])
     assert torch.equal(states[0]["generator"], reference["generator"])  # every draw was made for the whole batch
     assert states[0]["extra"]["scale_factor"] == pytest.approx(reference["extra"]["scale_factor"], rel=1e-5)
@@ -286,31 +356,76 @@ def test_autoencoder_stage_on_two_ranks_resumes_the_checkpoint_and_trains_what_o
     one process, then both ranks resume from its checkpoint, against one process resuming from the same one."""
     bundle = copy_bundle("vap_diffusion_derm", tmp_path)
     configs = ["inference.json", "train_common.json", "train_autoencoder.json"]
-    common = {"dataset_dir": str(derm["data"]), "train_batch_size": 4, "sample_every": 2, "checkpoint_every": 100,
-              "progress": False, **TINY_AUTOENCODER, **DISCRIMINATOR}
+    common = {
+        "dataset_dir": str(derm["data"]),
+        "train_batch_size": 4,
+        "sample_every": 2,
+        "checkpoint_every": 100,
+        "progress": False,
+        **TINY_AUTOENCODER,
+        **DISCRIMINATOR,
+    }
     first = tmp_path / "first"
-    single(bundle, configs, overrides(tmp_path / "first.json", first, max_iterations=1, train_dir=str(first / "train"),
-                                      trained_model_dir=str(first), **common))
+    single(
+        bundle,
+        configs,
+        overrides(
+            tmp_path / "first.json",
+            first,
+            max_iterations=1,
+            train_dir=str(first / "train"),
+            trained_model_dir=str(first),
+            **common,
+        ),
+    )
     two, one = tmp_path / "two", tmp_path / "one"
     for folder in (two, one):
         shutil.copytree(first / "train", folder / "train")
-    torchrun(bundle, [*configs, "multi_gpu_train.json"],
-             overrides(tmp_path / "two.json", two, max_iterations=2, train_dir=str(two / "train"),
-                       trained_model_dir=str(two), **common))
-    single(bundle, configs, overrides(tmp_path / "one.json", one, max_iterations=2, train_dir=str(one / "train"),
-                                      trained_model_dir=str(one), **common))
+    torchrun(
+        bundle,
+        [*configs, "multi_gpu_train.json"],
+        overrides(
+            tmp_path / "two.json",
+            two,
+            max_iterations=2,
+            train_dir=str(two / "train"),
+            trained_model_dir=str(two),
+            **common,
+        ),
+    )
+    single(
+        bundle,
+        configs,
+        overrides(
+            tmp_path / "one.json",
+            one,
+            max_iterations=2,
+            train_dir=str(one / "train"),
+            trained_model_dir=str(one),
+            **common,
+        ),
+    )
 
     states = [dumped(two, 0), dumped(two, 1)]
     assert states[0]["iteration"] == 2 and "discriminator" in states[0]["extra"]
     assert_identical(states[0], states[1], "rank 0 vs rank 1")
     assert_identical(checkpoint(two / "train"), states[0], "checkpoint vs rank 0")
     # the resumed run's TensorBoard file, beside the first run's: rank 0's only
-    assert len(list((two / "train" / "tensorboard").iterdir())) == len(list((first / "train" / "tensorboard").iterdir())) + 1
+    assert (
+        len(list((two / "train" / "tensorboard").iterdir()))
+        == len(list((first / "train" / "tensorboard").iterdir())) + 1
+    )
     reference = dumped(one, 0)
     assert torch.equal(states[0]["generator"], reference["generator"])
     assert_trains_alike(states[0]["network"], reference["network"], lr=1e-3, iterations=2)
     assert_trains_alike(states[0]["extra"]["discriminator"], reference["extra"]["discriminator"], lr=1e-3, iterations=2)
-    assert list(load_weights(two / "autoencoder.pt").keys()) == ["iterations", "train_seconds", "threads", "device", "processes"]
+    assert list(load_weights(two / "autoencoder.pt").keys()) == [
+        "iterations",
+        "train_seconds",
+        "threads",
+        "device",
+        "processes",
+    ]
 
 
 # ---- the engine under torchrun: rank 0's state everywhere, resume from a 2-rank checkpoint -------------------------
@@ -327,9 +442,16 @@ def _toy_ranks(out: Path) -> None:
         discriminator = PatchDiscriminator(spatial_dims=2, num_layers_d=1, channels=8, in_channels=1, out_channels=1)
         network = tiny_autoencoder()
         trainer = AutoencoderTrainer(
-            network, torch.optim.Adam(network.parameters(), 1e-3), IndexedBatches(toy_dataset(), 4),
-            discriminator=discriminator, discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), 1e-3),
-            max_iterations=iterations, output_dir=out / "ae", checkpoint_every=2, progress=False)
+            network,
+            torch.optim.Adam(network.parameters(), 1e-3),
+            IndexedBatches(toy_dataset(), 4),
+            discriminator=discriminator,
+            discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), 1e-3),
+            max_iterations=iterations,
+            output_dir=out / "ae",
+            checkpoint_every=2,
+            progress=False,
+        )
         trainer.run_training()
         diffusion = ldm_trainer(out / "ldm", max_iterations=iterations + 1, checkpoint_every=100, latent_cache=True)
         diffusion.run_training()
@@ -345,9 +467,25 @@ def test_engine_ranks_start_from_rank_0_and_resume_from_its_checkpoint(tmp_path)
     one process's uninterrupted run."""
     from test_trainer import ldm_trainer
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, str(tmp_path)]
-    run = subprocess.run(command, check=False, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                         timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        __file__,
+        str(tmp_path),
+    ]
+    run = subprocess.run(
+        command,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-6000:]
     for name in ("ae", "ldm"):
         ranks = [torch.load(tmp_path / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
@@ -361,26 +499,44 @@ def test_engine_ranks_start_from_rank_0_and_resume_from_its_checkpoint(tmp_path)
 
 
 # ---- every other bundle and stage on two ranks -------------------------------------------------------------------
-SLOW_STAGES = [(b, s) for b in TRAINING_BUNDLES for s in stages(b)
-               if (b, s) not in {("vap_diffusion_derm", "diffusion"), ("vap_diffusion_derm", "autoencoder")}]
+SLOW_STAGES = [
+    (b, s)
+    for b in TRAINING_BUNDLES
+    for s in stages(b)
+    if (b, s) not in {("vap_diffusion_derm", "diffusion"), ("vap_diffusion_derm", "autoencoder")}
+]
 # stages that load weights of earlier ones the bundle does not ship: trained first, in one process
-PREREQUISITES = {("ccella_prostate_mri", "diffusion"): [("autoencoder", {})],
-                 ("medcodim_cxr", "stream"): [("autoencoder", {}), ("report_vae", {}), ("alignment", {})],
-                 ("medcodim_cxr", "joint"): [("autoencoder", {}), ("report_vae", {}), ("alignment", {})]
-                 + [("stream", {"stream": s}) for s in ("frontal", "lateral", "report")]}
+PREREQUISITES = {
+    ("ccella_prostate_mri", "diffusion"): [("autoencoder", {})],
+    ("medcodim_cxr", "stream"): [("autoencoder", {}), ("report_vae", {}), ("alignment", {})],
+    ("medcodim_cxr", "joint"): [("autoencoder", {}), ("report_vae", {}), ("alignment", {})]
+    + [("stream", {"stream": s}) for s in ("frontal", "lateral", "report")],
+}
 LAYOUTS = {"derm": "isic", "colon": "kvasir", "cxr": "mimic_cxr", "prostate": "picai"}
 
 
 def _tiny(bundle: str, stage: str) -> dict[str, Any]:
     """Tiny networks; a shipped bundle's diffusion stage keeps its autoencoder (it loads the shipped weights)."""
     if bundle.startswith("vap_diffusion_"):
-        levels = len(json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text())["autoencoder_def"]["channels"])
+        levels = len(
+            json.loads((BUNDLES / bundle / "configs" / "inference.json").read_text())["autoencoder_def"]["channels"]
+        )
         autoencoder = {**TINY_AUTOENCODER, "autoencoder_def#channels": [8, 16, 16][:levels]}
         return {**TINY_UNET, **(autoencoder if stage == "autoencoder" else {})}
     if bundle == "ldm_label_derm":
-        unet = {"network_def#channels": [8, 16, 16], "network_def#num_head_channels": 8, "network_def#norm_num_groups": 8}
-        return {**unet, **({"autoencoder_def#channels": [8, 8, 16], "autoencoder_def#norm_num_groups": 4}
-                           if stage == "autoencoder" else {})}
+        unet = {
+            "network_def#channels": [8, 16, 16],
+            "network_def#num_head_channels": 8,
+            "network_def#norm_num_groups": 8,
+        }
+        return {
+            **unet,
+            **(
+                {"autoencoder_def#channels": [8, 8, 16], "autoencoder_def#norm_num_groups": 4}
+                if stage == "autoencoder"
+                else {}
+            ),
+        }
     if bundle == "ccella_prostate_mri":
         from test_bundle_ccella import TINY
 
@@ -397,20 +553,35 @@ def test_every_training_stage_runs_on_two_ranks(bundle, stage, tmp_path):
     copy = copy_bundle(bundle, tmp_path)
     kind = json.loads((BUNDLES / bundle / "configs" / "train_common.json").read_text())["dataset_dir"].split("/")[-1]
     data = write_dataset(LAYOUTS[kind], get_phantom(kind).generate_many(24, seed=11), tmp_path / "data")
-    common: dict[str, Any] = {"dataset_dir": str(data), "train_batch_size": 4, "sample_every": 2, "checkpoint_every": 100,
-                              "progress": False, "train_root": str(copy / "train"),
-                              "trained_model_dir": str(copy / "models"), **_tiny(bundle, stage)}
+    common: dict[str, Any] = {
+        "dataset_dir": str(data),
+        "train_batch_size": 4,
+        "sample_every": 2,
+        "checkpoint_every": 100,
+        "progress": False,
+        "train_root": str(copy / "train"),
+        "trained_model_dir": str(copy / "models"),
+        **_tiny(bundle, stage),
+    }
     if (copy / "bank").is_dir():
         task = get_task(kind)
-        describe_dataset(read_dataset(LAYOUTS[kind], data), task, OracleDescriber(task), tmp_path / "bank", progress=False)
+        describe_dataset(
+            read_dataset(LAYOUTS[kind], data), task, OracleDescriber(task), tmp_path / "bank", progress=False
+        )
         common["bank_dir"] = str(tmp_path / "bank")
     for before, extra in PREREQUISITES.get((bundle, stage), []):
-        single(copy, ["inference.json", "train_common.json", f"train_{before}.json"],
-               overrides(tmp_path / "before.json", tmp_path / "before", max_iterations=1, **common, **extra))
+        single(
+            copy,
+            ["inference.json", "train_common.json", f"train_{before}.json"],
+            overrides(tmp_path / "before.json", tmp_path / "before", max_iterations=1, **common, **extra),
+        )
     run = tmp_path / "two"
     stream = {"stream": "frontal"} if stage == "stream" else {}
-    torchrun(copy, ["inference.json", "train_common.json", f"train_{stage}.json", "multi_gpu_train.json"],
-             overrides(tmp_path / "two.json", run, max_iterations=2, train_dir=str(run / "train"), **common, **stream))
+    torchrun(
+        copy,
+        ["inference.json", "train_common.json", f"train_{stage}.json", "multi_gpu_train.json"],
+        overrides(tmp_path / "two.json", run, max_iterations=2, train_dir=str(run / "train"), **common, **stream),
+    )
     states = [dumped(run, 0), dumped(run, 1)]
     assert states[0]["iteration"] == 2
     assert_identical(states[0], states[1], "rank 0 vs rank 1")

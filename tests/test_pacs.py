@@ -47,7 +47,13 @@ def test_from_url_forms():
     assert isinstance(PacsClient.from_url("dicom://ORTHANC@127.0.0.1:4242"), DimseClient)
     web = PacsClient.from_url("http://127.0.0.1:8042/dicom-web/")
     assert isinstance(web, DicomWebClient) and web.address == "http://127.0.0.1:8042/dicom-web"
-    for bad in ("ftp://host/x", "dicom://127.0.0.1:4242", "dicom://A@host:99999", "dicom://WAY_TOO_LONG_AE_TITLE@h:1", "pacs"):
+    for bad in (
+        "ftp://host/x",
+        "dicom://127.0.0.1:4242",
+        "dicom://A@host:99999",
+        "dicom://WAY_TOO_LONG_AE_TITLE@h:1",
+        "pacs",
+    ):
         with pytest.raises(ValueError, match=r"dicom://AET@host:port .* http\(s\)://host:port"):
             PacsClient.from_url(bad)
     with pytest.raises(ValueError, match="calling_aet"):
@@ -81,15 +87,17 @@ def test_store_find_retrieve(pacs, protocol, inputs, tmp_path):
     studies = client.find_studies()
     assert sorted(s["StudyInstanceUID"] for s in studies) == sorted(originals)
     ct = client.find_studies(PatientID="1CT1")
-    assert [s["StudyInstanceUID"] for s in ct] == [str(originals_ct.StudyInstanceUID) for originals_ct in originals.values()
-                                                   if originals_ct.PatientID == "1CT1"]
+    assert [s["StudyInstanceUID"] for s in ct] == [
+        str(originals_ct.StudyInstanceUID) for originals_ct in originals.values() if originals_ct.PatientID == "1CT1"
+    ]
     assert ct[0]["PatientName"] == "CompressedSamples^CT1" and ct[0]["NumberOfStudyRelatedInstances"] == 1
     assert client.find_studies(PatientID="nobody") == []
 
     for study_uid, original in originals.items():
         instances = client.find_instances(study_uid)
         assert [(i["SOPInstanceUID"], i["SOPClassUID"]) for i in instances] == [
-            (str(original.SOPInstanceUID), str(original.SOPClassUID))]
+            (str(original.SOPInstanceUID), str(original.SOPClassUID))
+        ]
         files = client.retrieve_study(study_uid, tmp_path / protocol / study_uid)
         assert files == [tmp_path / protocol / study_uid / f"{original.SOPInstanceUID}.dcm"]
         assert sorted(p.name for p in files[0].parent.iterdir()) == [files[0].name]  # no temporary file left
@@ -159,9 +167,11 @@ def test_cli_echo_and_store_a_generate_output_folder(pacs, protocol, tmp_path):
     assert pacs_echo(url).endswith("answers")
     bundle = {"name": "test_bundle", "version": "0.0.1"}
     OutputWriter(tmp_path / "out", "png,dicom", bundle=bundle).write(
-        np.random.default_rng(0).random((2, 3, 8, 8)), [{"id": "a", "seed": 0}, {"id": "b", "seed": 1}])
+        np.random.default_rng(0).random((2, 3, 8, 8)), [{"id": "a", "seed": 0}, {"id": "b", "seed": 1}]
+    )
     OutputWriter(tmp_path / "out" / "mr", "nifti,dicom", bundle=bundle).write(
-        np.random.default_rng(1).random((1, 1, 6, 5, 4)), [{"id": "v", "seed": 2}])
+        np.random.default_rng(1).random((1, 1, 6, 5, 4)), [{"id": "v", "seed": 2}]
+    )
     summary = json.loads(pacs_store(url, str(tmp_path / "out")))
     assert summary["instances_stored"] == 2 + 4
     assert len(pacs.instances()) == 6

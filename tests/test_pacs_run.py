@@ -10,21 +10,37 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pacs_helpers import IDENTIFYING, identifiable_study
 from PIL import Image
 
 from medgen_monai import cli
-from pacs_helpers import IDENTIFYING, identifiable_study
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 
 CLINICAL = "a dark brown asymmetric lesion with irregular borders and a blue-white veil"
 #: the report names the patient, a physician, dates, a record number, a phone, an e-mail, an address and an age over 89
-REPORT = (f"Jane Doe, a 93-year-old woman (MRN-4711-0815), seen on March 5, 2023: {CLINICAL}. Discussed with "
-          "Dr. Gregory House on 05/03/2023 at 14:05, phone (617) 555-0123, greg.house@example.org; she lives at "
-          "221 Baker Street. Electronically signed by: Lisa Cuddy")
+REPORT = (
+    f"Jane Doe, a 93-year-old woman (MRN-4711-0815), seen on March 5, 2023: {CLINICAL}. Discussed with "
+    "Dr. Gregory House on 05/03/2023 at 14:05, phone (617) 555-0123, greg.house@example.org; she lives at "
+    "221 Baker Street. Electronically signed by: Lisa Cuddy"
+)
 #: every identifying string of the report
-REPORT_IDENTIFIERS = ("Jane", "Doe", "93-year", "MRN-4711-0815", "March 5, 2023", "Gregory", "House", "05/03/2023",
-                      "14:05", "555-0123", "greg.house", "221 Baker", "Cuddy", "Lisa")
+REPORT_IDENTIFIERS = (
+    "Jane",
+    "Doe",
+    "93-year",
+    "MRN-4711-0815",
+    "March 5, 2023",
+    "Gregory",
+    "House",
+    "05/03/2023",
+    "14:05",
+    "555-0123",
+    "greg.house",
+    "221 Baker",
+    "Cuddy",
+    "Lisa",
+)
 
 
 @pytest.fixture
@@ -74,8 +90,19 @@ def _check_pushed(orthanc, summary: dict, out: Path, input_uids: list[str], bund
 def test_pacs_run_label_bundle_over_dimse(orthanc, stored_study, tmp_path):
     study_uid, uids = stored_study
     out = tmp_path / "out"
-    summary = json.loads(cli.pacs_run(str(BUNDLES / "ldm_label_derm"), orthanc.dicom_url, study_uid, str(out), n=2,
-                                      category="MEL", seed=3, steps=2, progress=False))
+    summary = json.loads(
+        cli.pacs_run(
+            str(BUNDLES / "ldm_label_derm"),
+            orthanc.dicom_url,
+            study_uid,
+            str(out),
+            n=2,
+            category="MEL",
+            seed=3,
+            steps=2,
+            progress=False,
+        )
+    )
     assert summary["study_pulled"] == study_uid and summary["instances_pulled"] == 2
     assert summary["output_dir"] == str(out) and not summary["report_used_as_description"]
     sidecars = _check_pushed(orthanc, summary, out, uids, "ldm_label_derm")
@@ -87,8 +114,11 @@ def test_pacs_run_description_from_the_report_over_dicomweb(orthanc, stored_stud
     study_uid, uids = stored_study
     out = tmp_path / "out"
     caplog.set_level("DEBUG")
-    summary = json.loads(cli.pacs_run(str(BUNDLES / "vap_diffusion_derm"), orthanc.http_url, study_uid, str(out), n=1,
-                                      steps=2, progress=False))
+    summary = json.loads(
+        cli.pacs_run(
+            str(BUNDLES / "vap_diffusion_derm"), orthanc.http_url, study_uid, str(out), n=1, steps=2, progress=False
+        )
+    )
     assert summary["report_used_as_description"]
     sidecars = _check_pushed(orthanc, summary, out, uids, "vap_diffusion_derm")
     (description,) = {s["description"] for s in sidecars}
@@ -106,8 +136,25 @@ def test_failed_generation_pushes_nothing(orthanc, stored_study, tmp_path, capsy
     study_uid, _ = stored_study
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["pacs-run", "--bundle", str(BUNDLES / "ldm_label_derm"), "--pacs", orthanc.dicom_url, "--study", study_uid,
-                  "--out", str(out), "--category", "NOT_A_CLASS", "--steps", "2", "--progress", "False"])
+        cli.main(
+            [
+                "pacs-run",
+                "--bundle",
+                str(BUNDLES / "ldm_label_derm"),
+                "--pacs",
+                orthanc.dicom_url,
+                "--study",
+                study_uid,
+                "--out",
+                str(out),
+                "--category",
+                "NOT_A_CLASS",
+                "--steps",
+                "2",
+                "--progress",
+                "False",
+            ]
+        )
     assert exit_info.value.code == 2
     assert "unknown category" in capsys.readouterr().err
     assert len(orthanc.instances()) == 2  # only the input
@@ -122,8 +169,19 @@ def test_unreachable_pacs_one_line(tmp_path, capsys):
         port = s.getsockname()[1]
     for url in (f"dicom://ORTHANC@127.0.0.1:{port}", f"http://127.0.0.1:{port}/dicom-web"):
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(["pacs-run", "--bundle", str(BUNDLES / "ldm_label_derm"), "--pacs", url, "--study", "1.2.3",
-                      "--out", str(tmp_path / "out")])
+            cli.main(
+                [
+                    "pacs-run",
+                    "--bundle",
+                    str(BUNDLES / "ldm_label_derm"),
+                    "--pacs",
+                    url,
+                    "--study",
+                    "1.2.3",
+                    "--out",
+                    str(tmp_path / "out"),
+                ]
+            )
         assert exit_info.value.code == 2
         # the last line: (a bundle run earlier in this process may have left logging handlers writing above it)
         last = capsys.readouterr().err.strip().splitlines()[-1]

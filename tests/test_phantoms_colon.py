@@ -18,10 +18,22 @@ from medgen_monai.phantoms.colon import (
 )
 
 NORMAL = {a: "none" for a in ("finding", "morphology", "size", "surface", "colour", "location")}
-POLYP = {"finding": "polyp", "morphology": "sessile", "size": "medium", "surface": "smooth", "colour": "red",
-         "location": "centre"}
-ULCER = {"finding": "ulcer", "morphology": "none", "size": "medium", "surface": "ulcerated", "colour": "pale",
-         "location": "centre"}
+POLYP = {
+    "finding": "polyp",
+    "morphology": "sessile",
+    "size": "medium",
+    "surface": "smooth",
+    "colour": "red",
+    "location": "centre",
+}
+ULCER = {
+    "finding": "ulcer",
+    "morphology": "none",
+    "size": "medium",
+    "surface": "ulcerated",
+    "colour": "pale",
+    "location": "centre",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +73,18 @@ def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
 def test_vocabulary_and_registry(colon):
     assert isinstance(colon, ColonPhantom)
     assert (colon.name, colon.layout, colon.views, colon.spatial_dims, colon.channels, colon.default_size) == (
-        "colon", "kvasir", ("image",), 2, 3, (64, 64))
+        "colon",
+        "kvasir",
+        ("image",),
+        2,
+        3,
+        (64, 64),
+    )
     assert colon.classes == COLON_CLASSES == ("normal-cecum", "polyps", "dyed-lifted-polyps", "ulcerative-colitis")
     assert not colon.multilabel
     vocabulary = colon.vocabulary()["attributes"]
     assert list(vocabulary) == ["finding", "morphology", "size", "surface", "colour", "location"]
-    for name, entry in vocabulary.items():
+    for _name, entry in vocabulary.items():
         assert entry["values"][0] == "none" and entry["doc"] and entry["views"] == ["image"]
     assert set(CLASS_SUPPORT) == set(COLON_CLASSES)
 
@@ -216,8 +234,13 @@ def test_size_steps_the_finding_area(colon):
 
 @pytest.mark.parametrize(
     ("location", "rows", "cols"),
-    [("centre", (24, 40), (24, 40)), ("upper_left", (0, 28), (0, 28)), ("upper_right", (0, 28), (36, 64)),
-     ("lower_left", (36, 64), (0, 28)), ("lower_right", (36, 64), (36, 64))],
+    [
+        ("centre", (24, 40), (24, 40)),
+        ("upper_left", (0, 28), (0, 28)),
+        ("upper_right", (0, 28), (36, 64)),
+        ("lower_left", (36, 64), (0, 28)),
+        ("lower_right", (36, 64), (36, 64)),
+    ],
 )
 def test_location_places_the_finding(colon, location, rows, cols):
     for base in (POLYP, ULCER):
@@ -248,18 +271,21 @@ def test_colour_of_the_finding(colon):
 
 
 def test_morphology_shapes(colon):
-    sessile, flat, stalked = (case(colon, morphology=m, location="upper_left")
-                              for m in ("sessile", "flat", "pedunculated"))
+    sessile, flat, stalked = (
+        case(colon, morphology=m, location="upper_left") for m in ("sessile", "flat", "pedunculated")
+    )
     # pedunculated: the stalk reaches towards the image centre, well beyond the head
     head = sessile.masks["finding"]
     stalk = stalked.masks["finding"] & ~dilate(head, 1)
     assert stalk.sum() > 15
     assert centroid(stalk)[0] > centroid(head)[0] + 4 and centroid(stalk)[1] > centroid(head)[1] + 4
+
     # flat: an elongated plaque (principal axes ratio) against a round dome
     def elongation(mask):
         rows, cols = np.nonzero(mask)
         eig = np.linalg.eigvalsh(np.cov(np.stack([rows, cols])))
         return float(np.sqrt(eig[1] / eig[0]))
+
     assert elongation(flat.masks["finding"]) > 1.5 > 1.2 > elongation(head)
     # a raised polyp casts a shadow ring on the mucosa around it; a flat one does not
     for sample, raised in ((sessile, True), (flat, False)):
@@ -312,12 +338,27 @@ def test_text_mentions_the_facts_and_varies(colon):
         assert any(w in lowered for w in ("centre", "central", "middle")) and "smooth" in lowered
         assert any(w in lowered for w in ("red", "erythematous")) and "ulcer" not in lowered and "blue" not in lowered
         assert 1 <= lowered.count(".") <= 3
-    stalked = colon.generate(0, seed=6, size=16, attributes={**POLYP, "morphology": "pedunculated", "size": "large",
-                                                             "surface": "lobulated", "colour": "blue_dyed",
-                                                             "location": "lower_left"}).text.lower()
+    stalked = colon.generate(
+        0,
+        seed=6,
+        size=16,
+        attributes={
+            **POLYP,
+            "morphology": "pedunculated",
+            "size": "large",
+            "surface": "lobulated",
+            "colour": "blue_dyed",
+            "location": "lower_left",
+        },
+    ).text.lower()
     assert any(w in stalked for w in ("pedunculated", "stalked")) and any(w in stalked for w in ("large", "big"))
-    assert "lobulated" in stalked and "blue" in stalked and "left" in stalked and any(
-        w in stalked for w in ("lower", "bottom")) and ("cushion" in stalked or "lift" in stalked)
+    assert (
+        "lobulated" in stalked
+        and "blue" in stalked
+        and "left" in stalked
+        and any(w in stalked for w in ("lower", "bottom"))
+        and ("cushion" in stalked or "lift" in stalked)
+    )
     ulcer = {colon.generate(i, seed=6, size=16, attributes={**ULCER, "colour": "red"}).text.lower() for i in range(10)}
     assert all("ulcer" in t and "polyp" not in t and any(w in t for w in ("haemorrhagic", "bleeding")) for t in ulcer)
     normal = {colon.generate(i, seed=6, size=16, label="normal-cecum").text for i in range(20)}

@@ -42,7 +42,12 @@ def as_float(image: np.ndarray) -> np.ndarray:
 def test_vocabulary_and_registry(cxr):
     assert isinstance(cxr, CXRPhantom)
     assert (cxr.name, cxr.layout, cxr.views, cxr.multilabel, cxr.default_size) == (
-        "cxr", "mimic_cxr", ("frontal", "lateral"), True, (64, 64))
+        "cxr",
+        "mimic_cxr",
+        ("frontal", "lateral"),
+        True,
+        (64, 64),
+    )
     assert cxr.classes == CXR_CLASSES and cxr.classes[0] == "No Finding"
     # left / right cannot be told on a lateral projection
     for name in ("effusion_side", "opacity_side", "pneumothorax"):
@@ -103,7 +108,9 @@ def test_study_identifiers_are_unique_and_mimic_shaped():
 def test_label_is_derived_from_attributes(cxr):
     assert label_from_attributes(NORMAL) == ("No Finding",)
     assert label_from_attributes({**NORMAL, "heart_size": "enlarged", "device": "pacemaker"}) == (
-        "Cardiomegaly", "Support Devices")
+        "Cardiomegaly",
+        "Support Devices",
+    )
     for index in range(40):
         sample = cxr.generate(index, seed=1)
         assert sample.label == label_from_attributes(sample.attributes)
@@ -127,8 +134,13 @@ def test_prevalences_and_correlations(cxr):
 
 @pytest.mark.parametrize(
     "label",
-    [("Pleural Effusion",), ("No Finding",), ("Cardiomegaly", "Pleural Effusion"), ("Pneumothorax", "Support Devices"),
-     ("Lung Opacity",)],
+    [
+        ("Pleural Effusion",),
+        ("No Finding",),
+        ("Cardiomegaly", "Pleural Effusion"),
+        ("Pneumothorax", "Support Devices"),
+        ("Lung Opacity",),
+    ],
 )
 def test_forced_label_gives_consistent_attributes(cxr, label):
     seen = set()
@@ -259,8 +271,10 @@ def test_opacity_lobe_and_side(cxr):
         assert middle_l[1] + 8 < lower_l[1]  # lateral: middle lobe anterior, lower lobe posterior
 
 
-@pytest.mark.parametrize(("side", "image_half", "other_half"), [("left", slice(32, 64), slice(0, 32)),
-                                                                  ("right", slice(0, 32), slice(32, 64))])
+@pytest.mark.parametrize(
+    ("side", "image_half", "other_half"),
+    [("left", slice(32, 64), slice(0, 32)), ("right", slice(0, 32), slice(32, 64))],
+)
 def test_pneumothorax_darkens_its_side(cxr, side, image_half, other_half):
     none, ptx = pair(cxr), pair(cxr, pneumothorax=side)
     rim = ptx.masks["pneumothorax_frontal"]
@@ -288,12 +302,24 @@ def test_report_sections_and_phrasings(cxr):
     assert all(t.startswith("FINDINGS:") and "\n\nIMPRESSION:\n\n" in t for t in texts)
     assert len(set(texts)) > 10  # several phrasings per fact
     assert all("effusion" not in t.lower() or "no " in t.lower() or "sharp" in t.lower() for t in texts)
-    sample = cxr.generate(0, seed=6, attributes={**NORMAL, "effusion_side": "bilateral", "effusion_size": "small",
-                                                 "pneumothorax": "right", "opacity_lobe": "middle",
-                                                 "opacity_side": "left", "heart_size": "enlarged"})
+    sample = cxr.generate(
+        0,
+        seed=6,
+        attributes={
+            **NORMAL,
+            "effusion_side": "bilateral",
+            "effusion_size": "small",
+            "pneumothorax": "right",
+            "opacity_lobe": "middle",
+            "opacity_side": "left",
+            "heart_size": "enlarged",
+        },
+    )
     findings, impression = sample.text.split("IMPRESSION:")
     assert "bilateral" in findings and "right" in findings and "lingula" in findings
     assert "No acute" not in impression and "pneumothorax" in impression.lower()
-    reports = {cxr.generate(0, seed=s, attributes={**NORMAL, "effusion_side": "left", "effusion_size": "small"}).text
-               for s in range(12)}
+    reports = {
+        cxr.generate(0, seed=s, attributes={**NORMAL, "effusion_side": "left", "effusion_size": "small"}).text
+        for s in range(12)
+    }
     assert len(reports) > 3 and all("left" in r for r in reports)

@@ -10,8 +10,14 @@ import pytest
 from medgen_monai.phantoms import get_phantom
 from medgen_monai.phantoms.derm import DERM_ATTRIBUTES, DERM_CLASSES, DermPhantom, image_identifiers
 
-BASE = {"shape": "round", "size": "medium", "colour": "dark_brown", "border": "well_defined",
-        "pattern": "homogeneous", "position": "centre"}
+BASE = {
+    "shape": "round",
+    "size": "medium",
+    "colour": "dark_brown",
+    "border": "well_defined",
+    "pattern": "homogeneous",
+    "position": "centre",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +33,13 @@ def case(derm: DermPhantom, index: int = 7, seed: int = 3, label: str = "NV", **
 def test_vocabulary_and_registry(derm):
     assert isinstance(derm, DermPhantom)
     assert (derm.name, derm.layout, derm.views, derm.channels, derm.default_size, derm.multilabel) == (
-        "derm", "isic", ("image",), 3, (64, 64), False)
+        "derm",
+        "isic",
+        ("image",),
+        3,
+        (64, 64),
+        False,
+    )
     assert derm.classes == DERM_CLASSES == ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC")
     assert [a.name for a in DERM_ATTRIBUTES] == ["shape", "size", "colour", "border", "pattern", "position"]
     assert set(derm.attribute("pattern").values) == {"network", "globules", "homogeneous"}
@@ -64,7 +76,9 @@ def test_deterministic_per_seed_and_index(derm):
 
 def test_overrides_are_respected(derm):
     sample = derm.generate(1, seed=1, label="VASC", attributes={"colour": "black", "pattern": "network"})
-    assert sample.label == "VASC" and sample.attributes["colour"] == "black" and sample.attributes["pattern"] == "network"
+    assert (
+        sample.label == "VASC" and sample.attributes["colour"] == "black" and sample.attributes["pattern"] == "network"
+    )
     with pytest.raises(ValueError, match="unknown class 'SCC'"):
         derm.generate(1, label="SCC")
     with pytest.raises(ValueError, match="unknown value 'purple'"):
@@ -74,7 +88,9 @@ def test_overrides_are_respected(derm):
 
 
 def test_forced_attributes_shift_the_class_posterior(derm):
-    rng_draws = [derm.draw(np.random.default_rng(i), None, {"colour": "red", "pattern": "globules"})[0] for i in range(300)]
+    rng_draws = [
+        derm.draw(np.random.default_rng(i), None, {"colour": "red", "pattern": "globules"})[0] for i in range(300)
+    ]
     counts = Counter(rng_draws)
     assert counts["VASC"] + counts["BCC"] + counts["AK"] > counts["MEL"]  # red globules: vascular / inflamed lesions
 
@@ -98,14 +114,21 @@ def test_class_attribute_correlations_without_determinism(derm):
 
 @pytest.mark.parametrize("size", [(64, 64), (96, 128)])
 def test_lesion_area_grows_with_size(derm, size):
-    areas = [derm.generate(7, seed=3, size=size, label="NV", attributes={**BASE, "size": s}).masks["lesion"].sum()
-             for s in ("small", "medium", "large")]
+    areas = [
+        derm.generate(7, seed=3, size=size, label="NV", attributes={**BASE, "size": s}).masks["lesion"].sum()
+        for s in ("small", "medium", "large")
+    ]
     assert areas[0] * 1.8 < areas[1] and areas[1] * 1.6 < areas[2], areas
 
 
 def test_position_moves_the_centroid(derm):
-    for position, (sign_r, sign_c) in {"upper_left": (-1, -1), "upper_right": (-1, 1), "lower_left": (1, -1),
-                                        "lower_right": (1, 1), "centre": (0, 0)}.items():
+    for position, (sign_r, sign_c) in {
+        "upper_left": (-1, -1),
+        "upper_right": (-1, 1),
+        "lower_left": (1, -1),
+        "lower_right": (1, 1),
+        "centre": (0, 0),
+    }.items():
         rows, cols = np.nonzero(case(derm, position=position).masks["lesion"])
         dr, dc = rows.mean() - 31.5, cols.mean() - 31.5
         if sign_r == 0:
@@ -135,7 +158,9 @@ def test_shape_border_and_pattern_are_visible(derm):
         boundary = mask ^ np.roll(mask, 1, 0) | mask ^ np.roll(mask, 1, 1)
         return eig[1] / eig[0], boundary.sum() / np.sqrt(mask.sum())
 
-    (round_aspect, round_perimeter), (oval_aspect, _), (_, irregular_perimeter) = map(outline_ratio, ("round", "oval", "irregular"))
+    (round_aspect, round_perimeter), (oval_aspect, _), (_, irregular_perimeter) = map(
+        outline_ratio, ("round", "oval", "irregular")
+    )
     assert round_aspect < 1.3 < 2.0 < oval_aspect
     assert irregular_perimeter > 1.1 * round_perimeter
 

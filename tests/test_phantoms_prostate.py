@@ -1,4 +1,5 @@
-"""The prostate MRI phantom: vocabulary, RAS geometry, determinism, overrides, reports; attributes visibly drive the volume."""
+"""The prostate MRI phantom: vocabulary, RAS geometry, determinism, overrides, reports; attributes visibly drive the
+volume."""
 
 from __future__ import annotations
 
@@ -41,11 +42,20 @@ def centroid(mask: np.ndarray) -> np.ndarray:
 def test_vocabulary_and_registry(prostate):
     assert isinstance(prostate, ProstatePhantom)
     assert (prostate.name, prostate.layout, prostate.views, prostate.spatial_dims, prostate.channels) == (
-        "prostate", "picai", ("t2w",), 3, 1)
+        "prostate",
+        "picai",
+        ("t2w",),
+        3,
+        1,
+    )
     assert prostate.default_size == (64, 64, 32) and prostate.classes == PROSTATE_CLASSES == ("negative", "csPCa")
     vocab = prostate.vocabulary()["attributes"]
     assert list(vocab) == ["lesion", "zone", "side", "level", "size", "pirads"]
-    assert vocab["pirads"]["values"] == ["none", "2", "3", "4", "5"] and vocab["level"]["values"][1:] == ["apex", "mid", "base"]
+    assert vocab["pirads"]["values"] == ["none", "2", "3", "4", "5"] and vocab["level"]["values"][1:] == [
+        "apex",
+        "mid",
+        "base",
+    ]
     assert all(a.doc.strip() for a in prostate.attributes)
 
 
@@ -57,8 +67,19 @@ def test_volume_masks_meta(prostate):
     for name in ("gland", "peripheral_zone", "transition_zone", "lesion", "bladder", "rectum"):
         assert sample.masks[name].dtype == bool and sample.masks[name].shape == (64, 64, 32)
     assert sample.masks["gland"].sum() > 1000
-    assert set(sample.meta) >= {"patient_id", "study_id", "spacing", "diameter_mm", "age", "psa", "psad",
-                                "prostate_volume", "mri_date", "case_ISUP", "extraprostatic_extension"}
+    assert set(sample.meta) >= {
+        "patient_id",
+        "study_id",
+        "spacing",
+        "diameter_mm",
+        "age",
+        "psa",
+        "psad",
+        "prostate_volume",
+        "mri_date",
+        "case_ISUP",
+        "extraprostatic_extension",
+    }
     assert len(sample.meta["patient_id"]) == 5 and len(sample.meta["study_id"]) == 7
     sx, sy, sz = sample.meta["spacing"]
     assert 1.05 <= sx <= 1.20 and sx == sy and 2.2 <= sz <= 2.8
@@ -121,9 +142,13 @@ def test_prevalences_and_correlations(prostate):
     assert np.mean([s == "large" for s in by_pirads["5"]]) > 0.55 > np.mean([s == "large" for s in by_pirads["3"]])
     # a class does not determine the volume: several values of every lesion attribute inside csPCa
     cancer = [a for label, a in draws if label == "csPCa"]
-    for name, values in (("pirads", {"3", "4", "5"}), ("zone", {"peripheral", "transition"}),
-                         ("level", {"apex", "mid", "base"}), ("side", {"left", "right"}),
-                         ("size", {"small", "medium", "large"})):
+    for name, values in (
+        ("pirads", {"3", "4", "5"}),
+        ("zone", {"peripheral", "transition"}),
+        ("level", {"apex", "mid", "base"}),
+        ("side", {"left", "right"}),
+        ("size", {"small", "medium", "large"}),
+    ):
         assert {a[name] for a in cancer} == values
     assert {a["lesion"] for label, a in draws if label == "negative"} == {"absent", "present"}  # PI-RADS 2
 
@@ -183,8 +208,10 @@ def test_zone_side_level_positions(prostate):
         sample = case(prostate, zone=zone)
         mask = sample.masks["lesion"]
         assert (mask & sample.masks[region]).sum() > 0.6 * mask.sum()
-    assert centroid(case(prostate, zone="peripheral").masks["lesion"])[1] < centroid(
-        case(prostate, zone="transition").masks["lesion"])[1] - 4  # PZ posterior of TZ
+    assert (
+        centroid(case(prostate, zone="peripheral").masks["lesion"])[1]
+        < centroid(case(prostate, zone="transition").masks["lesion"])[1] - 4
+    )  # PZ posterior of TZ
     left, right = (centroid(case(prostate, side=s).masks["lesion"])[0] for s in ("left", "right"))
     assert left < gland[0] - 3 and right > gland[0] + 3
     z = [centroid(case(prostate, level=level).masks["lesion"])[2] for level in ("apex", "mid", "base")]

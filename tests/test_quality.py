@@ -31,8 +31,10 @@ def test_check_sets_are_what_they_claim():
     quality = _quality()
     rng = np.random.default_rng(0)
     requests = [{"category": c} for c in ["a", "a", "b", "b"]]  # class_requests groups by category
-    real = {"ceiling": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)],
-            "label_only": [np.full((8, 8, 3), i, dtype=np.uint8) for i in range(4)]}
+    real = {
+        "ceiling": [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)],
+        "label_only": [np.full((8, 8, 3), i, dtype=np.uint8) for i in range(4)],
+    }
     sets = quality.check_sets(real, requests, n_per_class=2)
     assert set(sets) == {"real_requested", "real_wrong_class", "gaussian_noise", "blank"}
     # the wrong-class stand-in for request i is a real image requested for the other class
@@ -63,13 +65,42 @@ def test_quality_runs_end_to_end_on_the_label_bundle(tmp_path):
     quality = _quality()
     out = tmp_path / "quality.json"
     quality.IMAGES = tmp_path  # the contact sheet goes here, not into docs/
-    assert quality.main(["--bundles", "ldm_label_derm", "--settings", "ddim25_eta1", "--n", "14",
-                         "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert (
+        quality.main(
+            [
+                "--bundles",
+                "ldm_label_derm",
+                "--settings",
+                "ddim25_eta1",
+                "--n",
+                "14",
+                "--work",
+                str(tmp_path / "work"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     bundle = json.loads(out.read_text())["bundles"]["ldm_label_derm"]
     setting = bundle["settings"]["ddim25_eta1"]
-    for key in ("n", "seconds_per_image", "valid_fraction", "attribute_accuracy", "attribute_accuracy_valid", "ceiling",
-                "label_only", "gap_recovered", "autoencoder_ceiling", "fid", "fid_floor", "fid_ratio", "kid", "diversity",
-                "diversity_real"):
+    for key in (
+        "n",
+        "seconds_per_image",
+        "valid_fraction",
+        "attribute_accuracy",
+        "attribute_accuracy_valid",
+        "ceiling",
+        "label_only",
+        "gap_recovered",
+        "autoencoder_ceiling",
+        "fid",
+        "fid_floor",
+        "fid_ratio",
+        "kid",
+        "diversity",
+        "diversity_real",
+    ):
         assert key in setting, key
     assert setting["n"] == 14 and set(setting["fid_floor"]) == {"mean", "sd"} and len(setting["kid"]["ci95"]) == 2
     checks = bundle["checks"]
@@ -85,9 +116,11 @@ def test_guidance_settings_ride_along_with_the_chosen_ones():
     facts = quality.bundle_facts(ROOT / "bundles" / "vap_diffusion_cxr")
     settings = quality.bundle_settings(facts, ["default"], [1.0, 3.0])
     default = facts["default"]
-    assert settings == {default: (facts["default_steps"], facts["default_eta"]),
-                        f"{default}_g1": (facts["default_steps"], facts["default_eta"], 1.0),
-                        f"{default}_g3": (facts["default_steps"], facts["default_eta"], 3.0)}
+    assert settings == {
+        default: (facts["default_steps"], facts["default_eta"]),
+        f"{default}_g1": (facts["default_steps"], facts["default_eta"], 1.0),
+        f"{default}_g3": (facts["default_steps"], facts["default_eta"], 3.0),
+    }
     with pytest.raises(ValueError, match="unknown"):
         quality.bundle_settings(facts, ["rflow7"])
 
@@ -116,7 +149,9 @@ def test_kept_images_of_other_sampler_settings_are_refused(tmp_path):
     shipped guidance changed would otherwise be scored on the old guidance's images)."""
     quality = _quality()
     facts = {"name": "vap_diffusion_cxr", "root": ROOT / "bundles" / "vap_diffusion_cxr"}
-    (tmp_path / "a_000000.json").write_text(json.dumps({"sampler": "rflow", "steps": 30, "guidance_scale": 2.0, "eta": 0.0}))
+    (tmp_path / "a_000000.json").write_text(
+        json.dumps({"sampler": "rflow", "steps": 30, "guidance_scale": 2.0, "eta": 0.0})
+    )
     same = {"sampler": "rflow", "steps": 30, "guidance_scale": 2.0, "eta": 0.0}
     quality._check_kept_outputs(facts, tmp_path, same)
     with pytest.raises(RuntimeError, match="other sampler settings"):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_helpers import load_benchmark
 
 from medgen_monai.engines.trainer import CHECKPOINT_FORMAT
 from medgen_monai.io.weights import load_weights, save_weights
-from benchmark_helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 

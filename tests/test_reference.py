@@ -28,8 +28,11 @@ CLASSES = ("normal-cecum", "polyps", "dyed-lifted-polyps", "ulcerative-colitis")
 
 def class_sorted_records(sizes=(368, 12, 10, 10)) -> list[dict]:
     """A datalist sorted by class, the first class dominant (as the Kvasir reader returns it)."""
-    return [{"id": f"{c}_{i:04d}", "image": f"/data/colon/{c}/{c}_{i:04d}.jpg", "category": c}
-            for c, k in zip(CLASSES, sizes) for i in range(k)]
+    return [
+        {"id": f"{c}_{i:04d}", "image": f"/data/colon/{c}/{c}_{i:04d}.jpg", "category": c}
+        for c, k in zip(CLASSES, sizes)
+        for i in range(k)
+    ]
 
 
 def test_largest_remainder_sums_and_breaks_ties_by_name():
@@ -70,17 +73,23 @@ def test_reference_is_deterministic_per_seed_and_independent_of_input_order():
     other = [r["id"] for r in stratified_reference(records, requests, 30, seed=4).records]
     assert set(other) != set(ids)
     # the draw is random within a class: over seeds the big class's picks are spread, not its first records
-    picked = Counter(r["id"] for s in range(20) for r in stratified_reference(records, requests, 30, seed=s).records
-                     if r["category"] == "normal-cecum")
+    picked = Counter(
+        r["id"]
+        for s in range(20)
+        for r in stratified_reference(records, requests, 30, seed=s).records
+        if r["category"] == "normal-cecum"
+    )
     assert len(picked) > 100
 
 
 def test_reference_excludes_the_requests_source_images_by_id_or_path():
     records = class_sorted_records((20, 20, 20, 20))
-    sources = [{"category": "polyps", "description_id": "polyps_0003"},
-               {"category": "polyps", "source_image": "/data/colon/polyps/../polyps/polyps_0007.jpg"},
-               {"category": "normal-cecum", "source": "normal-cecum_0001"},
-               {"category": "normal-cecum"}]
+    sources = [
+        {"category": "polyps", "description_id": "polyps_0003"},
+        {"category": "polyps", "source_image": "/data/colon/polyps/../polyps/polyps_0007.jpg"},
+        {"category": "normal-cecum", "source": "normal-cecum_0001"},
+        {"category": "normal-cecum"},
+    ]
     exclude = request_sources(sources)
     assert exclude == {"polyps_0003", "/data/colon/polyps/../polyps/polyps_0007.jpg", "normal-cecum_0001"}
     for seed in range(5):
@@ -89,8 +98,10 @@ def test_reference_excludes_the_requests_source_images_by_id_or_path():
         assert not ids & {"polyps_0003", "polyps_0007", "normal-cecum_0001"}
         assert drawn.excluded == 3 and len(drawn) == 37  # the pool of the requested classes (19 + 18) in 1:1
     # a relative path matches the absolute one it names
-    rel = [{"id": "x", "image": "some/dir/x.png", "category": "polyps"},
-           {"id": "y", "image": "some/dir/y.png", "category": "polyps"}]
+    rel = [
+        {"id": "x", "image": "some/dir/x.png", "category": "polyps"},
+        {"id": "y", "image": "some/dir/y.png", "category": "polyps"},
+    ]
     drawn = stratified_reference(rel, ["polyps"], None, seed=0, exclude=[os.path.abspath("some/dir/x.png")])
     assert [r["id"] for r in drawn.records] == ["y"]
 
@@ -104,8 +115,12 @@ def test_short_classes_raise_shrink_or_are_taken_whole():
     assert len(shrunk) == 40 and "shrunk from 400 to 40" in shrunk.note
     assert max(Counter(shrunk.classes).values()) - min(Counter(shrunk.classes).values()) <= 1
     whole = stratified_reference(records, requests, 400, seed=0, on_short="take_all")
-    assert Counter(whole.classes) == {"normal-cecum": 100, "polyps": 12, "dyed-lifted-polyps": 10,
-                                      "ulcerative-colitis": 10}
+    assert Counter(whole.classes) == {
+        "normal-cecum": 100,
+        "polyps": 12,
+        "dyed-lifted-polyps": 10,
+        "ulcerative-colitis": 10,
+    }
     assert "under-represented" in whole.note
     # a requested class with no record at all: named, never silently matched
     with pytest.raises(ValueError, match=r"\['unknown'\] have no record"):
@@ -207,7 +222,9 @@ def test_kid_is_the_unbiased_polynomial_mmd():
 def test_kid_interval_covers_zero_for_one_distribution_and_excludes_it_for_a_shift():
     real = gaussian(400, 16, seed=0)
     same = kid(real, gaussian(48, 16, seed=1), seed=0)
-    assert same["ci95"][0] < 0 < same["ci95"][1] and abs(same["mean"]) < 0.1 * (same["ci95"][1] - same["ci95"][0]) + 0.02
+    assert (
+        same["ci95"][0] < 0 < same["ci95"][1] and abs(same["mean"]) < 0.1 * (same["ci95"][1] - same["ci95"][0]) + 0.02
+    )
     shifted = kid(real, gaussian(48, 16, shift=0.5, seed=1), seed=0)
     assert shifted["ci95"][0] > 0 and shifted["mean"] > 0.3
     # coverage over independent samples of one distribution: the interval errs wide, never narrow
@@ -253,8 +270,9 @@ def test_evaluate_generation_draws_a_fair_reference_and_reports_floor_and_kid(tm
 
     main(["phantoms", "--kind", "derm", "--n", "300", "--out", str(tmp_path / "data"), "--progress", "False"])
     records = read_dataset("isic", tmp_path / "data")
-    classes = sorted({r["label_name"] for r in records}, key=lambda c: next(r["label"] for r in records
-                                                                             if r["label_name"] == c))
+    classes = sorted(
+        {r["label_name"] for r in records}, key=lambda c: next(r["label"] for r in records if r["label_name"] == c)
+    )
     records.sort(key=lambda r: r["label"])  # class-sorted, as readers may return it
     by_class = {c: [r for r in records if r["label_name"] == c] for c in classes}
     wanted = [c for c in classes if len(by_class[c]) >= 30][:2]
@@ -283,7 +301,8 @@ def test_evaluate_generation_draws_a_fair_reference_and_reports_floor_and_kid(tm
 
 
 def test_matched_fid_puts_a_perfect_generator_at_its_floor():
-    """Against a large reference FID reads better than the n-vs-n floor; against matched subsets it sits at the floor."""
+    """Against a large reference FID reads better than the n-vs-n floor; against matched subsets it sits at the
+    floor."""
     from medgen_monai.metrics.fid import fid_from_features
     from medgen_monai.metrics.reference import fid_floor, matched_fid
 

@@ -34,7 +34,10 @@ def test_agreement_fails_on_other_studies_reports_and_on_empty_reports(studies):
     assert label_f1([cxr_report_labels(t) for t in shuffled], truth)["micro_f1"] < 0.5
     assert label_f1([cxr_report_labels("") for _ in truth], truth)["micro_f1"] == 0.0
     assert cxr_report_attributes("No pneumothorax. The lungs are clear.")["pneumothorax"] == "none"
-    assert cxr_report_attributes("Small right-sided pneumothorax is absent... right apical pneumothorax.")["pneumothorax"] == "right"
+    assert (
+        cxr_report_attributes("Small right-sided pneumothorax is absent... right apical pneumothorax.")["pneumothorax"]
+        == "right"
+    )
     with pytest.raises(ValueError, match="same, non-zero length"):
         label_f1([("No Finding",)], [])
     with pytest.raises(ValueError, match="report must be text"):

@@ -15,8 +15,16 @@ def _unet(spatial_dims: int = 2, context: bool = True) -> ConditionedDiffusionUN
     torch.manual_seed(0)
     kwargs = {"with_conditioning": True, "cross_attention_dim": 8} if context else {}
     net = ConditionedDiffusionUNet(
-        num_classes=3, spatial_dims=spatial_dims, in_channels=2, out_channels=2, channels=(8, 8),
-        attention_levels=(False, True), num_res_blocks=1, norm_num_groups=8, num_head_channels=8, **kwargs
+        num_classes=3,
+        spatial_dims=spatial_dims,
+        in_channels=2,
+        out_channels=2,
+        channels=(8, 8),
+        attention_levels=(False, True),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+        **kwargs,
     ).eval()
     with torch.no_grad():  # MONAI zero-initialises output layers: an untrained U-Net would ignore its inputs
         for p in net.parameters():
@@ -55,9 +63,13 @@ def test_guidance_is_one_forward_per_step_and_seeds_are_per_sample(name):
     batch = sampler(net, (2, 16, 16), seeds=[5, 6, 7], condition=condition, null_condition=null)
     assert batch.shape == (3, 2, 16, 16)
     assert net.batches == [6, 6, 6]  # 2B in one forward, once per step
-    alone = sampler(net, (2, 16, 16), seeds=[6], condition={k: v[1:2] for k, v in condition.items()}, null_condition=null)
+    alone = sampler(
+        net, (2, 16, 16), seeds=[6], condition={k: v[1:2] for k, v in condition.items()}, null_condition=null
+    )
     torch.testing.assert_close(alone[0], batch[1], rtol=1e-4, atol=1e-5)
-    other = sampler(net, (2, 16, 16), seeds=[8], condition={k: v[1:2] for k, v in condition.items()}, null_condition=null)
+    other = sampler(
+        net, (2, 16, 16), seeds=[8], condition={k: v[1:2] for k, v in condition.items()}, null_condition=null
+    )
     assert (other[0] - batch[1]).abs().max() > 1e-2
 
 
@@ -68,7 +80,9 @@ def test_guidance_weight_changes_the_result_and_one_disables_it():
     guided = DiffusionSampler(DDIMScheduler(100, clip_sample=False), 2, guidance_scale=4.0, progress=False)
     a = plain(net, (2, 16, 16), [0], {**condition, "context": torch.ones(1, 2, 8)})
     assert net.batches == [1, 1]
-    b = guided(net, (2, 16, 16), [0], {**condition, "context": torch.ones(1, 2, 8)}, {**null, "context": torch.zeros(1, 2, 8)})
+    b = guided(
+        net, (2, 16, 16), [0], {**condition, "context": torch.ones(1, 2, 8)}, {**null, "context": torch.zeros(1, 2, 8)}
+    )
     assert (a - b).abs().max() > 1e-4
 
 
@@ -82,14 +96,24 @@ def test_soft_labels_match_integer_labels():
 
 def test_latent_decode_whole_and_sliding_window_3d():
     torch.manual_seed(0)
-    autoencoder = AutoencoderKL(spatial_dims=3, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2,
-                                num_res_blocks=1, norm_num_groups=8, attention_levels=(False, False)).eval()
+    autoencoder = AutoencoderKL(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        latent_channels=2,
+        num_res_blocks=1,
+        norm_num_groups=8,
+        attention_levels=(False, False),
+    ).eval()
     net = _unet(spatial_dims=3, context=False)
     whole = DiffusionSampler(DDIMScheduler(100), 2, autoencoder=autoencoder, scale_factor=0.5, progress=False)
-    one_window = DiffusionSampler(DDIMScheduler(100), 2, autoencoder=autoencoder, scale_factor=0.5,
-                                  decode_roi_size=(16, 16, 8), progress=False)
-    windowed = DiffusionSampler(DDIMScheduler(100), 2, autoencoder=autoencoder, scale_factor=0.5,
-                                decode_roi_size=(8, 8, 8), progress=False)
+    one_window = DiffusionSampler(
+        DDIMScheduler(100), 2, autoencoder=autoencoder, scale_factor=0.5, decode_roi_size=(16, 16, 8), progress=False
+    )
+    windowed = DiffusionSampler(
+        DDIMScheduler(100), 2, autoencoder=autoencoder, scale_factor=0.5, decode_roi_size=(8, 8, 8), progress=False
+    )
     condition = {"class_labels": torch.tensor([1])}
     a = whole(net, (2, 16, 16, 8), [3], condition)
     torch.testing.assert_close(one_window(net, (2, 16, 16, 8), [3], condition), a)
@@ -121,6 +145,8 @@ def test_sampler_rejects_bad_conditions():
     with pytest.raises(ValueError, match="null_condition"):
         sampler(net, (2, 16, 16), [0], {"class_labels": torch.tensor([0])})
     with pytest.raises(ValueError, match="batch 2"):
-        sampler(net, (2, 16, 16), [0, 1, 2], {"class_labels": torch.tensor([0, 1])}, {"class_labels": torch.tensor([3])})
+        sampler(
+            net, (2, 16, 16), [0, 1, 2], {"class_labels": torch.tensor([0, 1])}, {"class_labels": torch.tensor([3])}
+        )
     with pytest.raises(ValueError, match="at least one seed"):
         sampler(net, (2, 16, 16), [], {})

@@ -111,9 +111,14 @@ def test_rflow_training_timesteps_follow_the_generator_not_the_global_rng():
     assert torch.equal(first, again)
 
 
-@pytest.mark.parametrize("prediction, expected", [("epsilon", lambda s: torch.clamp(s, max=5) / s),
-                                                  ("v_prediction", lambda s: torch.clamp(s, max=5) / (s + 1)),
-                                                  ("sample", lambda s: torch.clamp(s, max=5))])
+@pytest.mark.parametrize(
+    "prediction, expected",
+    [
+        ("epsilon", lambda s: torch.clamp(s, max=5) / s),
+        ("v_prediction", lambda s: torch.clamp(s, max=5) / (s + 1)),
+        ("sample", lambda s: torch.clamp(s, max=5)),
+    ],
+)
 def test_min_snr_weights(prediction, expected):
     adapter = schedule_for(DDPMScheduler(1000, prediction_type=prediction, **BETAS))
     t = torch.tensor([0, 10, 100, 500, 999])
@@ -136,14 +141,16 @@ def _network(calls: list[int]):
 
 def test_guidance_wrapper_is_one_call_of_twice_the_batch():
     calls: list[int] = []
-    denoiser = classifier_free_guidance(_network(calls), {"class_labels": torch.tensor([1, 2])},
-                                        {"class_labels": torch.tensor([0, 0])}, scale=3.0)
+    denoiser = classifier_free_guidance(
+        _network(calls), {"class_labels": torch.tensor([1, 2])}, {"class_labels": torch.tensor([0, 0])}, scale=3.0
+    )
     out = denoiser(torch.zeros(2, 1, 2, 2), torch.tensor(5))
     assert calls == [4]
     torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([3.0, 6.0]))  # 0 + 3 * (c - 0)
     calls.clear()
-    plain = classifier_free_guidance(_network(calls), {"class_labels": torch.tensor([1, 2])},
-                                     {"class_labels": torch.tensor([0, 0])}, scale=1.0)
+    plain = classifier_free_guidance(
+        _network(calls), {"class_labels": torch.tensor([1, 2])}, {"class_labels": torch.tensor([0, 0])}, scale=1.0
+    )
     assert plain(torch.zeros(2, 1, 2, 2), torch.tensor(5))[:, 0, 0, 0].tolist() == [1.0, 2.0] and calls == [2]
     with pytest.raises(ValueError, match="keys"):
         classifier_free_guidance(_network(calls), {"class_labels": torch.tensor([1])}, {"context": torch.zeros(1)}, 2.0)

@@ -57,8 +57,10 @@ def test_no_config_or_benchmark_names_an_audit_seed():
     """Static guard beside the runtime one: a bundle config or benchmark that even names an audit seed fails here."""
     files = sorted(ROOT.glob("bundles/*/configs/*.json")) + sorted(ROOT.glob("benchmarks/*.py"))
     assert files, "no bundle configs or benchmarks found"
-    offending = {str(f.relative_to(ROOT)): sorted(i for i in _integers(f.read_text()) if AUDIT_FIRST <= i <= AUDIT_LAST)
-                 for f in files}
+    offending = {
+        str(f.relative_to(ROOT)): sorted(i for i in _integers(f.read_text()) if AUDIT_FIRST <= i <= AUDIT_LAST)
+        for f in files
+    }
     assert not {f: s for f, s in offending.items() if s}, f"audit seeds used outside the audit code: {offending}"
     # the scan sees integers written with underscores or inside JSON
     assert _integers('{"seed": 900_001, "x": 900002}') == {900001, 900002}

@@ -17,8 +17,9 @@ WORDS = "a the small large round oval red brown lesion polyp heart enlarged with
 def _count_rows(encoder: TextEncoder) -> list[int]:
     """Rows of every forward pass of the encoder's model."""
     rows: list[int] = []
-    encoder.model.register_forward_hook(lambda module, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]),
-                                        with_kwargs=True)
+    encoder.model.register_forward_hook(
+        lambda module, args, kwargs, out: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     return rows
 
 
@@ -31,12 +32,14 @@ def _word_tokenizer(eos_only: bool):
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     template = "$A </s>" if eos_only else "<s> $A </s>"  # T5 ends with eos only; CLIP wraps in bos/eos
     tokenizer.post_processor = processors.TemplateProcessing(single=template, special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-                                   eos_token="</s>"), len(vocab)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    ), len(vocab)
 
 
 def _tiny(kind: str, root):
-    """Save a tiny random encoder of ``kind`` with a tokenizer to ``root / kind``; return (path, expected model class)."""
+    """Save a tiny random encoder of ``kind`` with a tokenizer to ``root / kind``; return (path, expected model
+    class)."""
     import transformers
 
     path = root / kind
@@ -45,25 +48,56 @@ def _tiny(kind: str, root):
         path.mkdir()
         for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(default_encoder_path() / name, path / name)  # MiniLM's WordPiece tokenizer, a random tiny BERT
-        model = transformers.BertModel(transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1,
-                                                               num_attention_heads=2, intermediate_size=32))
+        model = transformers.BertModel(
+            transformers.BertConfig(
+                vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+            )
+        )
         expected = "BertModel"
     else:
         tokenizer, vocab_size = _word_tokenizer(eos_only=kind == "t5")
         tokenizer.save_pretrained(path)
-        text = dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    max_position_embeddings=32, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+        text = dict(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
         if kind == "clip_text":
             model, expected = transformers.CLIPTextModel(transformers.CLIPTextConfig(**text)), "CLIPTextModel"
         elif kind == "clip":  # a full CLIP checkpoint: only its text tower is loaded
-            config = transformers.CLIPConfig(text_config=text, vision_config=dict(hidden_size=16, intermediate_size=32,
-                                             num_hidden_layers=1, num_attention_heads=2, image_size=8, patch_size=4),
-                                             projection_dim=8)
+            config = transformers.CLIPConfig(
+                text_config=text,
+                vision_config=dict(
+                    hidden_size=16,
+                    intermediate_size=32,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    image_size=8,
+                    patch_size=4,
+                ),
+                projection_dim=8,
+            )
             model, expected = transformers.CLIPModel(config), "CLIPTextModel"
         else:
-            model = transformers.T5Model(transformers.T5Config(vocab_size=vocab_size, d_model=16, d_kv=8, d_ff=32, num_layers=1,
-                                                               num_heads=2, pad_token_id=0, eos_token_id=3,
-                                                               decoder_start_token_id=0))
+            model = transformers.T5Model(
+                transformers.T5Config(
+                    vocab_size=vocab_size,
+                    d_model=16,
+                    d_kv=8,
+                    d_ff=32,
+                    num_layers=1,
+                    num_heads=2,
+                    pad_token_id=0,
+                    eos_token_id=3,
+                    decoder_start_token_id=0,
+                )
+            )
             expected = "T5EncoderModel"
     model.save_pretrained(path)
     return path, expected
@@ -151,7 +185,11 @@ def test_cache_file_round_trip(tiny_models, tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(saved), framework="pt") as f:
-        assert f.metadata()["encoder"] == encoder.name and f.metadata()["max_length"] == "8" and f.metadata()["dim"] == "16"
+        assert (
+            f.metadata()["encoder"] == encoder.name
+            and f.metadata()["max_length"] == "8"
+            and f.metadata()["dim"] == "16"
+        )
         assert f.get_tensor(f"{text_key('a red lesion')}.tokens").shape == (8, 16)
         assert len(list(f.keys())) == 9
 

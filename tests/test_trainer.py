@@ -13,7 +13,13 @@ from monai.networks.nets import AutoencoderKL, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
 from medgen_monai.engines import DiffusionSampler
-from medgen_monai.engines.trainer import AutoencoderTrainer, CheckpointError, IndexedBatches, LatentDiffusionTrainer, load_checkpoint
+from medgen_monai.engines.trainer import (
+    AutoencoderTrainer,
+    CheckpointError,
+    IndexedBatches,
+    LatentDiffusionTrainer,
+    load_checkpoint,
+)
 from medgen_monai.nets import ConditionedDiffusionUNet
 
 ROOT = Path(__file__).parents[1]
@@ -26,25 +32,56 @@ def toy_dataset(n: int = 12, size: int = 16) -> list[dict]:
 
 def tiny_unet(in_channels: int = 1) -> ConditionedDiffusionUNet:
     torch.manual_seed(0)
-    return ConditionedDiffusionUNet(num_classes=3, spatial_dims=2, in_channels=in_channels, out_channels=in_channels,
-                                    channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_num_groups=8)
+    return ConditionedDiffusionUNet(
+        num_classes=3,
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+    )
 
 
 def tiny_autoencoder() -> AutoencoderKL:
     torch.manual_seed(0)
-    return AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2,
-                         num_res_blocks=(1, 1), attention_levels=(False, False), norm_num_groups=4)
+    return AutoencoderKL(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        latent_channels=2,
+        num_res_blocks=(1, 1),
+        attention_levels=(False, False),
+        norm_num_groups=4,
+    )
 
 
-def ldm_trainer(out: Path, max_iterations: int = 6, scheduler=None, checkpoint_every: int = 2, **kwargs) -> LatentDiffusionTrainer:
+def ldm_trainer(
+    out: Path, max_iterations: int = 6, scheduler=None, checkpoint_every: int = 2, **kwargs
+) -> LatentDiffusionTrainer:
     network = tiny_unet(2)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     scheduler = scheduler or DDPMScheduler(num_train_timesteps=100)
     return LatentDiffusionTrainer(
-        network, optimizer, IndexedBatches(toy_dataset(), batch_size=4, seed=1), scheduler, autoencoder=tiny_autoencoder(),
-        conditions={"label": "class_labels"}, condition_dropout=0.3, max_iterations=max_iterations, output_dir=out,
-        lr_scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5), checkpoint_every=checkpoint_every,
-        progress=False, tensorboard=False, tag="toy", seed=5, **kwargs)
+        network,
+        optimizer,
+        IndexedBatches(toy_dataset(), batch_size=4, seed=1),
+        scheduler,
+        autoencoder=tiny_autoencoder(),
+        conditions={"label": "class_labels"},
+        condition_dropout=0.3,
+        max_iterations=max_iterations,
+        output_dir=out,
+        lr_scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5),
+        checkpoint_every=checkpoint_every,
+        progress=False,
+        tensorboard=False,
+        tag="toy",
+        seed=5,
+        **kwargs,
+    )
 
 
 def test_batches_are_a_function_of_the_iteration():
@@ -64,9 +101,18 @@ def test_autoencoder_trainer_with_adversarial_loss(tmp_path):
     autoencoder = tiny_autoencoder()
     discriminator = PatchDiscriminator(spatial_dims=2, num_layers_d=1, channels=8, in_channels=1, out_channels=1)
     trainer = AutoencoderTrainer(
-        autoencoder, torch.optim.Adam(autoencoder.parameters(), 1e-3), IndexedBatches(toy_dataset(), 4),
-        discriminator=discriminator, discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), 1e-3),
-        adversarial_start=1, max_iterations=3, output_dir=tmp_path, sample_every=3, checkpoint_every=3, progress=False)
+        autoencoder,
+        torch.optim.Adam(autoencoder.parameters(), 1e-3),
+        IndexedBatches(toy_dataset(), 4),
+        discriminator=discriminator,
+        discriminator_optimizer=torch.optim.Adam(discriminator.parameters(), 1e-3),
+        adversarial_start=1,
+        max_iterations=3,
+        output_dir=tmp_path,
+        sample_every=3,
+        checkpoint_every=3,
+        progress=False,
+    )
     before = [p.detach().clone() for p in discriminator.parameters()]
     trainer.run_training()
     output = trainer.state.output
@@ -78,18 +124,40 @@ def test_autoencoder_trainer_with_adversarial_loss(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt", "AutoencoderTrainer")
     assert state["iteration"] == 3 and "discriminator" in state["extra"]
     with pytest.raises(ValueError, match="both discriminator"):
-        AutoencoderTrainer(autoencoder, torch.optim.Adam(autoencoder.parameters()), IndexedBatches(toy_dataset(), 4),
-                           discriminator=discriminator, max_iterations=1, output_dir=tmp_path)
+        AutoencoderTrainer(
+            autoencoder,
+            torch.optim.Adam(autoencoder.parameters()),
+            IndexedBatches(toy_dataset(), 4),
+            discriminator=discriminator,
+            max_iterations=1,
+            output_dir=tmp_path,
+        )
 
 
-@pytest.mark.parametrize("scheduler", [DDPMScheduler(num_train_timesteps=100, prediction_type="v_prediction"),
-                                       RFlowScheduler(num_train_timesteps=100, use_discrete_timesteps=False)])
+@pytest.mark.parametrize(
+    "scheduler",
+    [
+        DDPMScheduler(num_train_timesteps=100, prediction_type="v_prediction"),
+        RFlowScheduler(num_train_timesteps=100, use_discrete_timesteps=False),
+    ],
+)
 def test_latent_diffusion_trainer_targets_and_sample_grid(tmp_path, scheduler):
-    sampler = DiffusionSampler(DDIMScheduler(num_train_timesteps=100, prediction_type=scheduler.prediction_type)
-                               if isinstance(scheduler, DDPMScheduler) else RFlowScheduler(num_train_timesteps=100),
-                               num_inference_steps=2, guidance_scale=2.0, progress=False)
-    trainer = ldm_trainer(tmp_path, max_iterations=2, scheduler=scheduler, sampler=sampler, sample_every=2,
-                          sample_conditions={"class_labels": torch.tensor([0, 1, 2])})
+    sampler = DiffusionSampler(
+        DDIMScheduler(num_train_timesteps=100, prediction_type=scheduler.prediction_type)
+        if isinstance(scheduler, DDPMScheduler)
+        else RFlowScheduler(num_train_timesteps=100),
+        num_inference_steps=2,
+        guidance_scale=2.0,
+        progress=False,
+    )
+    trainer = ldm_trainer(
+        tmp_path,
+        max_iterations=2,
+        scheduler=scheduler,
+        sampler=sampler,
+        sample_every=2,
+        sample_conditions={"class_labels": torch.tensor([0, 1, 2])},
+    )
     trainer.run_training()
     assert trainer.scale_factor is not None and trainer.scale_factor > 0
     assert torch.isfinite(torch.tensor(trainer.state.output["loss"]))
@@ -98,8 +166,13 @@ def test_latent_diffusion_trainer_targets_and_sample_grid(tmp_path, scheduler):
 
 def test_per_channel_latents_and_min_snr_weighting_train_resume_and_reach_the_sampler(tmp_path):
     sampler = DiffusionSampler(DDIMScheduler(num_train_timesteps=100), num_inference_steps=2, progress=False)
-    kwargs = {"latent_normalisation": "per_channel", "min_snr_gamma": 5.0, "sampler": sampler, "sample_every": 4,
-              "sample_conditions": {"class_labels": torch.tensor([0, 1])}}
+    kwargs = {
+        "latent_normalisation": "per_channel",
+        "min_snr_gamma": 5.0,
+        "sampler": sampler,
+        "sample_every": 4,
+        "sample_conditions": {"class_labels": torch.tensor([0, 1])},
+    }
     trainer = ldm_trainer(tmp_path / "a", max_iterations=4, **kwargs)
     trainer.run_training()
     extra = trainer.latent_normalisation_extra()
@@ -197,6 +270,13 @@ def test_latent_cache_encodes_once_samples_posteriors_and_resumes_exactly(tmp_pa
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="latent_cache needs an autoencoder"):
         network = tiny_unet(2)
-        LatentDiffusionTrainer(network, torch.optim.Adam(network.parameters()), IndexedBatches(toy_dataset(), 4),
-                               DDPMScheduler(num_train_timesteps=100), autoencoder=None, latent_cache=True,
-                               max_iterations=1, output_dir=tmp_path / "c")
+        LatentDiffusionTrainer(
+            network,
+            torch.optim.Adam(network.parameters()),
+            IndexedBatches(toy_dataset(), 4),
+            DDPMScheduler(num_train_timesteps=100),
+            autoencoder=None,
+            latent_cache=True,
+            max_iterations=1,
+            output_dir=tmp_path / "c",
+        )

@@ -17,7 +17,9 @@ COLOURS = ["light_brown", "dark_brown", "black", "red", "blue_grey"]
 
 @pytest.fixture
 def bank(tmp_path) -> DescriptionBank:
-    records = [derm_record(f"ISIC_{i:07d}", "MEL", colour=COLOURS[i % 5], size=["small", "large"][i % 2]) for i in range(8)]
+    records = [
+        derm_record(f"ISIC_{i:07d}", "MEL", colour=COLOURS[i % 5], size=["small", "large"][i % 2]) for i in range(8)
+    ]
     records.append(derm_record("ISIC_0000100", "NV"))
     return DescriptionBank(write_bank(tmp_path / "bank", records, empty_categories=["BCC"]))
 
@@ -47,8 +49,10 @@ def test_retrieval_without_item_seed_follows_the_transform_state(bank):
     reseeded = RetrieveDescriptiond(bank, seed=0).set_random_state(seed=7)
     assert draws(reseeded) == draws(RetrieveDescriptiond(bank, seed=7))
     # a None seed falls back to the transform's state too
-    assert RetrieveDescriptiond(bank, seed=7)({"category": "MEL", "seed": None})["description_id"] == draws(
-        RetrieveDescriptiond(bank, seed=7))[0]
+    assert (
+        RetrieveDescriptiond(bank, seed=7)({"category": "MEL", "seed": None})["description_id"]
+        == draws(RetrieveDescriptiond(bank, seed=7))[0]
+    )
 
 
 def test_explicit_description_overrides_and_never_reads_the_bank(tmp_path):
@@ -59,12 +63,15 @@ def test_explicit_description_overrides_and_never_reads_the_bank(tmp_path):
         transform({"category": "MEL", "seed": 0, "description": "  "})  # blank: drawn from the bank
 
 
-@pytest.mark.parametrize("item,message", [
-    ({"category": "FOO", "seed": 0}, r"unknown category 'FOO'; known categories: \['MEL', 'NV'\]"),
-    ({"category": "BCC", "seed": 0}, "category 'BCC' has no validated descriptions"),
-    ({"id": "r1", "seed": 0}, "item 'r1': no 'category'"),
-    ({"category": "MEL", "description": 3}, "'description' must be a string"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ({"category": "FOO", "seed": 0}, r"unknown category 'FOO'; known categories: \['MEL', 'NV'\]"),
+        ({"category": "BCC", "seed": 0}, "category 'BCC' has no validated descriptions"),
+        ({"id": "r1", "seed": 0}, "item 'r1': no 'category'"),
+        ({"category": "MEL", "description": 3}, "'description' must be a string"),
+    ],
+)
 def test_retrieval_errors(bank, item, message):
     with pytest.raises(ValueError, match=message):
         RetrieveDescriptiond(bank)(item)
@@ -103,7 +110,9 @@ def test_encode_text_errors(encoder):
         EncodeTextd(keys=["a", "b"], encoder=encoder)
     with pytest.raises(ValueError, match="tokens_key: 3 name"):
         EncodeTextd(keys=["a", "b"], encoder=encoder, tokens_key=["x", "y", "z"], pooled_key=None)
-    two = EncodeTextd(keys=["a", "b"], encoder=encoder, tokens_key=["ta", "tb"], pooled_key=None, allow_missing_keys=True)
+    two = EncodeTextd(
+        keys=["a", "b"], encoder=encoder, tokens_key=["ta", "tb"], pooled_key=None, allow_missing_keys=True
+    )
     out = two({"a": "red lesion"})
     assert out["ta"].shape == (16, 384) and "tb" not in out
     with pytest.raises(ValueError, match="'description' must be a string to encode, got NoneType"):

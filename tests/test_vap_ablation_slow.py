@@ -21,7 +21,9 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     work = str(tmp_path / "work")
     # two invocations, one seed each (as two sessions would run them): the second merges into the first's results
     assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "1", "--work_dir", work]) == 0
-    assert vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0", "--work_dir", work, "--jobs", "2"]) == 0
+    assert (
+        vap_ablation.main(["--quick", "--modalities", "derm", "--seeds", "0", "--work_dir", work, "--jobs", "2"]) == 0
+    )
     out = tmp_path / "work_quick"
     # a third invocation finds every arm of both seeds measured with these settings and trains nothing
     settings = json.loads((out / "vap_ablation_runs.json").read_text())["settings"]["derm"]
@@ -83,8 +85,20 @@ def test_quick_ablation_writes_the_documented_shape(tmp_path):
     import vap_projection_sweep
 
     sweep = tmp_path / "sweep.json"
-    args = ["--modalities", "derm", "--alphas", "0,0.25,0.5", "--ablation_runs", str(out / "vap_ablation_runs.json"),
-            "--work_dir", str(out), "--data_root", str(out / "data"), "--out", str(sweep)]
+    args = [
+        "--modalities",
+        "derm",
+        "--alphas",
+        "0,0.25,0.5",
+        "--ablation_runs",
+        str(out / "vap_ablation_runs.json"),
+        "--work_dir",
+        str(out),
+        "--data_root",
+        str(out / "data"),
+        "--out",
+        str(sweep),
+    ]
     assert vap_projection_sweep.main(args) == 0
     result = json.loads(sweep.read_text())
     assert result["settings"]["derm"] == settings
@@ -102,14 +116,18 @@ def test_runs_with_other_settings_are_not_merged(tmp_path):
     import vap_ablation
 
     out = tmp_path / "vap_ablation.json"
-    runs = {c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
-            for c in vap_ablation.CONDITIONS}
+    runs = {
+        c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
+        for c in vap_ablation.CONDITIONS
+    }
     settings = {k: 1 for k in vap_ablation.COMPARABLE}
     summary = vap_ablation.record(out, "derm", {"runs": runs}, settings)
     assert summary["derm"]["label"]["seen"]["fid"] == {"mean": 1.0, "sd": 0.0}
     # another seed merges; the same seed replaces
-    more = {c: {s: [{"seed": 1, "attribute_accuracy": 0.7, "fid": 3.0, "diversity": 0.3}] for s in vap_ablation.SPLITS}
-            for c in vap_ablation.CONDITIONS}
+    more = {
+        c: {s: [{"seed": 1, "attribute_accuracy": 0.7, "fid": 3.0, "diversity": 0.3}] for s in vap_ablation.SPLITS}
+        for c in vap_ablation.CONDITIONS
+    }
     summary = vap_ablation.record(out, "derm", {"runs": more}, settings)
     assert summary["derm"]["label"]["heldout"]["fid"]["mean"] == 2.0
     with pytest.raises(ValueError, match="iterations"):
@@ -126,8 +144,10 @@ def test_runs_under_the_old_references_are_another_setting(tmp_path):
     import vap_ablation
 
     out = tmp_path / "vap_ablation.json"
-    runs = {c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
-            for c in vap_ablation.CONDITIONS}
+    runs = {
+        c: {s: [{"seed": 0, "attribute_accuracy": 0.5, "fid": 1.0, "diversity": 0.1}] for s in vap_ablation.SPLITS}
+        for c in vap_ablation.CONDITIONS
+    }
     settings = {k: 1 for k in vap_ablation.COMPARABLE}
     old = {k: v for k, v in settings.items() if k != "reference"}  # as the runs file was written before the setting
     vap_ablation.record(out, "derm", {"runs": runs}, old)
@@ -153,10 +173,19 @@ def test_reference_is_stratified_to_the_requests_without_their_sources():
 
     # a class-sorted test list, as the readers return it: the first 100 records are all NV
     sizes = {"NV": 200, "MEL": 60, "BCC": 50, "DF": 12}
-    records = [{"id": f"{c}_{i:03d}", "image": f"/data/{c}_{i:03d}.png", "label_name": c, "attributes": {}}
-               for c, k in sizes.items() for i in range(k)]
-    records.append({"id": "held", "image": "/data/held.png", "label_name": "MEL",
-                    "attributes": dict(vap_ablation.HELDOUT["derm"][0])})
+    records = [
+        {"id": f"{c}_{i:03d}", "image": f"/data/{c}_{i:03d}.png", "label_name": c, "attributes": {}}
+        for c, k in sizes.items()
+        for i in range(k)
+    ]
+    records.append(
+        {
+            "id": "held",
+            "image": "/data/held.png",
+            "label_name": "MEL",
+            "attributes": dict(vap_ablation.HELDOUT["derm"][0]),
+        }
+    )
     requests = [{"category": c, "source": f"{c}_{i:03d}"} for c in ("NV", "MEL", "BCC") for i in range(8)]
     requests += [{"category": "MEL", "source": "MEL_039"}]
     drawn = vap_ablation.draw_reference("derm", "seen", records, requests, cap=100)
@@ -189,16 +218,26 @@ def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
     import vap_ablation_samples
 
     combos = vap_ablation.HELDOUT["cxr"]
-    requests = [{"id": f"heldout_{i:03d}", "category": "Cardiomegaly", "attributes": dict(combos[i % 2]),
-                 "source": f"src{i}"} for i in range(5)]
+    requests = [
+        {"id": f"heldout_{i:03d}", "category": "Cardiomegaly", "attributes": dict(combos[i % 2]), "source": f"src{i}"}
+        for i in range(5)
+    ]
     work = tmp_path / "cxr"
     work.mkdir()
     (work / "requests.json").write_text(json.dumps({"seen": [], "heldout": requests}))
     bank = []
     for i in range(5):
         _write_png(tmp_path / "real" / f"src{i}.png", 10 * i, channels=1)
-        bank.append(json.dumps({"id": f"src{i}", "image": str(tmp_path / "real" / f"src{i}.png"), "category": "Cardiomegaly",
-                                "description": "A frontal chest radiograph."}))
+        bank.append(
+            json.dumps(
+                {
+                    "id": f"src{i}",
+                    "image": str(tmp_path / "real" / f"src{i}.png"),
+                    "category": "Cardiomegaly",
+                    "description": "A frontal chest radiograph.",
+                }
+            )
+        )
     (work / "test_bank").mkdir()
     (work / "test_bank" / "Cardiomegaly.jsonl").write_text("\n".join(bank) + "\n")
     picked = vap_ablation_samples.pick_requests(requests, combos, 3)
@@ -224,8 +263,9 @@ def test_samples_figure_shows_every_condition_under_the_source_image(tmp_path):
     with pytest.raises(ValueError, match="seed 0"):
         vap_ablation_samples.sample_figure("cxr", work, 0, tmp_path / "fig0.png", columns=3)
     # a subset of the conditions: one row fewer
-    out = vap_ablation_samples.sample_figure("cxr", work, 2, tmp_path / "fig3.png", columns=3,
-                                             conditions=vap_ablation.CONDITIONS[1:])
+    out = vap_ablation_samples.sample_figure(
+        "cxr", work, 2, tmp_path / "fig3.png", columns=3, conditions=vap_ablation.CONDITIONS[1:]
+    )
     with Image.open(out) as figure:
         assert figure.size[1] == round(1.9 * 4 * 90)
     with pytest.raises(ValueError, match="conditions must be some of"):

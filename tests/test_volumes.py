@@ -52,8 +52,10 @@ def lps_storage(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
 @pytest.fixture(scope="module")
 def cases():
     prostate = get_phantom("prostate")
-    return {side: prostate.generate(index, seed=SEED, attributes={**LESION, "side": side})
-            for index, side in enumerate(SIDES)}
+    return {
+        side: prostate.generate(index, seed=SEED, attributes={**LESION, "side": side})
+        for index, side in enumerate(SIDES)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +75,9 @@ def written(cases, tmp_path_factory) -> dict[str, dict[str, tuple[Path, Path]]]:
 
     # (b, c) NIfTI and DICOM MR series of the output writer
     for storage in STORAGES:
-        writer = OutputWriter(root / storage, formats=("nifti", "dicom"), bundle=BUNDLE, value_range=(0.0, 2.0),
-                              grid=False)
+        writer = OutputWriter(
+            root / storage, formats=("nifti", "dicom"), bundle=BUNDLE, value_range=(0.0, 2.0), grid=False
+        )
         volumes, records = [], []
         for side, sample in zip(SIDES, samples):
             affine = ras_affine(sample.images["t2w"].shape, sample.meta["spacing"])

@@ -51,7 +51,10 @@ def test_nifti_keeps_the_affine(tmp_path):
     assert image.header.get_zooms() == pytest.approx((0.5, 0.6, 3.0))
     assert json.loads((tmp_path / "vol.json").read_text())["affine"] == affine.tolist()
     grid = writer.write_grid()
-    assert grid is not None and np.asarray(Image.open(grid)).shape == (2 + 5 + 2, 2 + 6 + 2)  # middle axial slice: Y rows, X columns
+    assert grid is not None and np.asarray(Image.open(grid)).shape == (
+        2 + 5 + 2,
+        2 + 6 + 2,
+    )  # middle axial slice: Y rows, X columns
 
 
 @pytest.mark.parametrize(

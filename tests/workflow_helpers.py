@@ -12,8 +12,11 @@ def folder_digest(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (``__pycache__`` aside): a bundle folder is never written at run time."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def run_infer_workflow(root: Path, **overrides: Any) -> Any:
@@ -21,9 +24,13 @@ def run_infer_workflow(root: Path, **overrides: Any) -> Any:
     missing, run it (``initialize``, ``run``, ``finalize``), check that nothing in ``root`` changed, and return the
     workflow."""
     before = folder_digest(root)
-    workflow = create_workflow(config_file=str(root / "configs" / "inference.json"),
-                               meta_file=str(root / "configs" / "metadata.json"), workflow_type="infer",
-                               bundle_root=str(root), **overrides)
+    workflow = create_workflow(
+        config_file=str(root / "configs" / "inference.json"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(root),
+        **overrides,
+    )
     assert workflow.check_properties() == [], f"{root.name}: missing inference properties"
     # the properties MONAI Label and the workflow API read, by name
     for name in ("bundle_root", "device", "dataset_dir", "dataset", "evaluator", "network_def", "inferer"):
@@ -40,9 +47,13 @@ def run_train_workflow(root: Path, configs: list[str], **overrides: Any) -> Any:
     from monai.bundle import ConfigWorkflow
 
     before = folder_digest(root)
-    workflow = ConfigWorkflow(config_file=[str(root / "configs" / name) for name in configs],
-                              meta_file=str(root / "configs" / "metadata.json"), workflow_type="train",
-                              bundle_root=str(root), **overrides)
+    workflow = ConfigWorkflow(
+        config_file=[str(root / "configs" / name) for name in configs],
+        meta_file=str(root / "configs" / "metadata.json"),
+        workflow_type="train",
+        bundle_root=str(root),
+        **overrides,
+    )
     workflow.initialize()
     assert workflow.check_properties() == [], f"{root.name}: missing train properties"
     workflow.run()

@@ -42,9 +42,14 @@ class MedGenApp(MONAILabelApp):
             self.max_outputs = int(conf.get("max_outputs", 16))
         except ValueError:
             raise ValueError(f"max_outputs: expected an integer, got {conf['max_outputs']!r}") from None
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="medgen-monai",
-                         description="Synthetic medical images from the medgen-monai generator bundles",
-                         version=medgen_monai.__version__)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="medgen-monai",
+            description="Synthetic medical images from the medgen-monai generator bundles",
+            version=medgen_monai.__version__,
+        )
 
     def init_infers(self) -> dict[str, Any]:
         return infer_tasks(self.bundles_dir, self.output_dir, names=self.models, max_outputs=self.max_outputs)

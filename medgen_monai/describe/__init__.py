@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from .bank import DescriptionBank, attach_descriptions, exclude_combinations, training_records
 from .backends import (
     BACKENDS,
     Describer,
@@ -22,6 +21,7 @@ from .backends import (
     TransformersDescriber,
     get_describer,
 )
+from .bank import DescriptionBank, attach_descriptions, exclude_combinations, training_records
 from .prompts import PROMPT_VERSION, build_messages, instructions
 from .run import BANK_FILE, REJECTED_FILE, describe_dataset, load_datalist, read_bank_lines
 from .tasks import CXR_PRIORITY, TASKS, DescribeTask, category_slug, cxr_category, cxr_check_category, get_task

@@ -36,8 +36,16 @@ from PIL import Image
 from .prompts import build_messages
 from .tasks import DescribeTask, get_task
 
-__all__ = ["Describer", "OracleDescriber", "TransformersDescriber", "OpenAIDescriber", "RequestFailed", "to_pil",
-           "BACKENDS", "get_describer"]
+__all__ = [
+    "Describer",
+    "OracleDescriber",
+    "TransformersDescriber",
+    "OpenAIDescriber",
+    "RequestFailed",
+    "to_pil",
+    "BACKENDS",
+    "get_describer",
+]
 
 ImageLike = Image.Image | np.ndarray
 
@@ -101,7 +109,7 @@ class Describer(abc.ABC):
         self.task = get_task(task)
         self.model = ""
 
-    def check_record(self, record: Mapping[str, Any]) -> None:
+    def check_record(self, record: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise ``ValueError`` naming the record if this backend cannot describe it (checked before any work)."""
 
     @abc.abstractmethod
@@ -160,8 +168,12 @@ class OracleDescriber(Describer):
             attributes = self.task.check_attributes(record["attributes"])
             key = int.from_bytes(hashlib.sha256(str(record["id"]).encode()).digest()[:8], "little")
             rng = np.random.default_rng([self.seed, key])
-            answer = {"modality": self.task.modality, "view": self.task.view, "attributes": attributes,
-                      "description": self.task.compose(attributes, rng, self.task.category(record))}
+            answer = {
+                "modality": self.task.modality,
+                "view": self.task.view,
+                "attributes": attributes,
+                "description": self.task.compose(attributes, rng, self.task.category(record)),
+            }
             answers.append(json.dumps(answer))
         return answers
 
@@ -188,8 +200,16 @@ class TransformersDescriber(Describer):
 
     name = "transformers"
 
-    def __init__(self, model_path: str | Path, task: DescribeTask | str, batch_size: int = 4, max_new_tokens: int = 512,
-                 device: str | None = None, dtype: Any = None, reveal_class: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        task: DescribeTask | str,
+        batch_size: int = 4,
+        max_new_tokens: int = 512,
+        device: str | None = None,
+        dtype: Any = None,
+        reveal_class: bool = False,
+    ) -> None:
         super().__init__(task)
         import torch
         import transformers
@@ -207,22 +227,32 @@ class TransformersDescriber(Describer):
                 "the weights and the processor files; the transformers backend never downloads, so fetch the model "
                 "first, e.g. huggingface-cli download ORG/NAME --local-dir DIR)"
             )
-        self.batch_size, self.max_new_tokens, self.reveal_class = int(batch_size), int(max_new_tokens), bool(reveal_class)
+        self.batch_size, self.max_new_tokens, self.reveal_class = (
+            int(batch_size),
+            int(max_new_tokens),
+            bool(reveal_class),
+        )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         elif isinstance(dtype, str) and dtype != "auto":
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"dtype: expected a torch dtype name such as float32 or bfloat16, or 'auto', got {dtype!r}")
+                raise ValueError(
+                    f"dtype: expected a torch dtype name such as float32 or bfloat16, or 'auto', got {dtype!r}"
+                )
             dtype = getattr(torch, dtype)
         # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56
         dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
         try:
             self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
-            self.net = AutoModelForImageTextToText.from_pretrained(str(path), local_files_only=True, **{dtype_key: dtype})
+            self.net = AutoModelForImageTextToText.from_pretrained(
+                str(path), local_files_only=True, **{dtype_key: dtype}
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"--model: {path}: cannot load a vision-language model with AutoProcessor + "
-                             f"AutoModelForImageTextToText ({type(e).__name__}: {e})") from e
+            raise ValueError(
+                f"--model: {path}: cannot load a vision-language model with AutoProcessor + "
+                f"AutoModelForImageTextToText ({type(e).__name__}: {e})"
+            ) from e
         self.net.to(self.device).eval()
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None:
@@ -231,23 +261,30 @@ class TransformersDescriber(Describer):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if getattr(self.processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
-            raise ValueError(f"--model: {path}: the processor has no chat template (chat_template.jinja / "
-                             "chat_template.json); the describe prompt needs an instruction-tuned model")
+        if (
+            getattr(self.processor, "chat_template", None) is None
+            and getattr(self.tokenizer, "chat_template", None) is None
+        ):
+            raise ValueError(
+                f"--model: {path}: the processor has no chat template (chat_template.jinja / "
+                "chat_template.json); the describe prompt needs an instruction-tuned model"
+            )
         self.model = str(path)
         self._system = True  # set to False when the chat template rejects a system message
 
     def _prompt(self, record: Mapping[str, Any]) -> str:
         if self._system:
             try:
-                return self.processor.apply_chat_template(self._messages(record, self.reveal_class, True),
-                                                          add_generation_prompt=True, tokenize=False)
+                return self.processor.apply_chat_template(
+                    self._messages(record, self.reveal_class, True), add_generation_prompt=True, tokenize=False
+                )
             except Exception as e:  # noqa: BLE001 - jinja raises TemplateError (via raise_exception) for a system role
                 if "system" not in str(e).lower():
                     raise
                 self._system = False
-        return self.processor.apply_chat_template(self._messages(record, self.reveal_class, False),
-                                                  add_generation_prompt=True, tokenize=False)
+        return self.processor.apply_chat_template(
+            self._messages(record, self.reveal_class, False), add_generation_prompt=True, tokenize=False
+        )
 
     def describe(self, images: Sequence[ImageLike | None], records: Sequence[Mapping[str, Any]]) -> list[str]:
         import torch
@@ -265,9 +302,14 @@ class TransformersDescriber(Describer):
                 if torch.is_tensor(value) and torch.is_floating_point(value):
                     inputs[key] = value.to(self.net.dtype)
             with torch.inference_mode():
-                output = self.net.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                           pad_token_id=self.tokenizer.pad_token_id)
-            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+                output = self.net.generate(
+                    **inputs,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
             answers.extend(self.processor.batch_decode(new_tokens, skip_special_tokens=True))
         return answers
 
@@ -306,14 +348,27 @@ class OpenAIDescriber(Describer):
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, task: DescribeTask | str, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 3, backoff: float = 1.0, concurrency: int = 4,
-                 max_tokens: int = 1024, reveal_class: bool = False, check: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        task: DescribeTask | str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        concurrency: int = 4,
+        max_tokens: int = 1024,
+        reveal_class: bool = False,
+        check: bool = True,
+    ) -> None:
         super().__init__(task)
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"--url: expected an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
         if not isinstance(model, str) or not model.strip():
-            raise ValueError("--model: the openai backend needs the served model name (e.g. Qwen/Qwen2.5-VL-7B-Instruct)")
+            raise ValueError(
+                "--model: the openai backend needs the served model name (e.g. Qwen/Qwen2.5-VL-7B-Instruct)"
+            )
         if float(timeout) <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if int(max_retries) < 0:
@@ -349,9 +404,11 @@ class OpenAIDescriber(Describer):
             return  # the server is there (a 404 or 401 on /models says nothing about chat completions)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
-            raise ValueError(f"--url: cannot reach an OpenAI-compatible server at {self.base_url} ({reason}); start it "
-                             "(e.g. vllm serve MODEL, or ollama serve and use http://127.0.0.1:11434/v1) "
-                             "or fix the URL") from None
+            raise ValueError(
+                f"--url: cannot reach an OpenAI-compatible server at {self.base_url} ({reason}); start it "
+                "(e.g. vllm serve MODEL, or ollama serve and use http://127.0.0.1:11434/v1) "
+                "or fix the URL"
+            ) from None
 
     def messages(self, image: ImageLike, record: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The request's messages: the system text as a string, the image as a base64 PNG data URL."""
@@ -360,8 +417,10 @@ class OpenAIDescriber(Describer):
             if message["role"] == "system":
                 messages.append({"role": "system", "content": "\n".join(c["text"] for c in message["content"])})
                 continue
-            content = [{"type": "image_url", "image_url": {"url": _png_data_url(image)}} if c["type"] == "image" else c
-                       for c in message["content"]]
+            content = [
+                {"type": "image_url", "image_url": {"url": _png_data_url(image)}} if c["type"] == "image" else c
+                for c in message["content"]
+            ]
             messages.append({"role": message["role"], "content": content})
         return messages
 
@@ -381,13 +440,16 @@ class OpenAIDescriber(Describer):
                     last = f"server error {e.code}"
                     continue
                 return RequestFailed(f"client error {e.code} from {self.endpoint} (not retried): {detail}")
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"timed out ({self.timeout:g} s)"
                 continue
             except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
                 reason = getattr(e, "reason", e)
-                last = f"timed out ({self.timeout:g} s)" if isinstance(reason, (TimeoutError, socket.timeout)) else \
-                    f"connection failed ({reason})"
+                last = (
+                    f"timed out ({self.timeout:g} s)"
+                    if isinstance(reason, (TimeoutError, socket.timeout))
+                    else f"connection failed ({reason})"
+                )
                 continue
             return self._content(payload)
         return RequestFailed(f"{last} after {tries} {'try' if tries == 1 else 'tries'}", transient=True)
@@ -414,8 +476,17 @@ class OpenAIDescriber(Describer):
             raise ValueError(f"describe: {len(images)} images for {len(records)} records")
         if not records:
             return []
-        bodies = [json.dumps({"model": self.model, "messages": self.messages(image, record), "temperature": 0,
-                              "max_tokens": self.max_tokens}).encode() for image, record in zip(images, records)]
+        bodies = [
+            json.dumps(
+                {
+                    "model": self.model,
+                    "messages": self.messages(image, record),
+                    "temperature": 0,
+                    "max_tokens": self.max_tokens,
+                }
+            ).encode()
+            for image, record in zip(images, records)
+        ]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(bodies))) as pool:
             return list(pool.map(self._ask, bodies))
 
@@ -423,8 +494,14 @@ class OpenAIDescriber(Describer):
 BACKENDS: tuple[str, ...] = ("oracle", "transformers", "openai")
 
 
-def get_describer(backend: str, task: DescribeTask | str, model: str | None = None, url: str | None = None,
-                  seed: int = 0, **options: Any) -> Describer:
+def get_describer(
+    backend: str,
+    task: DescribeTask | str,
+    model: str | None = None,
+    url: str | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Describer:
     """Build a backend by name (what the CLI uses).
 
     Args:

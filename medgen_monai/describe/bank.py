@@ -47,8 +47,10 @@ class DescriptionBank:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
-            raise ValueError(f"description bank {self.path}: no such folder; build one with "
-                             "`medgen-monai describe --images ... --task ... --out BANK`")
+            raise ValueError(
+                f"description bank {self.path}: no such folder; build one with "
+                "`medgen-monai describe --images ... --task ... --out BANK`"
+            )
         self.meta: dict[str, Any] = {}
         meta_path = self.path / BANK_FILE
         if meta_path.is_file():
@@ -58,8 +60,10 @@ class DescriptionBank:
                 raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
         self.files = sorted(p for p in self.path.glob("*.jsonl") if p.name != REJECTED_FILE)
         if not self.files:
-            raise ValueError(f"description bank {self.path}: no category file (<category>.jsonl); build the bank with "
-                             "`medgen-monai describe`, or check the path")
+            raise ValueError(
+                f"description bank {self.path}: no category file (<category>.jsonl); build the bank with "
+                "`medgen-monai describe`, or check the path"
+            )
         self._records: dict[str, list[dict[str, Any]]] = {}
         for file in self.files:
             for number, record in enumerate(read_bank_lines(file), 1):
@@ -68,8 +72,10 @@ class DescriptionBank:
                     raise ValueError(f"{file}: record {number} lacks {missing}; every line needs {list(_REQUIRED)}")
                 category = str(record["category"])
                 if category_slug(category) != file.stem:
-                    raise ValueError(f"{file}: record {number} (id {record['id']!r}) has category {category!r}, whose file "
-                                     f"is {category_slug(category)}.jsonl")
+                    raise ValueError(
+                        f"{file}: record {number} (id {record['id']!r}) has category {category!r}, whose file "
+                        f"is {category_slug(category)}.jsonl"
+                    )
                 if not isinstance(record["description"], str) or not record["description"].strip():
                     raise ValueError(f"{file}: record {number} (id {record['id']!r}) has an empty description")
                 self._records.setdefault(category, []).append(record)
@@ -120,10 +126,14 @@ class DescriptionBank:
         """
         if category not in self._records:
             if self._known_empty(category):
-                raise ValueError(f"description bank {self.path}: category {category!r} has no validated descriptions "
-                                 f"(expected in {self.file(category)}); describe more images of it, or check "
-                                 f"{self.path / REJECTED_FILE} for why its descriptions were rejected")
-            raise ValueError(f"description bank {self.path}: unknown category {category!r}; known categories: {self.categories}")
+                raise ValueError(
+                    f"description bank {self.path}: category {category!r} has no validated descriptions "
+                    f"(expected in {self.file(category)}); describe more images of it, or check "
+                    f"{self.path / REJECTED_FILE} for why its descriptions were rejected"
+                )
+            raise ValueError(
+                f"description bank {self.path}: unknown category {category!r}; known categories: {self.categories}"
+            )
         return [dict(r) for r in self._records[category]]
 
     def descriptions(self, category: str) -> list[str]:
@@ -155,8 +165,10 @@ class DescriptionBank:
             for record in records:
                 key = str(record["id"])
                 if key in out:
-                    raise ValueError(f"description bank {self.path}: image id {key!r} is in {out[key]['category']!r} "
-                                     f"and in {category!r}; an image has one validated description")
+                    raise ValueError(
+                        f"description bank {self.path}: image id {key!r} is in {out[key]['category']!r} "
+                        f"and in {category!r}; an image has one validated description"
+                    )
                 out[key] = record
         return out
 
@@ -246,7 +258,7 @@ class DescriptionBank:
             ax.bar(range(len(values)), list(values.values()), color="tab:blue")
             ax.set_xticks(range(len(values)), list(values), rotation=45, ha="right", fontsize=7)
             ax.set_title(title, fontsize=9)
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.axis("off")
         fig.suptitle(f"{self.path.name}: {stats['total']} descriptions, rejection rate {stats['rejection_rate']:.2f}")
         fig.tight_layout()
@@ -259,8 +271,9 @@ class DescriptionBank:
         return f"DescriptionBank({str(self.path)!r}, categories={len(self._records)}, descriptions={len(self)})"
 
 
-def attach_descriptions(datalist: Sequence[Mapping[str, Any]], bank: DescriptionBank | str | Path,
-                        key: str = "description") -> list[dict[str, Any]]:
+def attach_descriptions(
+    datalist: Sequence[Mapping[str, Any]], bank: DescriptionBank | str | Path, key: str = "description"
+) -> list[dict[str, Any]]:
     """Join a dataset datalist to a bank by image id.
 
     Each kept record (a copy) gets ``key`` (the description), ``"category"`` and ``"description_attributes"``
@@ -298,8 +311,10 @@ def attach_descriptions(datalist: Sequence[Mapping[str, Any]], bank: Description
         if task is not None and ("label_name" in record or "label" in record):
             own = task.category(record)
             if own != match["category"]:
-                raise ValueError(f"datalist record {record['id']!r} is {own!r} but bank {bank.path} describes it as "
-                                 f"{match['category']!r}: was the bank built from another dataset with the same ids?")
+                raise ValueError(
+                    f"datalist record {record['id']!r} is {own!r} but bank {bank.path} describes it as "
+                    f"{match['category']!r}: was the bank built from another dataset with the same ids?"
+                )
         joined = dict(record)
         joined[key] = match["description"]
         joined["category"] = match["category"]
@@ -309,16 +324,22 @@ def attach_descriptions(datalist: Sequence[Mapping[str, Any]], bank: Description
         out.append(joined)
     if not out:
         sample = [str(r.get("id")) for r in list(datalist)[:3]]
-        raise ValueError(f"no datalist record ({len(datalist)} records, ids like {sample}) has a validated description in "
-                         f"bank {bank.path} (ids like {sorted(index)[:3]}): was the bank built from this dataset?")
+        raise ValueError(
+            f"no datalist record ({len(datalist)} records, ids like {sample}) has a validated description in "
+            f"bank {bank.path} (ids like {sorted(index)[:3]}): was the bank built from this dataset?"
+        )
     if dropped:
-        warnings.warn(f"{dropped} of {len(datalist)} datalist records have no validated description in bank {bank.path} "
-                      "(rejected or not described); they are left out", stacklevel=2)
+        warnings.warn(
+            f"{dropped} of {len(datalist)} datalist records have no validated description in bank {bank.path} "
+            "(rejected or not described); they are left out",
+            stacklevel=2,
+        )
     return out
 
 
-def exclude_combinations(records: Sequence[Mapping[str, Any]], combinations: Sequence[Mapping[str, Any]],
-                         key: str = "attributes") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def exclude_combinations(
+    records: Sequence[Mapping[str, Any]], combinations: Sequence[Mapping[str, Any]], key: str = "attributes"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split off the records that show a held-out attribute combination.
 
     Args:
@@ -338,20 +359,30 @@ def exclude_combinations(records: Sequence[Mapping[str, Any]], combinations: Seq
     wanted: list[dict[str, set[str]]] = []
     for number, combination in enumerate(combinations):
         if not isinstance(combination, Mapping) or not combination:
-            raise ValueError(f"combination {number}: expected a non-empty mapping attribute -> value, got {combination!r}")
-        wanted.append({str(name): {str(v) for v in value} if isinstance(value, (list, tuple, set)) else {str(value)}
-                       for name, value in combination.items()})
+            raise ValueError(
+                f"combination {number}: expected a non-empty mapping attribute -> value, got {combination!r}"
+            )
+        wanted.append(
+            {
+                str(name): {str(v) for v in value} if isinstance(value, (list, tuple, set)) else {str(value)}
+                for name, value in combination.items()
+            }
+        )
     if not wanted:
         return [dict(r) for r in records], []
     names: set[str] = set()
     for number, record in enumerate(records):
         attributes = record.get(key)
         if not isinstance(attributes, Mapping):
-            raise ValueError(f"record {record.get('id', number)!r}: no {key!r} mapping to check held-out combinations against")
+            raise ValueError(
+                f"record {record.get('id', number)!r}: no {key!r} mapping to check held-out combinations against"
+            )
         names.update(str(n) for n in attributes)
     unknown = sorted({name for combination in wanted for name in combination} - names)
     if unknown and records:
-        raise ValueError(f"held-out combinations name attribute(s) {unknown} that no record has; known: {sorted(names)}")
+        raise ValueError(
+            f"held-out combinations name attribute(s) {unknown} that no record has; known: {sorted(names)}"
+        )
     kept, removed = [], []
     for record in records:
         attributes = {str(k): str(v) for k, v in record[key].items()}
@@ -360,9 +391,13 @@ def exclude_combinations(records: Sequence[Mapping[str, Any]], combinations: Seq
     return kept, removed
 
 
-def training_records(records: Sequence[Mapping[str, Any]], bank: DescriptionBank | str | Path, classes: Sequence[str],
-                     use_descriptions: bool = True,
-                     excluded_combinations: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+def training_records(
+    records: Sequence[Mapping[str, Any]],
+    bank: DescriptionBank | str | Path,
+    classes: Sequence[str],
+    use_descriptions: bool = True,
+    excluded_combinations: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
     """The diffusion training records of a description-conditioned bundle.
 
     Each record is joined to its bank description (:func:`attach_descriptions`), loses the held-out attribute
@@ -372,5 +407,7 @@ def training_records(records: Sequence[Mapping[str, Any]], bank: DescriptionBank
     """
     classes = list(classes)
     kept, _ = exclude_combinations(attach_descriptions(records, bank), excluded_combinations)
-    return [dict(r, label=classes.index(r["category"]), description=r["description"] if use_descriptions else "")
-            for r in kept]
+    return [
+        dict(r, label=classes.index(r["category"]), description=r["description"] if use_descriptions else "")
+        for r in kept
+    ]

@@ -42,8 +42,12 @@ def answer_template(task: DescribeTask | str) -> str:
     """The final JSON object's shape, with placeholders (never valid values, so a copied template is rejected)."""
     task = get_task(task)
     attributes = {a.name: "<one of: " + " | ".join(a.values) + ">" for a in task.attributes}
-    shape = {"modality": "<imaging modality>", "view": "<view shown>", "attributes": attributes,
-             "description": "<1-3 sentences>"}
+    shape = {
+        "modality": "<imaging modality>",
+        "view": "<view shown>",
+        "attributes": attributes,
+        "description": "<1-3 sentences>",
+    }
     return json.dumps(shape, indent=1)
 
 
@@ -62,11 +66,10 @@ def instructions(task: DescribeTask | str, category: str | None = None, reveal_c
     if reveal_class:
         lines += [f"The image is labelled: {task.class_text(str(category))}.", ""]
     lines += [
-        "Step 1 - modality and view. Say what kind of image this is (the imaging modality) and which view "
-        "it shows.",
+        "Step 1 - modality and view. Say what kind of image this is (the imaging modality) and which view it shows.",
         "",
         "Step 2 - attributes. Inspect the attributes below one at a time. For each, look at the image, then "
-        "choose exactly one of its allowed values, written exactly as listed. Use \"none\" only where it is "
+        'choose exactly one of its allowed values, written exactly as listed. Use "none" only where it is '
         "listed and the thing is not in the image. Give your choices as a JSON object.",
     ]
     for i, attribute in enumerate(task.attributes, 1):
@@ -83,8 +86,9 @@ def instructions(task: DescribeTask | str, category: str | None = None, reveal_c
     return "\n".join(lines)
 
 
-def build_messages(task: DescribeTask | str, category: str | None = None, reveal_class: bool = False,
-                   system: bool = True) -> list[dict[str, Any]]:
+def build_messages(
+    task: DescribeTask | str, category: str | None = None, reveal_class: bool = False, system: bool = True
+) -> list[dict[str, Any]]:
     """The chat messages of one image: a system message and a user message with the image placeholder first.
 
     Args:
@@ -100,15 +104,19 @@ def build_messages(task: DescribeTask | str, category: str | None = None, reveal
     """
     messages = [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        {"role": "user", "content": [{"type": "image"},
-                                     {"type": "text", "text": instructions(task, category, reveal_class)}]},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": instructions(task, category, reveal_class)}],
+        },
     ]
     return messages if system else merge_system(messages)
 
 
 def merge_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The same conversation without a system message: its text goes before the first user text."""
-    system_text = "\n".join(c["text"] for m in messages if m["role"] == "system" for c in m["content"] if c["type"] == "text")
+    system_text = "\n".join(
+        c["text"] for m in messages if m["role"] == "system" for c in m["content"] if c["type"] == "text"
+    )
     merged: list[dict[str, Any]] = []
     for message in messages:
         if message["role"] == "system":

@@ -104,8 +104,10 @@ def _existing(bank: Path, task: DescribeTask) -> tuple[dict[str, str], dict[str,
         _drop_partial_line(path)  # this run appends after the last complete line
         for line in lines:
             if line.get("task", task.name) != task.name:
-                raise ValueError(f"{path}: the bank holds {line.get('task')!r} descriptions; this run describes "
-                                 f"{task.name!r}: use another --out folder")
+                raise ValueError(
+                    f"{path}: the bank holds {line.get('task')!r} descriptions; this run describes "
+                    f"{task.name!r}: use another --out folder"
+                )
             if "id" not in line or (path.name != REJECTED_FILE and "category" not in line):
                 raise ValueError(f"{path}: a line without 'id' or 'category': {str(line)[:80]}")
             seen[str(line["id"])] = path.name
@@ -160,9 +162,16 @@ def load_datalist(source: str | Path, layout: str | None = None) -> list[dict[st
     raise ValueError(f"--images: {path} is neither a dataset folder nor a JSON datalist file")
 
 
-def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask | str, describer: Describer,
-                     bank_dir: str | Path, batch_size: int = 8, progress: bool = True,
-                     limit: int | None = None, max_chars: int | None = None) -> dict[str, Any]:
+def describe_dataset(
+    datalist: Sequence[Mapping[str, Any]],
+    task: DescribeTask | str,
+    describer: Describer,
+    bank_dir: str | Path,
+    batch_size: int = 8,
+    progress: bool = True,
+    limit: int | None = None,
+    max_chars: int | None = None,
+) -> dict[str, Any]:
     """Describe every record of ``datalist`` not yet in the bank, validate the answers and store them.
 
     Args:
@@ -204,8 +213,10 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         for key, value in (("task", task.name), ("backend", describer.name), ("model", describer.model)):
             if meta.get(key) != value:
-                raise ValueError(f"{meta_path}: the bank was made with {key} {meta.get(key)!r}, this run uses {value!r}; "
-                                 "describe into another --out folder")
+                raise ValueError(
+                    f"{meta_path}: the bank was made with {key} {meta.get(key)!r}, this run uses {value!r}; "
+                    "describe into another --out folder"
+                )
     seen, counts, rejected = _existing(bank, task)
 
     # check every record before asking the model anything: a bad record fails now, not after hours
@@ -224,7 +235,9 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
             continue
         category = task.category(record)
         if task.image_key not in record:
-            raise ValueError(f"record {record_id!r}: no {task.image_key!r} image path (the {task.name} task describes it)")
+            raise ValueError(
+                f"record {record_id!r}: no {task.image_key!r} image path (the {task.name} task describes it)"
+            )
         if not Path(record[task.image_key]).is_file():
             raise ValueError(f"record {record_id!r}: {task.image_key} {record[task.image_key]}: file not found")
         describer.check_record(record)
@@ -237,12 +250,14 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
     bar = tqdm(total=len(todo), desc=f"describe {task.name} ({describer.name})", unit="image", disable=not progress)
     try:
         for start in range(0, len(todo), int(batch_size)):
-            batch = todo[start:start + int(batch_size)]
+            batch = todo[start : start + int(batch_size)]
             records = [r for r, _ in batch]
             images = [_load_image(r, task.image_key) if describer.needs_images else None for r in records]
             answers = describer.describe(images, records)
             if len(answers) != len(records):
-                raise RuntimeError(f"{type(describer).__name__} returned {len(answers)} answers for {len(records)} images")
+                raise RuntimeError(
+                    f"{type(describer).__name__} returned {len(answers)} answers for {len(records)} images"
+                )
             lines: dict[str, list[dict[str, Any]]] = {}
             batch_counts: Counter[str] = Counter()
             batch_rejected: list[dict[str, Any]] = []
@@ -277,13 +292,21 @@ def describe_dataset(datalist: Sequence[Mapping[str, Any]], task: DescribeTask |
         # whatever happened to a request, the bank's summary matches its files
         meta = _write_meta(meta_path, task, describer, counts, rejected)
 
-    return {**meta, "bank": str(bank), "described": accepted_now + len(rejected_lines) + failed,
-            "accepted_now": accepted_now, "rejected_now": len(rejected_lines), "failed": failed, "skipped": skipped,
-            "reasons": rejection_reasons(rejected_lines)}
+    return {
+        **meta,
+        "bank": str(bank),
+        "described": accepted_now + len(rejected_lines) + failed,
+        "accepted_now": accepted_now,
+        "rejected_now": len(rejected_lines),
+        "failed": failed,
+        "skipped": skipped,
+        "reasons": rejection_reasons(rejected_lines),
+    }
 
 
-def _write_meta(path: Path, task: DescribeTask, describer: Describer, counts: Mapping[str, int],
-                rejected: int) -> dict[str, Any]:
+def _write_meta(
+    path: Path, task: DescribeTask, describer: Describer, counts: Mapping[str, int], rejected: int
+) -> dict[str, Any]:
     total = sum(counts.values()) + rejected
     meta = {
         "task": task.name,

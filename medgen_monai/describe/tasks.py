@@ -56,8 +56,14 @@ def category_slug(category: str) -> str:
 
 
 #: a study with several findings is filed under its most acute one, in this order; the description carries the rest
-CXR_PRIORITY: tuple[str, ...] = ("Pneumothorax", "Pleural Effusion", "Lung Opacity", "Cardiomegaly", "Support Devices",
-                                 "No Finding")
+CXR_PRIORITY: tuple[str, ...] = (
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Lung Opacity",
+    "Cardiomegaly",
+    "Support Devices",
+    "No Finding",
+)
 
 
 def cxr_category(label_names: Sequence[str] | str) -> str:
@@ -82,8 +88,10 @@ def cxr_category(label_names: Sequence[str] | str) -> str:
     if len(set(names)) != len(names):
         raise ValueError(f"cxr: repeated class in {names}")
     if not names:
-        raise ValueError(f"cxr: no positive class; a study needs at least one of {list(CXR_CLASSES)} "
-                         "('No Finding' for a normal study)")
+        raise ValueError(
+            f"cxr: no positive class; a study needs at least one of {list(CXR_CLASSES)} "
+            "('No Finding' for a normal study)"
+        )
     if "No Finding" in names and len(names) > 1:
         raise ValueError(f"cxr: 'No Finding' cannot be combined with other classes, got {names}")
     return next(c for c in CXR_PRIORITY if c in names)
@@ -92,8 +100,10 @@ def cxr_category(label_names: Sequence[str] | str) -> str:
 def cxr_check_category(category: str) -> str:
     """``category`` if it is a cxr category (one class name); ``ValueError`` naming the classes otherwise."""
     if category not in CXR_CLASSES:
-        raise ValueError(f"cxr: unknown category {category!r}; expected one class of {list(CXR_PRIORITY)} "
-                         "(a study is filed under its most acute finding)")
+        raise ValueError(
+            f"cxr: unknown category {category!r}; expected one class of {list(CXR_PRIORITY)} "
+            "(a study is filed under its most acute finding)"
+        )
     return category
 
 
@@ -149,15 +159,21 @@ class DescribeTask(abc.ABC):
     def check_attributes(self, attributes: Any, where: str = "attributes") -> dict[str, str]:
         """A complete, in-vocabulary attribute dict in vocabulary order, else ``ValueError`` naming ``where``."""
         if not isinstance(attributes, Mapping):
-            raise ValueError(f"{where}: expected a dict of {list(self.attribute_names)}, got {type(attributes).__name__}")
+            raise ValueError(
+                f"{where}: expected a dict of {list(self.attribute_names)}, got {type(attributes).__name__}"
+            )
         missing = [n for n in self.attribute_names if n not in attributes]
         if missing:
-            raise ValueError(f"{where}: attributes {missing} missing; the {self.name} task needs {list(self.attribute_names)}")
+            raise ValueError(
+                f"{where}: attributes {missing} missing; the {self.name} task needs {list(self.attribute_names)}"
+            )
         for name in self.attribute_names:
             value = attributes[name]
             if value not in self.attribute(name).values:
-                raise ValueError(f"{where}: attribute {name!r} has value {value!r}; expected one of "
-                                 f"{list(self.attribute(name).values)}")
+                raise ValueError(
+                    f"{where}: attribute {name!r} has value {value!r}; expected one of "
+                    f"{list(self.attribute(name).values)}"
+                )
         return {n: str(attributes[n]) for n in self.attribute_names}
 
     # ---- categories ---------------------------------------------------------------------------
@@ -182,9 +198,13 @@ class DescribeTask(abc.ABC):
                 raise ValueError(f"{where}: 'label' {label!r} is not a class index in [0, {len(self.classes)})")
             name = self.classes[int(label)]
         else:
-            raise ValueError(f"{where}: no 'label_name' or 'label'; the {self.name} task needs the class of every image")
+            raise ValueError(
+                f"{where}: no 'label_name' or 'label'; the {self.name} task needs the class of every image"
+            )
         if name not in self.classes:
-            raise ValueError(f"{where}: unknown class {name!r} for the {self.name} task; expected one of {list(self.classes)}")
+            raise ValueError(
+                f"{where}: unknown class {name!r} for the {self.name} task; expected one of {list(self.classes)}"
+            )
         return str(name)
 
     def class_text(self, category: str) -> str:
@@ -198,8 +218,11 @@ class DescribeTask(abc.ABC):
     def consistent(self, category: str, attributes: Mapping[str, str]) -> list[str]:
         """Why a complete, in-vocabulary attribute dict contradicts ``category`` (empty: consistent)."""
         allowed = self.class_constraints(category)
-        return [f"{name} {attributes[name]!r} contradicts class {category!r} (allowed: {list(values)})"
-                for name, values in allowed.items() if name in attributes and attributes[name] not in values]
+        return [
+            f"{name} {attributes[name]!r} contradicts class {category!r} (allowed: {list(values)})"
+            for name, values in allowed.items()
+            if name in attributes and attributes[name] not in values
+        ]
 
     def shown_classes(self, category: str, attributes: Mapping[str, str]) -> tuple[str, ...]:
         """The classes a description of an image of ``category`` with these validated attributes may name (default:
@@ -260,7 +283,7 @@ def _oracle_descriptions(name: str) -> list[str]:
     return texts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lexicon(name: str) -> frozenset[str]:
     task = get_task(name)
     words: set[str] = set()
@@ -272,28 +295,45 @@ def _lexicon(name: str) -> frozenset[str]:
     return frozenset(words)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _longest_oracle_description(name: str) -> int:
     return max(len(t) for t in _oracle_descriptions(name))
 
 
 # ---- dermoscopy ----------------------------------------------------------------------------------
-_DERM_SHAPE = {"round": ("round", "circular", "symmetric round"), "oval": ("oval", "ovoid", "elongated oval"),
-               "irregular": ("irregular", "irregularly shaped", "notched irregular")}
+_DERM_SHAPE = {
+    "round": ("round", "circular", "symmetric round"),
+    "oval": ("oval", "ovoid", "elongated oval"),
+    "irregular": ("irregular", "irregularly shaped", "notched irregular"),
+}
 _DERM_SIZE = {"small": ("small", "small-diameter"), "medium": ("medium-sized", "medium"), "large": ("large", "broad")}
-_DERM_COLOUR = {"light_brown": ("light brown", "tan, light brown"), "dark_brown": ("dark brown", "deep brown"),
-                "black": ("black", "jet-black"), "red": ("red", "pinkish red"), "blue_grey": ("blue-grey", "bluish grey")}
-_DERM_BORDER = {"well_defined": ("a well-defined border", "a sharp, well-defined edge", "a crisply demarcated border"),
-                "ill_defined": ("an ill-defined border", "a blurred, ill-defined edge", "pigment fading gradually into the skin")}
-_DERM_PATTERN = {"network": ("a reticular pigment network", "a network of dark lines", "a pigment network"),
-                 "globules": ("scattered dark dots and globules", "multiple globules", "clustered globules"),
-                 "homogeneous": ("a structureless, homogeneous pattern", "homogeneous pigmentation",
-                                 "a homogeneous area without structures")}
-_DERM_POSITION = {"centre": ("in the centre of the field", "centrally in the field", "at the centre of the image"),
-                  "upper_left": ("in the upper left of the field", "towards the upper left", "in the upper-left quadrant"),
-                  "upper_right": ("in the upper right of the field", "towards the upper right", "in the upper-right quadrant"),
-                  "lower_left": ("in the lower left of the field", "towards the lower left", "in the lower-left quadrant"),
-                  "lower_right": ("in the lower right of the field", "towards the lower right", "in the lower-right quadrant")}
+_DERM_COLOUR = {
+    "light_brown": ("light brown", "tan, light brown"),
+    "dark_brown": ("dark brown", "deep brown"),
+    "black": ("black", "jet-black"),
+    "red": ("red", "pinkish red"),
+    "blue_grey": ("blue-grey", "bluish grey"),
+}
+_DERM_BORDER = {
+    "well_defined": ("a well-defined border", "a sharp, well-defined edge", "a crisply demarcated border"),
+    "ill_defined": ("an ill-defined border", "a blurred, ill-defined edge", "pigment fading gradually into the skin"),
+}
+_DERM_PATTERN = {
+    "network": ("a reticular pigment network", "a network of dark lines", "a pigment network"),
+    "globules": ("scattered dark dots and globules", "multiple globules", "clustered globules"),
+    "homogeneous": (
+        "a structureless, homogeneous pattern",
+        "homogeneous pigmentation",
+        "a homogeneous area without structures",
+    ),
+}
+_DERM_POSITION = {
+    "centre": ("in the centre of the field", "centrally in the field", "at the centre of the image"),
+    "upper_left": ("in the upper left of the field", "towards the upper left", "in the upper-left quadrant"),
+    "upper_right": ("in the upper right of the field", "towards the upper right", "in the upper-right quadrant"),
+    "lower_left": ("in the lower left of the field", "towards the lower left", "in the lower-left quadrant"),
+    "lower_right": ("in the lower right of the field", "towards the lower right", "in the lower-right quadrant"),
+}
 
 
 class DermTask(DescribeTask):
@@ -327,44 +367,70 @@ class DermTask(DescribeTask):
         border, pattern = pick(rng, _DERM_BORDER[a["border"]]), pick(rng, _DERM_PATTERN[a["pattern"]])
         if category is not None:
             diagnosis = self.class_text(category)
-            first = pick(rng, (
-                f"Dermoscopy of {_article(diagnosis)} {diagnosis}: {_article(size)} {size}, {shape}, {colour} lesion {where}.",
-                f"{_capital(_article(size))} {size}, {shape} {colour} {diagnosis} lies {where}.",
-                f"{_capital(where)}, {_article(size)} {size}, {shape}, {colour} lesion consistent with "
-                f"{_article(diagnosis)} {diagnosis}.",
-            ))
+            first = pick(
+                rng,
+                (
+                    f"Dermoscopy of {_article(diagnosis)} {diagnosis}: {_article(size)} {size}, {shape}, {colour} "
+                    f"lesion {where}.",
+                    f"{_capital(_article(size))} {size}, {shape} {colour} {diagnosis} lies {where}.",
+                    f"{_capital(where)}, {_article(size)} {size}, {shape}, {colour} lesion consistent with "
+                    f"{_article(diagnosis)} {diagnosis}.",
+                ),
+            )
         else:
-            first = pick(rng, (
-                f"Dermoscopy of {_article(size)} {size}, {shape}, {colour} skin lesion {where}.",
-                f"{_capital(_article(size))} {size}, {shape} {colour} skin lesion lies {where}.",
-                f"{_capital(where)}, {_article(size)} {size}, {shape}, {colour} skin lesion.",
-            ))
-        second = pick(rng, (
-            f"It has {border} and shows {pattern}.",
-            f"The lesion shows {pattern}, with {border}.",
-            f"Its dermoscopic structure is {pattern}, and it has {border}.",
-        ))
+            first = pick(
+                rng,
+                (
+                    f"Dermoscopy of {_article(size)} {size}, {shape}, {colour} skin lesion {where}.",
+                    f"{_capital(_article(size))} {size}, {shape} {colour} skin lesion lies {where}.",
+                    f"{_capital(where)}, {_article(size)} {size}, {shape}, {colour} skin lesion.",
+                ),
+            )
+        second = pick(
+            rng,
+            (
+                f"It has {border} and shows {pattern}.",
+                f"The lesion shows {pattern}, with {border}.",
+                f"Its dermoscopic structure is {pattern}, and it has {border}.",
+            ),
+        )
         return f"{first} {second}"
 
 
 # ---- colonoscopy ---------------------------------------------------------------------------------
-_COLON_CLASS_TEXT = {"normal-cecum": "normal cecum", "polyps": "polyp", "dyed-lifted-polyps": "dyed and lifted polyp",
-                     "ulcerative-colitis": "ulcerative colitis"}
+_COLON_CLASS_TEXT = {
+    "normal-cecum": "normal cecum",
+    "polyps": "polyp",
+    "dyed-lifted-polyps": "dyed and lifted polyp",
+    "ulcerative-colitis": "ulcerative colitis",
+}
 _COLON_SIZE = {"small": ("small", "diminutive"), "medium": ("medium-sized", "medium"), "large": ("large", "bulky")}
-_COLON_MORPHOLOGY = {"sessile": ("sessile", "broad-based sessile"), "pedunculated": ("pedunculated", "stalked, pedunculated"),
-                     "flat": ("flat", "flat, plaque-like")}
-_COLON_SURFACE = {"smooth": ("a smooth surface", "a smooth, glistening surface"),
-                  "lobulated": ("a lobulated surface", "a nodular, lobulated surface"),
-                  "ulcerated": ("an ulcerated surface", "a surface with central ulceration")}
-_COLON_COLOUR = {"pale": ("pale", "whitish pink"), "red": ("red", "deep red"),
-                 "blue_dyed": ("blue-dyed", "stained blue")}
-_COLON_ULCER_BASE = {"pale": ("a pale, fibrin-covered base", "a whitish fibrin-coated base"),
-                     "red": ("a red, haemorrhagic base", "a deep red, bleeding base")}
-_COLON_LOCATION = {"centre": ("in the centre of the view", "centrally in the view", "at the centre of the frame"),
-                   "upper_left": ("in the upper left of the view", "towards the upper left", "in the upper-left quadrant"),
-                   "upper_right": ("in the upper right of the view", "towards the upper right", "in the upper-right quadrant"),
-                   "lower_left": ("in the lower left of the view", "towards the lower left", "in the lower-left quadrant"),
-                   "lower_right": ("in the lower right of the view", "towards the lower right", "in the lower-right quadrant")}
+_COLON_MORPHOLOGY = {
+    "sessile": ("sessile", "broad-based sessile"),
+    "pedunculated": ("pedunculated", "stalked, pedunculated"),
+    "flat": ("flat", "flat, plaque-like"),
+}
+_COLON_SURFACE = {
+    "smooth": ("a smooth surface", "a smooth, glistening surface"),
+    "lobulated": ("a lobulated surface", "a nodular, lobulated surface"),
+    "ulcerated": ("an ulcerated surface", "a surface with central ulceration"),
+}
+_COLON_COLOUR = {
+    "pale": ("pale", "whitish pink"),
+    "red": ("red", "deep red"),
+    "blue_dyed": ("blue-dyed", "stained blue"),
+}
+_COLON_ULCER_BASE = {
+    "pale": ("a pale, fibrin-covered base", "a whitish fibrin-coated base"),
+    "red": ("a red, haemorrhagic base", "a deep red, bleeding base"),
+}
+_COLON_LOCATION = {
+    "centre": ("in the centre of the view", "centrally in the view", "at the centre of the frame"),
+    "upper_left": ("in the upper left of the view", "towards the upper left", "in the upper-left quadrant"),
+    "upper_right": ("in the upper right of the view", "towards the upper right", "in the upper-right quadrant"),
+    "lower_left": ("in the lower left of the view", "towards the lower left", "in the lower-left quadrant"),
+    "lower_right": ("in the lower right of the view", "towards the lower right", "in the lower-right quadrant"),
+}
 _COLON_NORMAL = (
     "Colonoscopy frame of a normal cecum: healthy pink mucosa with a regular vessel pattern and no lesion in view.",
     "Normal cecum at colonoscopy, with intact pink mucosa and a fine vascular pattern; no lesion is seen.",
@@ -398,48 +464,81 @@ class ColonTask(DescribeTask):
         size, where = pick(rng, _COLON_SIZE[a["size"]]), pick(rng, _COLON_LOCATION[a["location"]])
         if a["finding"] == "ulcer":
             base = pick(rng, _COLON_ULCER_BASE[a["colour"]])
-            first = pick(rng, (
-                f"Colonoscopy frame with {_article(size)} {size} ulcer {where}, with {base}.",
-                f"{_capital(_article(size))} {size} ulcer with {base} lies {where}.",
-                f"{_capital(where)}, {_article(size)} {size} ulcer with {base}.",
-            ))
-            second = pick(rng, (
-                "The surrounding mucosa is inflamed and granular without a visible vessel pattern, "
-                "consistent with ulcerative colitis.",
-                "Diffusely inflamed, granular mucosa with loss of the vessel pattern suggests ulcerative colitis.",
-            ))
+            first = pick(
+                rng,
+                (
+                    f"Colonoscopy frame with {_article(size)} {size} ulcer {where}, with {base}.",
+                    f"{_capital(_article(size))} {size} ulcer with {base} lies {where}.",
+                    f"{_capital(where)}, {_article(size)} {size} ulcer with {base}.",
+                ),
+            )
+            second = pick(
+                rng,
+                (
+                    "The surrounding mucosa is inflamed and granular without a visible vessel pattern, "
+                    "consistent with ulcerative colitis.",
+                    "Diffusely inflamed, granular mucosa with loss of the vessel pattern suggests ulcerative colitis.",
+                ),
+            )
             return f"{first} {second}"
         morphology = pick(rng, _COLON_MORPHOLOGY[a["morphology"]])
         surface, colour = pick(rng, _COLON_SURFACE[a["surface"]]), pick(rng, _COLON_COLOUR[a["colour"]])
-        first = pick(rng, (
-            f"Colonoscopy frame with {_article(size)} {size} {morphology} polyp {where}.",
-            f"{_capital(_article(size))} {size} {morphology} polyp is seen {where}.",
-            f"{_capital(where)}, {_article(size)} {size} {morphology} polyp.",
-        ))
-        second = pick(rng, (
-            f"It is {colour} with {surface}.",
-            f"The polyp looks {colour} and has {surface}.",
-        ))
+        first = pick(
+            rng,
+            (
+                f"Colonoscopy frame with {_article(size)} {size} {morphology} polyp {where}.",
+                f"{_capital(_article(size))} {size} {morphology} polyp is seen {where}.",
+                f"{_capital(where)}, {_article(size)} {size} {morphology} polyp.",
+            ),
+        )
+        second = pick(
+            rng,
+            (
+                f"It is {colour} with {surface}.",
+                f"The polyp looks {colour} and has {surface}.",
+            ),
+        )
         sentences = [first, second]
         if a["colour"] == "blue_dyed":
-            sentences.append(pick(rng, (
-                "It is a dyed and lifted polyp on a submucosal cushion of injected indigo carmine.",
-                "The polyp is lifted on a bluish submucosal cushion, ready for resection.",
-            )))
+            sentences.append(
+                pick(
+                    rng,
+                    (
+                        "It is a dyed and lifted polyp on a submucosal cushion of injected indigo carmine.",
+                        "The polyp is lifted on a bluish submucosal cushion, ready for resection.",
+                    ),
+                )
+            )
         return " ".join(sentences)
 
 
 # ---- chest X-ray ---------------------------------------------------------------------------------
-_CXR_LOBE = {("upper", "right"): "right upper lobe", ("upper", "left"): "left upper lobe",
-             ("middle", "right"): "right middle lobe", ("middle", "left"): "lingula",
-             ("lower", "right"): "right lower lobe", ("lower", "left"): "left lower lobe"}
-_CXR_HEART = {"normal": ("the heart size is normal", "the cardiac silhouette is of normal size"),
-              "enlarged": ("the heart is enlarged", "the cardiac silhouette is enlarged")}
-_CXR_DEVICE = {"pacemaker": ("a left chest wall pacemaker is in place", "a pacemaker projects over the left chest wall"),
-               "central_line": ("a right internal jugular central line ends in the superior vena cava",
-                                "a right-sided central line is in place")}
-_CXR_IMPRESSION = {"Cardiomegaly": "cardiomegaly", "Pleural Effusion": "pleural effusion", "Lung Opacity": "lung opacity",
-                   "Pneumothorax": "pneumothorax", "Support Devices": "support device in place"}
+_CXR_LOBE = {
+    ("upper", "right"): "right upper lobe",
+    ("upper", "left"): "left upper lobe",
+    ("middle", "right"): "right middle lobe",
+    ("middle", "left"): "lingula",
+    ("lower", "right"): "right lower lobe",
+    ("lower", "left"): "left lower lobe",
+}
+_CXR_HEART = {
+    "normal": ("the heart size is normal", "the cardiac silhouette is of normal size"),
+    "enlarged": ("the heart is enlarged", "the cardiac silhouette is enlarged"),
+}
+_CXR_DEVICE = {
+    "pacemaker": ("a left chest wall pacemaker is in place", "a pacemaker projects over the left chest wall"),
+    "central_line": (
+        "a right internal jugular central line ends in the superior vena cava",
+        "a right-sided central line is in place",
+    ),
+}
+_CXR_IMPRESSION = {
+    "Cardiomegaly": "cardiomegaly",
+    "Pleural Effusion": "pleural effusion",
+    "Lung Opacity": "lung opacity",
+    "Pneumothorax": "pneumothorax",
+    "Support Devices": "support device in place",
+}
 
 
 def _join(parts: Sequence[str]) -> str:
@@ -506,7 +605,10 @@ class CXRTask(DescribeTask):
     def consistent(self, category: str, attributes: Mapping[str, str]) -> list[str]:
         reasons = super().consistent(category, attributes)
         if all(n in attributes for n in self.attribute_names):
-            for cls, names in CXR_FINDING_ATTRIBUTES.items():  # an effusion has a side and a size, an opacity a lobe and a side
+            for (
+                cls,
+                names,
+            ) in CXR_FINDING_ATTRIBUTES.items():  # an effusion has a side and a size, an opacity a lobe and a side
                 present = [attributes[n] != absent_value(n) for n in names]
                 if len(set(present)) > 1:
                     reasons.append(f"{cls}: {', '.join(f'{n}={attributes[n]!r}' for n in names)} disagree")
@@ -539,12 +641,15 @@ class CXRTask(DescribeTask):
             if a["effusion_side"] == "bilateral":
                 positive.append(f"{a['effusion_size']} bilateral pleural effusions")
             else:
-                positive.append(f"{_article(a['effusion_size'])} {a['effusion_size']} {a['effusion_side']} pleural effusion")
+                positive.append(
+                    f"{_article(a['effusion_size'])} {a['effusion_size']} {a['effusion_side']} pleural effusion"
+                )
         else:
             negative.append("pleural effusion")
         if a["pneumothorax"] != "none":
-            positive.append(pick(rng, (f"a {a['pneumothorax']} pneumothorax",
-                                       f"a {a['pneumothorax']}-sided pneumothorax")))
+            positive.append(
+                pick(rng, (f"a {a['pneumothorax']} pneumothorax", f"a {a['pneumothorax']}-sided pneumothorax"))
+            )
         else:
             negative.append("pneumothorax")
         if positive:
@@ -553,11 +658,18 @@ class CXRTask(DescribeTask):
                 second += f", with no {' or '.join(negative)}"
         else:
             # no positive finding: effusion and pneumothorax are both absent
-            second = pick(rng, ("The lungs are clear, with no pleural effusion or pneumothorax",
-                                "There is no focal airspace opacity, pleural effusion or pneumothorax"))
+            second = pick(
+                rng,
+                (
+                    "The lungs are clear, with no pleural effusion or pneumothorax",
+                    "There is no focal airspace opacity, pleural effusion or pneumothorax",
+                ),
+            )
         labels = label_from_attributes(a)
         if labels == ("No Finding",):
-            third = pick(rng, ("Impression: no acute cardiopulmonary abnormality.", "Impression: normal chest radiograph."))
+            third = pick(
+                rng, ("Impression: no acute cardiopulmonary abnormality.", "Impression: normal chest radiograph.")
+            )
         else:
             third = f"Impression: {_join([_CXR_IMPRESSION[c] for c in labels])}."
         return f"{first}. {second}. {third}"

@@ -59,14 +59,24 @@ from typing import Any
 
 from .tasks import DescribeTask, get_task
 
-__all__ = ["ValidationResult", "validate", "extract_json", "normalise_value", "count_sentences", "printable_text",
-           "REQUIRED_KEYS", "MAX_SENTENCES", "COMMON_WORDS"]
+__all__ = [
+    "ValidationResult",
+    "validate",
+    "extract_json",
+    "normalise_value",
+    "count_sentences",
+    "printable_text",
+    "REQUIRED_KEYS",
+    "MAX_SENTENCES",
+    "COMMON_WORDS",
+]
 
 REQUIRED_KEYS: tuple[str, ...] = ("modality", "view", "attributes", "description")
 MAX_SENTENCES = 3
 #: words any task's description may use besides its own lexicon: function words and the plain words of a
 #: finding's description
-COMMON_WORDS: frozenset[str] = frozenset("""
+COMMON_WORDS: frozenset[str] = frozenset(
+    """
 a an the and or but with without of in on at to from by for as is are was were be been being has have had
 it its this that these those there here which who whose where while also both either neither nor no not
 none any each every all some one two three several single multiple more most less few many much very
@@ -78,7 +88,8 @@ lesion lesions finding findings feature features structure structures pattern co
 border edge margin surface appearance consistent suggestive suggests suggest likely possibly probably
 compatible typical characteristic overall mostly mainly slightly mildly moderately markedly clearly
 well ill defined demarcated sharp smooth regular irregular fairly rather relatively
-""".split())
+""".split()
+)
 _WORD = re.compile(r"[a-z]+")
 _NEGATIONS = frozenset({"no", "not", "without", "nor", "neither"})
 
@@ -124,7 +135,10 @@ def extract_json(raw: str) -> tuple[dict[str, Any] | None, str | None]:
             if closing is None:
                 # the object never closes (a cut-off answer): what follows is inside it, so a complete inner
                 # object (its "attributes") is not the answer
-                return None, f"malformed_json: the JSON object starting at character {position} is cut off ({first_error})"
+                return (
+                    None,
+                    f"malformed_json: the JSON object starting at character {position} is cut off ({first_error})",
+                )
             position = raw.find("{", position + 1)
             continue
         if isinstance(value, dict):
@@ -162,7 +176,9 @@ def _closing_brace(text: str, start: int) -> int | None:
 def printable_text(text: str) -> str | None:
     """Why ``text`` is not plain printable text (control, format, private-use, unassigned or unpaired surrogate
     characters), or None; ordinary spaces are fine."""
-    bad = sorted({f"U+{ord(c):04X}" for c in text if c != " " and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")})
+    bad = sorted(
+        {f"U+{ord(c):04X}" for c in text if c != " " and unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")}
+    )
     if bad:
         return f"the description holds {len(bad)} kind(s) of non-printable character ({', '.join(bad[:5])})"
     return None
@@ -197,8 +213,9 @@ def _mentions(prose: str, phrase: str) -> bool:
     return False
 
 
-def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], description: str, category: str,
-                         max_chars: int) -> list[str]:
+def _description_reasons(
+    task: DescribeTask, attributes: Mapping[str, str], description: str, category: str, max_chars: int
+) -> list[str]:
     reasons = []
     if len(description) > max_chars:
         reasons.append(f"too_long: the description has {len(description)} characters (at most {max_chars})")
@@ -219,8 +236,10 @@ def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], desc
         name = _prose(task.class_text(other))
         # a class whose name is part of a shown one ("polyp" in "dyed and lifted polyp") is not another class
         if other not in shown and not re.search(rf"\b{re.escape(name)}\b", own) and _mentions(prose_text, name):
-            reasons.append(f"class_contradiction: the description names {task.class_text(other)!r}; the image is "
-                           f"{task.class_text(category)!r}")
+            reasons.append(
+                f"class_contradiction: the description names {task.class_text(other)!r}; the image is "
+                f"{task.class_text(category)!r}"
+            )
     sentences = count_sentences(description)
     if sentences > MAX_SENTENCES:
         reasons.append(f"too_many_sentences: the description has {sentences} sentences (at most {MAX_SENTENCES})")
@@ -232,11 +251,15 @@ def _description_reasons(task: DescribeTask, attributes: Mapping[str, str], desc
     for name, chosen in attributes.items():
         for value in task.attribute(name).values:
             if value != chosen and owners[value] == 1 and _mentions(prose, _prose(value)):
-                reasons.append(f"description_contradiction: the description mentions {value!r} but {name} is {chosen!r}")
+                reasons.append(
+                    f"description_contradiction: the description mentions {value!r} but {name} is {chosen!r}"
+                )
     return reasons
 
 
-def validate(task: DescribeTask | str, raw_answer: str, category: str, max_chars: int | None = None) -> ValidationResult:
+def validate(
+    task: DescribeTask | str, raw_answer: str, category: str, max_chars: int | None = None
+) -> ValidationResult:
     """Check one raw model answer against the task's vocabulary and the image's known class.
 
     Args:
@@ -268,22 +291,26 @@ def validate(task: DescribeTask | str, raw_answer: str, category: str, max_chars
         if key in answer and not isinstance(answer[key], str):
             reasons.append(f"bad_type: {key!r} must be a string, got {type(answer[key]).__name__}")
     if isinstance(answer.get("modality"), str) and not task.modality_matches(answer["modality"]):
-        reasons.append(f"wrong_modality: {answer['modality']!r} does not match the {task.name} task "
-                       f"(expected {task.modality!r})")
+        reasons.append(
+            f"wrong_modality: {answer['modality']!r} does not match the {task.name} task (expected {task.modality!r})"
+        )
     if isinstance(answer.get("view"), str):
         reasons.extend(f"wrong_view: {r}" for r in task.view_reasons(answer["view"]))
 
     attributes: dict[str, str] = {}
     given = answer.get("attributes")
     if "attributes" in answer and not isinstance(given, Mapping):
-        reasons.append(f"bad_type: 'attributes' must be an object of {list(task.attribute_names)}, "
-                       f"got {type(given).__name__}")
+        reasons.append(
+            f"bad_type: 'attributes' must be an object of {list(task.attribute_names)}, got {type(given).__name__}"
+        )
     elif isinstance(given, Mapping):
         names = {normalise_value(k) if isinstance(k, str) else k: k for k in given}
         for key, original in names.items():
             if key not in task.attribute_names:
-                reasons.append(f"unknown_attribute: {original!r} is not an attribute of the {task.name} task "
-                               f"(expected {list(task.attribute_names)})")
+                reasons.append(
+                    f"unknown_attribute: {original!r} is not an attribute of the {task.name} task "
+                    f"(expected {list(task.attribute_names)})"
+                )
         for attribute in task.attributes:
             if attribute.name not in names:
                 reasons.append(f"missing_attribute: {attribute.name!r} is not answered")

@@ -109,9 +109,11 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
         raise ValueError("backend 'nccl' needs CUDA; use 'gloo' on CPU (medgen_monai.engines.distributed_backend())")
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise ValueError(f"init_distributed: no {missing} in the environment; launch with "
-                         "`python -m torch.distributed.run --nproc_per_node N -m monai.bundle run --config_file "
-                         "\"[..., 'configs/multi_gpu_train.json']\"` (configs/multi_gpu_train.json is for torchrun)")
+        raise ValueError(
+            f"init_distributed: no {missing} in the environment; launch with "
+            "`python -m torch.distributed.run --nproc_per_node N -m monai.bundle run --config_file "
+            "\"[..., 'configs/multi_gpu_train.json']\"` (configs/multi_gpu_train.json is for torchrun)"
+        )
     device = distributed_device() if device is None else torch.device(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -156,7 +158,8 @@ def _buckets(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
 
 
 def _coalesced(tensors: Sequence[torch.Tensor], operation: str) -> None:
-    """All-reduce (``"average"``) or broadcast from rank 0 (``"broadcast"``) ``tensors`` in place, a bucket at a time."""
+    """All-reduce (``"average"``) or broadcast from rank 0 (``"broadcast"``) ``tensors`` in place, a bucket at a
+    time."""
     for bucket in _buckets(tensors):
         flat = torch.cat([t.detach().reshape(-1) for t in bucket]).to(_comm_device(bucket))
         if operation == "average":
@@ -199,7 +202,8 @@ def broadcast_modules(modules: Iterable[nn.Module | None]) -> None:
 
 
 def broadcast_buffers(modules: Iterable[nn.Module | None]) -> None:
-    """Give every rank rank 0's buffers of ``modules`` (batch-norm running statistics), as DDP's ``broadcast_buffers``."""
+    """Give every rank rank 0's buffers of ``modules`` (batch-norm running statistics), as DDP's
+    ``broadcast_buffers``."""
     if not is_distributed() or get_world_size() == 1:
         return
     tensors = [t for m in modules if m is not None for t in m.buffers()]
@@ -230,7 +234,8 @@ def average_scalars(values: Mapping[str, float | torch.Tensor]) -> dict[str, flo
     names = list(dict.fromkeys(name for names in every for name in names))
     if not names:
         return {}
-    sums = torch.tensor([[plain.get(k, 0.0), float(k in plain)] for k in names], dtype=torch.float64,
-                        device=_comm_device())
+    sums = torch.tensor(
+        [[plain.get(k, 0.0), float(k in plain)] for k in names], dtype=torch.float64, device=_comm_device()
+    )
     dist.all_reduce(sums)
     return {k: float(total / count) for k, (total, count) in zip(names, sums.tolist())}

@@ -24,15 +24,27 @@ from tqdm import tqdm
 from ..io.writers import OutputWriter, safe_id
 from .sampler import DiffusionSampler
 
-__all__ = ["AlignedConditioner", "Conditioner", "ClassConditioner", "DescriptionConditioner", "ReportConditioner", "class_requests",
-           "dataset_report_requests", "report_requests", "volume_affine", "GenerationEvaluator",
-           "GenerationInferer"]
+__all__ = [
+    "AlignedConditioner",
+    "Conditioner",
+    "ClassConditioner",
+    "DescriptionConditioner",
+    "ReportConditioner",
+    "class_requests",
+    "dataset_report_requests",
+    "report_requests",
+    "volume_affine",
+    "GenerationEvaluator",
+    "GenerationInferer",
+]
 
 
 class Conditioner(Protocol):
     """Turns a batch of requests into ``(condition, null_condition)`` U-Net keyword inputs."""
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
+    def __call__(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]: ...
 
 
 class ClassConditioner:
@@ -54,7 +66,9 @@ class ClassConditioner:
             raise ValueError(f"unknown category {category!r}; expected one of {self.classes}")
         return self.classes.index(category)
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def __call__(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         labels = torch.tensor([self.index(r["category"]) for r in requests], dtype=torch.long)
         return {"class_labels": labels}, {"class_labels": torch.full_like(labels, self.null_class)}
 
@@ -75,14 +89,22 @@ class DescriptionConditioner(ClassConditioner):
             (the label-only arm of the ablation: the same network, trained with every description emptied).
     """
 
-    def __init__(self, classes: Sequence[str], encoder: Any, projection: Any = None, null_class: int | None = None,
-                 use_descriptions: bool = True) -> None:
+    def __init__(
+        self,
+        classes: Sequence[str],
+        encoder: Any,
+        projection: Any = None,
+        null_class: int | None = None,
+        use_descriptions: bool = True,
+    ) -> None:
         super().__init__(classes, null_class)
         self.encoder = encoder
         self.projection = projection
         self.use_descriptions = bool(use_descriptions)
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def __call__(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         condition, null_condition = super().__call__(requests)
         null_tokens = self.encoder.encode([""]).tokens
         if not self.use_descriptions:
@@ -92,8 +114,10 @@ class DescriptionConditioner(ClassConditioner):
         for r in requests:
             text = r.get("description")
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"request {r.get('id')!r} has no description: retrieve one from the bank "
-                                 "(medgen_monai.transforms.RetrieveDescriptiond) or give one explicitly")
+                raise ValueError(
+                    f"request {r.get('id')!r} has no description: retrieve one from the bank "
+                    "(medgen_monai.transforms.RetrieveDescriptiond) or give one explicitly"
+                )
             descriptions.append(text)
         embedding = self.encoder.encode(descriptions)
         tokens = embedding.tokens
@@ -120,12 +144,21 @@ class ReportConditioner:
             has none): the paper's DECOUPLED ablation, where the true class conditions instead of the predicted one.
     """
 
-    def __init__(self, encoder: Any, network: nn.Module | None = None, classes: Sequence[str] | None = None,
-                 true_class: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: Any,
+        network: nn.Module | None = None,
+        classes: Sequence[str] | None = None,
+        true_class: bool = False,
+    ) -> None:
         if encoder is None or not callable(getattr(encoder, "encode", None)):
-            raise ValueError(f"encoder must be a TextEncoder (an object with encode(texts)), got {type(encoder).__name__}")
+            raise ValueError(
+                f"encoder must be a TextEncoder (an object with encode(texts)), got {type(encoder).__name__}"
+            )
         if network is not None and not callable(getattr(network, "predict_class", None)):
-            raise ValueError(f"network {type(network).__name__} has no predict_class(context); give None to annotate nothing")
+            raise ValueError(
+                f"network {type(network).__name__} has no predict_class(context); give None to annotate nothing"
+            )
         if (network is not None or true_class) and not classes:
             raise ValueError("classes: name the network's classes (to annotate its predictions or give the true class)")
         self.encoder = encoder
@@ -133,16 +166,22 @@ class ReportConditioner:
         self.classes = list(classes or [])
         self.true_class = bool(true_class)
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def __call__(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         reports, spacings = [], []
         for r in requests:
             report = r.get("report", "")
             if not isinstance(report, str):
-                raise ValueError(f"request {r.get('id')!r}: 'report' must be text ('' for none), got {type(report).__name__}")
+                raise ValueError(
+                    f"request {r.get('id')!r}: 'report' must be text ('' for none), got {type(report).__name__}"
+                )
             spacing = [float(v) for v in r.get("spacing", ())]
             if len(spacing) != 3 or not all(v > 0 for v in spacing):
-                raise ValueError(f"request {r.get('id')!r}: 'spacing' must be three positive millimetre values, "
-                                 f"got {r.get('spacing')!r}")
+                raise ValueError(
+                    f"request {r.get('id')!r}: 'spacing' must be three positive millimetre values, "
+                    f"got {r.get('spacing')!r}"
+                )
             reports.append(report)
             spacings.append(spacing)
         tokens = self.encoder.encode(reports).tokens
@@ -153,22 +192,33 @@ class ReportConditioner:
             unknown = sorted({str(r["category"]) for r in requests if r.get("category") not in (None, *self.classes)})
             if unknown:
                 raise ValueError(f"unknown category {unknown}; expected some of {self.classes}")
-            condition["report_class"] = torch.tensor([self.classes.index(r["category"]) if r.get("category") else -1
-                                                      for r in requests], dtype=torch.long)
+            condition["report_class"] = torch.tensor(
+                [self.classes.index(r["category"]) if r.get("category") else -1 for r in requests], dtype=torch.long
+            )
             null["report_class"] = torch.full_like(condition["report_class"], -1)
         return condition, null
 
     @torch.inference_mode()
-    def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def annotate(
+        self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]
+    ) -> list[dict[str, Any]]:
         """Per request: the class the network predicts from its report and the class probabilities."""
         if self.network is None:
             return [{} for _ in requests]
         device = next(self.network.parameters()).device
         probabilities = self.network.predict_class(condition["context"].to(device)).cpu()
         if probabilities.shape != (len(requests), len(self.classes)):
-            raise ValueError(f"predict_class gave {tuple(probabilities.shape)}, expected ({len(requests)}, {len(self.classes)})")
-        return [{"predicted_class": self.classes[int(p.argmax())], "predicted_probability": round(float(p.max()), 4),
-                 "class_probabilities": {c: round(float(v), 4) for c, v in zip(self.classes, p)}} for p in probabilities]
+            raise ValueError(
+                f"predict_class gave {tuple(probabilities.shape)}, expected ({len(requests)}, {len(self.classes)})"
+            )
+        return [
+            {
+                "predicted_class": self.classes[int(p.argmax())],
+                "predicted_probability": round(float(p.max()), 4),
+                "class_probabilities": {c: round(float(v), 4) for c, v in zip(self.classes, p)},
+            }
+            for p in probabilities
+        ]
 
 
 class AlignedConditioner:
@@ -186,8 +236,14 @@ class AlignedConditioner:
             whether the request's outputs were generated jointly (several outputs, connectors trained and on).
     """
 
-    def __init__(self, encoders: nn.Module, text_encoder: Any, load_image: Any,
-                 weights: Mapping[str, float] | None = None, network: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        encoders: nn.Module,
+        text_encoder: Any,
+        load_image: Any,
+        weights: Mapping[str, float] | None = None,
+        network: nn.Module | None = None,
+    ) -> None:
         if not callable(getattr(encoders, "embed", None)) or not hasattr(encoders, "text_modalities"):
             raise ValueError(f"encoders must be AlignedEncoders, got {type(encoders).__name__}")
         if encoders.text_modalities and not callable(getattr(text_encoder, "encode", None)):
@@ -201,11 +257,15 @@ class AlignedConditioner:
     def _input(self, request: Mapping[str, Any], modality: str, value: Any) -> torch.Tensor:
         if modality in self.encoders.text_modalities:
             if not isinstance(value, str):
-                raise ValueError(f"request {request.get('id')!r}: input {modality!r} must be text, got {type(value).__name__}")
+                raise ValueError(
+                    f"request {request.get('id')!r}: input {modality!r} must be text, got {type(value).__name__}"
+                )
             return self.text_encoder.encode([value]).pooled
         if not isinstance(value, (str, Path)):
-            raise ValueError(f"request {request.get('id')!r}: input {modality!r} must be an image file path (PNG, JPEG "
-                             f"or DICOM), got {type(value).__name__}")
+            raise ValueError(
+                f"request {request.get('id')!r}: input {modality!r} must be an image file path (PNG, JPEG "
+                f"or DICOM), got {type(value).__name__}"
+            )
         image = self.load_image({"image": value})["image"]
         return torch.as_tensor(image, dtype=torch.float32).unsqueeze(0)
 
@@ -219,8 +279,10 @@ class AlignedConditioner:
             raise ValueError(f"request {request.get('id')!r}: 'inputs' must map modalities to inputs, got {inputs!r}")
         unknown = sorted(set(inputs) - set(self.encoders.modalities))
         if unknown:
-            raise ValueError(f"request {request.get('id')!r}: unknown input modalities {unknown}; this model takes "
-                             f"{list(self.encoders.modalities)}")
+            raise ValueError(
+                f"request {request.get('id')!r}: unknown input modalities {unknown}; this model takes "
+                f"{list(self.encoders.modalities)}"
+            )
         if not inputs:
             return torch.zeros(self.encoders.dim)
         device = next(self.encoders.parameters()).device
@@ -229,17 +291,23 @@ class AlignedConditioner:
         embeddings = [self.encoders.embed(m, self._input(request, m, inputs[m]).to(device)) for m in names]
         return combine_embeddings(embeddings, [self.weights.get(m, 1.0) for m in names])[0].cpu()
 
-    def __call__(self, requests: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def __call__(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if self.network is not None:  # the network generates its outputs; a request asking for others is refused
             made = list(self.network.outputs)
             wrong = [r.get("id") for r in requests if list(r.get("outputs") or made) != made]
             if wrong:
-                raise ValueError(f"requests {wrong[:3]} ask for outputs other than the network's {made}; set the "
-                                 "config's outputs to the requests' (one task per run)")
+                raise ValueError(
+                    f"requests {wrong[:3]} ask for outputs other than the network's {made}; set the "
+                    "config's outputs to the requests' (one task per run)"
+                )
         context = torch.stack([self.condition(r) for r in requests]).unsqueeze(1)
         return {"context": context}, {"context": torch.zeros_like(context)}
 
-    def annotate(self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    def annotate(
+        self, requests: Sequence[Mapping[str, Any]], condition: Mapping[str, torch.Tensor]
+    ) -> list[dict[str, Any]]:
         """Per request: whether its outputs were generated jointly (several outputs, connectors on)."""
         if self.network is None:
             return [{} for _ in requests]
@@ -251,7 +319,9 @@ def volume_affine(shape: Sequence[int], spacing: Sequence[float]) -> list[list[f
     """The ``(4, 4)`` voxel -> RAS (mm) affine of a RAS-ordered volume of ``shape`` and ``spacing``, centred on the
     origin (what the writers put in a NIfTI header)."""
     if len(shape) != len(spacing) or not all(float(v) > 0 for v in spacing):
-        raise ValueError(f"spacing must be {len(shape)} positive values for a {len(shape)}D volume, got {list(spacing)}")
+        raise ValueError(
+            f"spacing must be {len(shape)} positive values for a {len(shape)}D volume, got {list(spacing)}"
+        )
     affine = [[0.0] * (len(shape) + 1) for _ in range(len(shape) + 1)]
     for axis, (size, step) in enumerate(zip(shape, spacing)):
         affine[axis][axis] = float(step)
@@ -260,8 +330,13 @@ def volume_affine(shape: Sequence[int], spacing: Sequence[float]) -> list[list[f
     return affine
 
 
-def report_requests(n: int, seed: int = 0, report: str | Sequence[str] | None = None,
-                    spacing: Sequence[float] = (1.0, 1.0, 1.0), image_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def report_requests(
+    n: int,
+    seed: int = 0,
+    report: str | Sequence[str] | None = None,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    image_size: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     """``n`` requests per report (or for no report) at one voxel spacing, seeds ``seed, seed + 1, ...`` in order.
 
     Args:
@@ -291,17 +366,25 @@ def report_requests(n: int, seed: int = 0, report: str | Sequence[str] | None = 
     requests = []
     for text in texts:
         for _ in range(n):
-            request = {"id": f"report_{seed + len(requests):06d}", "seed": seed + len(requests), "report": text,
-                       "spacing": spacing}
+            request = {
+                "id": f"report_{seed + len(requests):06d}",
+                "seed": seed + len(requests),
+                "report": text,
+                "spacing": spacing,
+            }
             if affine is not None:
                 request["affine"] = affine
             requests.append(request)
     return requests
 
 
-def dataset_report_requests(records: Sequence[Mapping[str, Any]], n: int, seed: int = 0,
-                            spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                            image_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def dataset_report_requests(
+    records: Sequence[Mapping[str, Any]],
+    n: int,
+    seed: int = 0,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    image_size: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     """One request per report of ``n`` dataset records drawn at random (evaluation: generate from held-out reports
     and read back what each report says).
 
@@ -323,13 +406,19 @@ def dataset_report_requests(records: Sequence[Mapping[str, Any]], n: int, seed: 
     chosen = [records[int(i)] for i in np.random.default_rng(seed).choice(len(records), size=n, replace=False)]
     requests = report_requests(1, seed, [r.get("text", "") for r in chosen], spacing, image_size)
     for request, record in zip(requests, chosen):
-        request.update(category=record["label_name"], attributes=dict(record.get("attributes") or {}),
-                       source=record["id"])
+        request.update(
+            category=record["label_name"], attributes=dict(record.get("attributes") or {}), source=record["id"]
+        )
     return requests
 
 
-def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Sequence[str] | str | None = None,
-                   description: str | None = None) -> list[dict[str, Any]]:
+def class_requests(
+    classes: Sequence[str],
+    n: int,
+    seed: int = 0,
+    categories: Sequence[str] | str | None = None,
+    description: str | None = None,
+) -> list[dict[str, Any]]:
     """``n`` requests per category, seeds ``seed, seed + 1, ...`` per category.
 
     Args:
@@ -358,8 +447,9 @@ def class_requests(classes: Sequence[str], n: int, seed: int = 0, categories: Se
     if unknown or not chosen:
         raise ValueError(f"unknown category {unknown or chosen}; expected some of {list(classes)}")
     # output ids are file stems: a category such as "Pleural Effusion" becomes "Pleural_Effusion"
-    requests = [{"id": f"{safe_id(c)}_{seed + i:06d}", "seed": seed + i, "category": c}
-                for c in chosen for i in range(n)]
+    requests = [
+        {"id": f"{safe_id(c)}_{seed + i:06d}", "seed": seed + i, "category": c} for c in chosen for i in range(n)
+    ]
     if description is not None:
         if not str(description).strip():
             raise ValueError("description is empty: give a description, or leave it out to draw one from the bank")
@@ -385,8 +475,13 @@ class GenerationInferer(Inferer):
         device: where the network runs.
     """
 
-    def __init__(self, sampler: DiffusionSampler, conditioner: Conditioner, latent_shape: Sequence[int],
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        sampler: DiffusionSampler,
+        conditioner: Conditioner,
+        latent_shape: Sequence[int],
+        device: str | torch.device = "cpu",
+    ) -> None:
         super().__init__()
         if not latent_shape or any(int(s) < 1 for s in latent_shape):
             raise ValueError(f"latent_shape must be (C, *spatial) with positive sizes, got {latent_shape}")
@@ -395,8 +490,13 @@ class GenerationInferer(Inferer):
         self.latent_shape = tuple(int(s) for s in latent_shape)
         self.device = torch.device(device)
 
-    def __call__(self, inputs: Sequence[Mapping[str, Any]], network: nn.Module, *args: Any,  # type: ignore[override]
-                 **kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:
+    def __call__(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        network: nn.Module,
+        *args: Any,  # type: ignore[override]
+        **kwargs: Any,
+    ) -> tuple[Any, list[dict[str, Any]]]:
         """Generate ``inputs`` (requests: dicts with ``"id"`` and ``"seed"``).
 
         Returns:
@@ -409,8 +509,14 @@ class GenerationInferer(Inferer):
             raise ValueError("inputs is empty: give at least one request")
         network.to(self.device).eval()
         condition, null_condition = self.conditioner(requests)
-        outputs = self.sampler(network, self.latent_shape, [int(r["seed"]) for r in requests],
-                               condition=condition, null_condition=null_condition, device=self.device)
+        outputs = self.sampler(
+            network,
+            self.latent_shape,
+            [int(r["seed"]) for r in requests],
+            condition=condition,
+            null_condition=null_condition,
+            device=self.device,
+        )
         annotate = getattr(self.conditioner, "annotate", None)
         notes = annotate(requests, condition) if callable(annotate) else [{} for _ in requests]
         records = [{**r, **self.sampler.settings(), **note} for r, note in zip(requests, notes)]
@@ -436,8 +542,16 @@ class GenerationEvaluator(Engine):
         progress: a tqdm bar over batches.
     """
 
-    def __init__(self, dataset: Sequence[Mapping[str, Any]], network: nn.Module, inferer: GenerationInferer,
-                 writer: OutputWriter, batch_size: int = 8, handlers: Sequence[Any] = (), progress: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Sequence[Mapping[str, Any]],
+        network: nn.Module,
+        inferer: GenerationInferer,
+        writer: OutputWriter,
+        batch_size: int = 8,
+        handlers: Sequence[Any] = (),
+        progress: bool = True,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if len(dataset) == 0:

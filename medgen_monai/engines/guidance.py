@@ -26,8 +26,9 @@ def conditioned(network: Callable[..., torch.Tensor], condition: Condition) -> D
     return denoiser
 
 
-def classifier_free_guidance(network: Callable[..., torch.Tensor], condition: Condition, null_condition: Condition,
-                             scale: float) -> Denoiser:
+def classifier_free_guidance(
+    network: Callable[..., torch.Tensor], condition: Condition, null_condition: Condition, scale: float
+) -> Denoiser:
     """``uncond + scale * (cond - uncond)`` (Ho & Salimans 2022), both halves in ONE network call of batch ``2B``.
 
     Args:

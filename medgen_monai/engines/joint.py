@@ -45,13 +45,23 @@ class JointStreamTrainer(LatentDiffusionTrainer):
             latents are already normalised per stream).
     """
 
-    def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Any, scheduler: Any,
-                 autoencoder: torch.nn.Module, tasks: Sequence[Mapping[str, Sequence[str]]],
-                 condition_dropout: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: Any,
+        scheduler: Any,
+        autoencoder: torch.nn.Module,
+        tasks: Sequence[Mapping[str, Sequence[str]]],
+        condition_dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
         streams = list(getattr(autoencoder, "outputs", ()))
         if not streams or set(streams) != set(getattr(network, "streams", {})):
-            raise ValueError(f"autoencoder outputs {streams} must be every stream of the network "
-                             f"{sorted(getattr(network, 'streams', {}))}")
+            raise ValueError(
+                f"autoencoder outputs {streams} must be every stream of the network "
+                f"{sorted(getattr(network, 'streams', {}))}"
+            )
         checked = []
         for task in tasks:
             inputs, outputs = list(task.get("inputs", [])), list(task.get("outputs", []))
@@ -66,8 +76,16 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         kwargs.setdefault("image_key", "streams")
         network.streams.requires_grad_(False)
         network.connect = True  # the connectors being trained are used (untrained, they were switched off)
-        super().__init__(network, optimizer, batches, scheduler, autoencoder=autoencoder, scale_factor=1.0,
-                         condition_dropout=condition_dropout, **kwargs)
+        super().__init__(
+            network,
+            optimizer,
+            batches,
+            scheduler,
+            autoencoder=autoencoder,
+            scale_factor=1.0,
+            condition_dropout=condition_dropout,
+            **kwargs,
+        )
         self.tasks = checked
         self.stream_order = streams
         self._task = checked[0]
@@ -82,18 +100,23 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         parts = dict(zip(self.stream_order, unpack(packed, shapes)))
         return torch.cat([parts[s].reshape(packed.shape[0], -1) for s in outputs], dim=1)
 
-    def _condition(self, batch: Mapping[str, Any], inputs: Sequence[str], size: int, dim: int,
-                   dropout: bool = True) -> torch.Tensor:
+    def _condition(
+        self, batch: Mapping[str, Any], inputs: Sequence[str], size: int, dim: int, dropout: bool = True
+    ) -> torch.Tensor:
         if inputs:
             missing = [m for m in inputs if f"{m}_embedding" not in batch]
             if missing:
                 raise ValueError(f"batch has no embedding of {missing} (keys: {sorted(batch)})")
-            condition = combine_embeddings([torch.as_tensor(batch[f"{m}_embedding"]).float().reshape(size, -1)
-                                            for m in inputs])
+            condition = combine_embeddings(
+                [torch.as_tensor(batch[f"{m}_embedding"]).float().reshape(size, -1) for m in inputs]
+            )
         else:
             condition = torch.zeros(size, dim)
         if dropout:  # training only: the previews leave the trainer's generator (and so the run) untouched
-            drop = self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator)) < self.condition_dropout
+            drop = (
+                self.shard_rows(torch.rand(self.global_shape((size,)), generator=self.generator))
+                < self.condition_dropout
+            )
             condition = torch.where(drop[:, None], torch.zeros_like(condition), condition)
         return condition.unsqueeze(1).to(self.device)
 
@@ -108,8 +131,12 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         prediction = self.network(noisy, timesteps, context=condition)
         target = self.target(x0, noise, timesteps)
         shapes = [self.network.latent_shapes[s] for s in outputs]
-        return self.optimise_with_auxiliary({f"diffusion_{s}": F.mse_loss(p.float(), t.float())
-                                             for s, p, t in zip(outputs, unpack(prediction, shapes), unpack(target, shapes))})
+        return self.optimise_with_auxiliary(
+            {
+                f"diffusion_{s}": F.mse_loss(p.float(), t.float())
+                for s, p, t in zip(outputs, unpack(prediction, shapes), unpack(target, shapes))
+            }
+        )
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.network.packed_size,)
@@ -122,13 +149,19 @@ class JointStreamTrainer(LatentDiffusionTrainer):
         batch = self.preview_batch()
         count = min(8, len(batch[self.image_key]))
         self.network.set_outputs(outputs)
-        condition = self._condition(batch, inputs, len(batch[self.image_key]), self.network.condition_dim,
-                                    dropout=False)[:count]
+        condition = self._condition(
+            batch, inputs, len(batch[self.image_key]), self.network.condition_dim, dropout=False
+        )[:count]
         self.sampler.autoencoder = self.autoencoder.with_outputs(outputs)
         self.sampler.scale_factor, self.sampler.latent_shift = 1.0, 0.0
-        decoded = self.sampler(self.model.set_outputs(outputs), (self.network.packed_size,), list(range(count)),
-                               condition={"context": condition}, null_condition={"context": torch.zeros_like(condition)},
-                               device=self.device)
+        decoded = self.sampler(
+            self.model.set_outputs(outputs),
+            (self.network.packed_size,),
+            list(range(count)),
+            condition={"context": condition},
+            null_condition={"context": torch.zeros_like(condition)},
+            device=self.device,
+        )
         self.network.train()
         images = [v for v in decoded.values() if v.is_floating_point() and v.ndim >= 4]
         return torch.cat(images) if images else None

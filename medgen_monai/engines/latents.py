@@ -37,12 +37,16 @@ def _per_channel(value: Numbers, latents: torch.Tensor) -> torch.Tensor:
     """``value`` as a tensor broadcastable against ``latents`` ``(B, C, *spatial)``."""
     values = numbers(value)
     if len(values) not in (1, latents.shape[1]):
-        raise ValueError(f"latent normalisation has {len(values)} values for latents with {latents.shape[1]} channels; "
-                         "expected one or one per channel")
+        raise ValueError(
+            f"latent normalisation has {len(values)} values for latents with {latents.shape[1]} channels; "
+            "expected one or one per channel"
+        )
     return torch.tensor(values, dtype=latents.dtype, device=latents.device).view(1, -1, *([1] * (latents.ndim - 2)))
 
 
-def fit_latent_normalisation(latents: torch.Tensor, how: str = "global") -> tuple[float | list[float], float | list[float]]:
+def fit_latent_normalisation(
+    latents: torch.Tensor, how: str = "global"
+) -> tuple[float | list[float], float | list[float]]:
     """``(scale, shift)`` that bring ``latents`` ``(B, C, *spatial)`` to zero mean (per channel) and unit spread."""
     if how not in LATENT_NORMALISATIONS:
         raise ValueError(f"latent normalisation must be one of {LATENT_NORMALISATIONS}, got {how!r}")

@@ -36,7 +36,9 @@ class TrainingObjective(Protocol):
     in the trainer's sample files (e.g. reconstructions).
     """
 
-    def training_losses(self, *, generator: torch.Generator | None = None, **fields: Any) -> dict[str, torch.Tensor]: ...
+    def training_losses(
+        self, *, generator: torch.Generator | None = None, **fields: Any
+    ) -> dict[str, torch.Tensor]: ...
 
 
 class ObjectiveTrainer(GenerativeTrainer):
@@ -56,13 +58,23 @@ class ObjectiveTrainer(GenerativeTrainer):
         **kwargs: :class:`~medgen_monai.engines.GenerativeTrainer` arguments.
     """
 
-    def __init__(self, network: nn.Module, optimizer: torch.optim.Optimizer, batches: IndexedBatches,
-                 inputs: Mapping[str, str], loss_weights: Mapping[str, float],
-                 ramp_iterations: Mapping[str, int] | None = None, num_samples: int = 4,
-                 inferer: Inferer | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        batches: IndexedBatches,
+        inputs: Mapping[str, str],
+        loss_weights: Mapping[str, float],
+        ramp_iterations: Mapping[str, int] | None = None,
+        num_samples: int = 4,
+        inferer: Inferer | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(network, TrainingObjective):
-            raise ValueError(f"{type(network).__name__} has no training_losses(...): ObjectiveTrainer trains networks "
-                             "that compute their own objective")
+            raise ValueError(
+                f"{type(network).__name__} has no training_losses(...): ObjectiveTrainer trains networks "
+                "that compute their own objective"
+            )
         if not inputs:
             raise ValueError("inputs: map at least one batch key to a training_losses argument")
         if not loss_weights or any(float(w) < 0 for w in loss_weights.values()):
@@ -102,8 +114,9 @@ class ObjectiveTrainer(GenerativeTrainer):
             # the network draws for its own (this rank's) rows: give each rank its own seeds, derived from draws that
             # keep the trainer's generator in step across the ranks
             seed = rank_seed(seed, self.rank)
-            generator = torch.Generator().manual_seed(rank_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)),
-                                                                self.rank))
+            generator = torch.Generator().manual_seed(
+                rank_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)), self.rank)
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             terms = self.network.training_losses(**self._fields(batch), generator=generator)

@@ -32,7 +32,9 @@ from .schedules import Schedule, schedule_for
 __all__ = ["Condition", "DiffusionSampler", "initial_noise", "step_noise"]
 
 
-def initial_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.device | str = "cpu") -> tuple[torch.Tensor, list[torch.Generator]]:
+def initial_noise(
+    seeds: Sequence[int], shape: Sequence[int], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Gaussian noise ``(len(seeds), *shape)``, one CPU generator per sample (kept for later stochastic steps).
 
     Noise is drawn on the CPU so that a seed gives the same sample on every device.
@@ -42,7 +44,9 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], device: torch.devi
     return noise.to(device), generators
 
 
-def step_noise(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+def step_noise(
+    generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """One stochastic step's noise ``(len(generators), *shape)``: sample ``i`` draws from its own generator, so its
     noise does not depend on which other samples share the batch."""
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators]).to(device)
@@ -70,7 +74,8 @@ class DiffusionSampler:
         autoencoder: decodes latents (MONAI ``AutoencoderKL``: ``decode_stage_2_outputs``); ``None``: return latents.
         scale_factor: latent scale used in training, one number or one per channel (the trainer's).
         latent_shift: latent shift used in training, one number or one per channel (latents are divided by
-            ``scale_factor`` and shifted back before decoding: :func:`~medgen_monai.engines.latents.denormalise_latents`).
+            ``scale_factor`` and shifted back before decoding:
+            :func:`~medgen_monai.engines.latents.denormalise_latents`).
         decode_roi_size: latent window for sliding-window decoding (large 3D); ``None``: decode whole.
         decode_overlap: sliding-window overlap.
         eta: DDIM stochasticity (0 is deterministic DDIM).
@@ -93,7 +98,8 @@ class DiffusionSampler:
         schedule = schedule_for(scheduler)
         if not 1 <= int(num_inference_steps) <= schedule.num_train_timesteps:
             raise ValueError(
-                f"num_inference_steps must be in [1, {schedule.num_train_timesteps}] (the training steps), got {num_inference_steps}"
+                f"num_inference_steps must be in [1, {schedule.num_train_timesteps}] (the training steps), "
+                f"got {num_inference_steps}"
             )
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
@@ -102,8 +108,10 @@ class DiffusionSampler:
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         if eta > 0 and not schedule.stochastic(eta):
-            raise ValueError(f"eta {eta}: stochastic steps are DDIM's; this sampler's {schedule.name} steps are "
-                             "deterministic (use eta 0)")
+            raise ValueError(
+                f"eta {eta}: stochastic steps are DDIM's; this sampler's {schedule.name} steps are "
+                "deterministic (use eta 0)"
+            )
         if not 0 <= decode_overlap < 1:
             raise ValueError(f"decode_overlap must be in [0, 1), got {decode_overlap}")
         self.schedule = schedule
@@ -125,8 +133,12 @@ class DiffusionSampler:
 
     def settings(self) -> dict[str, float | int | str]:
         """What a sidecar records about the sampling."""
-        return {"sampler": self.name, "steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
-                "eta": self.eta}
+        return {
+            "sampler": self.name,
+            "steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "eta": self.eta,
+        }
 
     def denoise(
         self,
@@ -160,7 +172,9 @@ class DiffusionSampler:
         if self.guidance_scale != 1.0:
             if null_condition is None:
                 raise ValueError("guidance_scale != 1 needs null_condition (the unconditional inputs)")
-            null_condition = {k: v.to(device) for k, v in _check_condition("null_condition", null_condition, batch).items()}
+            null_condition = {
+                k: v.to(device) for k, v in _check_condition("null_condition", null_condition, batch).items()
+            }
             denoiser = classifier_free_guidance(network, condition, null_condition, self.guidance_scale)
         else:
             denoiser = conditioned(network, condition)
@@ -169,8 +183,15 @@ class DiffusionSampler:
         stochastic = self.schedule.stochastic(self.eta)
         from tqdm import tqdm
 
-        for i, (t, t_next) in enumerate(tqdm(list(zip(timesteps, following)), desc=f"{self.name} sampling",
-                                             disable=not self.progress, unit="step", leave=False)):
+        for i, (t, t_next) in enumerate(
+            tqdm(
+                list(zip(timesteps, following)),
+                desc=f"{self.name} sampling",
+                disable=not self.progress,
+                unit="step",
+                leave=False,
+            )
+        ):
             output = denoiser(x, t)
             noise = step_noise(generators, latent_shape, device) if stochastic else None
             x_next = self.schedule.step(output, t, t_next, x, noise, self.eta)
@@ -188,9 +209,12 @@ class DiffusionSampler:
         if self.decode_roi_size is None:
             return decode(z)
         if len(self.decode_roi_size) != z.ndim - 2:
-            raise ValueError(f"decode_roi_size {self.decode_roi_size} must have {z.ndim - 2} entries for latents {tuple(z.shape)}")
-        inferer = SlidingWindowInferer(roi_size=self.decode_roi_size, sw_batch_size=1, overlap=self.decode_overlap,
-                                       mode="gaussian", progress=False)
+            raise ValueError(
+                f"decode_roi_size {self.decode_roi_size} must have {z.ndim - 2} entries for latents {tuple(z.shape)}"
+            )
+        inferer = SlidingWindowInferer(
+            roi_size=self.decode_roi_size, sw_batch_size=1, overlap=self.decode_overlap, mode="gaussian", progress=False
+        )
         return inferer(z, decode)
 
     @torch.inference_mode()

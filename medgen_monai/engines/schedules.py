@@ -42,8 +42,9 @@ class Schedule:
 
     def __init__(self, scheduler: Scheduler) -> None:
         if not isinstance(scheduler, self.scheduler_type):
-            raise ValueError(f"{type(self).__name__} needs a MONAI {self.scheduler_type.__name__}, "
-                             f"got {type(scheduler).__name__}")
+            raise ValueError(
+                f"{type(self).__name__} needs a MONAI {self.scheduler_type.__name__}, got {type(scheduler).__name__}"
+            )
         self.scheduler = scheduler
 
     @property
@@ -70,7 +71,9 @@ class Schedule:
         raise ValueError(f"min_snr_gamma: min-SNR weighting is defined for DDPM/DDIM schedules, not {self.name}")
 
     # ---- sampling --------------------------------------------------------------------------------
-    def timesteps(self, num_steps: int, latent_shape: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def timesteps(
+        self, num_steps: int, latent_shape: Sequence[int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse grid for ``num_steps`` steps: ``(timesteps, following)``, each ``(num_steps,)``; the last
         following timestep is 0 (the clean end)."""
         self.scheduler.set_timesteps(num_steps, device=device)
@@ -85,8 +88,15 @@ class Schedule:
         """Whether a step with this ``eta`` takes noise."""
         return False
 
-    def step(self, output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, x: torch.Tensor,
-             noise: torch.Tensor | None = None, eta: float = 0.0) -> torch.Tensor:
+    def step(
+        self,
+        output: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         """One reverse step from ``x`` at ``t`` to ``t_next``; ``output``, ``x``, ``noise``: ``(B, *latent_shape)``."""
         raise NotImplementedError
 
@@ -104,7 +114,9 @@ class _AlphaBarSchedule(Schedule):
             return getattr(self.scheduler, "final_alpha_cumprod", self.scheduler.one)
         return self.scheduler.alphas_cumprod[t]
 
-    def x0_and_epsilon(self, output: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def x0_and_epsilon(
+        self, output: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The clean latent and the noise that ``output`` at ``t`` implies (MONAI's three prediction types)."""
         a = self._alpha_bar(t).to(x)
         kind = self.scheduler.prediction_type
@@ -159,8 +171,15 @@ class DDPMSchedule(_AlphaBarSchedule):
     def stochastic(self, eta: float) -> bool:
         return True
 
-    def step(self, output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, x: torch.Tensor,
-             noise: torch.Tensor | None = None, eta: float = 0.0) -> torch.Tensor:
+    def step(
+        self,
+        output: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         # the posterior q(x_next | x_t, x0) across the gap t -> t_next (MONAI's step for a gap of one; MONAI's
         # step assumes a gap of one whatever the grid); after the grid's last point, the clean end
         prev = int(t_next) if int(t_next) < int(t) else -1
@@ -188,8 +207,15 @@ class DDIMSchedule(_AlphaBarSchedule):
     def stochastic(self, eta: float) -> bool:
         return eta > 0
 
-    def step(self, output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, x: torch.Tensor,
-             noise: torch.Tensor | None = None, eta: float = 0.0) -> torch.Tensor:
+    def step(
+        self,
+        output: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         # the clean end: t_next 0 is the grid's last point when t > 0; after the last grid point, past it
         prev = int(t_next) if int(t_next) < int(t) else -1
         x0, eps = self.x0_and_epsilon(output, t, x)
@@ -226,15 +252,24 @@ class RFlowSchedule(Schedule):
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return x0 - noise
 
-    def timesteps(self, num_steps: int, latent_shape: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def timesteps(
+        self, num_steps: int, latent_shape: Sequence[int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         numel = 1
         for size in latent_shape[1:]:
             numel *= int(size)
         self.scheduler.set_timesteps(num_steps, device=device, input_img_size_numel=numel)
         return self._with_following(self.scheduler.timesteps)
 
-    def step(self, output: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, x: torch.Tensor,
-             noise: torch.Tensor | None = None, eta: float = 0.0) -> torch.Tensor:
+    def step(
+        self,
+        output: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        x: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
         # not MONAI's step: it truncates the next timestep to an integer, so with continuous timesteps the
         # steps' lengths do not add up to the whole path
         dt = (float(t) - float(t_next)) / self.num_train_timesteps

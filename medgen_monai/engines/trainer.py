@@ -495,7 +495,13 @@ class GenerativeTrainer(Engine):
         return self.training_record()
 
     def save_weights(
-        self, path: str | Path, bundle: str, role: str, extra: Mapping[str, Any] | None = None, half: bool = False
+        self,
+        path: str | Path,
+        bundle: str,
+        role: str,
+        extra: Mapping[str, Any] | None = None,
+        half: bool = False,
+        network: nn.Module | None = None,
     ) -> Path:
         """Write :attr:`model` (the EMA network when EMA is on) to ``path`` with :meth:`weights_record` and ``extra``
         (:func:`medgen_monai.io.weights.save_weights`: atomic, rank 0 only in a distributed run).
@@ -506,10 +512,12 @@ class GenerativeTrainer(Engine):
             role: the network's role in the bundle (``"diffusion"``, ``"autoencoder"``).
             extra: more to record (a method's settings inference must match, e.g. VAP's ``prototype``).
             half: store floating-point tensors as float16 (demo weights kept in the repository).
+            network: a part of :attr:`model` to write instead (MedCoDi-M's joint stage: its connectors).
         """
         from ..io.weights import save_weights
 
-        return save_weights(path, self.model, bundle, role, {**self.weights_record(), **dict(extra or {})}, half=half)
+        record = {**self.weights_record(), **dict(extra or {})}
+        return save_weights(path, self.model if network is None else network, bundle, role, record, half=half)
 
     @property
     def train_seconds(self) -> float:

@@ -50,20 +50,40 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLE_KINDS", "COMMON_FIELDS", "KIND_FIELDS", "MONAILABEL_PATH_ENV", "GenerationTask", "bundle_kind",
-           "import_monailabel", "infer_task", "infer_tasks", "request_overrides"]
+__all__ = [
+    "BUNDLE_KINDS",
+    "COMMON_FIELDS",
+    "KIND_FIELDS",
+    "MONAILABEL_PATH_ENV",
+    "GenerationTask",
+    "bundle_kind",
+    "import_monailabel",
+    "infer_task",
+    "infer_tasks",
+    "request_overrides",
+]
 
 MONAILABEL_PATH_ENV = "MEDGEN_MONAILABEL_PATH"
 
 # the conditioner a bundle's inference config builds -> the kind of request it serves
-BUNDLE_KINDS = {"ClassConditioner": "class", "DescriptionConditioner": "description", "ReportConditioner": "report",
-                "AlignedConditioner": "streams"}
+BUNDLE_KINDS = {
+    "ClassConditioner": "class",
+    "DescriptionConditioner": "description",
+    "ReportConditioner": "report",
+    "AlignedConditioner": "streams",
+}
 COMMON_FIELDS = ("n", "seed", "num_inference_steps", "guidance_scale", "eta", "device")
-KIND_FIELDS = {"class": ("category",), "description": ("category", "prompt"), "report": ("report", "spacing"),
-               "streams": ("inputs", "outputs")}
+KIND_FIELDS = {
+    "class": ("category",),
+    "description": ("category", "prompt"),
+    "report": ("report", "spacing"),
+    "streams": ("inputs", "outputs"),
+}
 _ALL_FIELDS = sorted({f for fields in KIND_FIELDS.values() for f in fields})
-_INSTALL_HINT = ("monailabel is not importable: install it beside the project (docs/monai.md, 'MONAI Label') and "
-                 f"set {MONAILABEL_PATH_ENV} to that folder")
+_INSTALL_HINT = (
+    "monailabel is not importable: install it beside the project (docs/monai.md, 'MONAI Label') and "
+    f"set {MONAILABEL_PATH_ENV} to that folder"
+)
 
 
 def bundle_kind(bundle_root: str | Path) -> str:
@@ -147,8 +167,9 @@ def _categories(value: Any, classes: Sequence[str]) -> list[str]:
     return chosen
 
 
-def request_overrides(request: Mapping[str, Any], kind: str, classes: Sequence[str] = (),
-                      max_outputs: int = 16) -> dict[str, Any]:
+def request_overrides(
+    request: Mapping[str, Any], kind: str, classes: Sequence[str] = (), max_outputs: int = 16
+) -> dict[str, Any]:
     """A MONAI Label infer request -> the bundle's inference config overrides.
 
     Args:
@@ -176,8 +197,10 @@ def request_overrides(request: Mapping[str, Any], kind: str, classes: Sequence[s
     for field in _ALL_FIELDS:
         if field not in KIND_FIELDS[kind] and _given(request.get(field)):
             takes = [k for k, fields in KIND_FIELDS.items() if field in fields]
-            raise ValueError(f"{field}: only for {' or '.join(takes)}-conditioned bundles; this one is "
-                             f"{kind}-conditioned and takes {list(COMMON_FIELDS + KIND_FIELDS[kind])}")
+            raise ValueError(
+                f"{field}: only for {' or '.join(takes)}-conditioned bundles; this one is "
+                f"{kind}-conditioned and takes {list(COMMON_FIELDS + KIND_FIELDS[kind])}"
+            )
     given = {k: v for k, v in request.items() if k in COMMON_FIELDS + KIND_FIELDS[kind] and _given(v)}
     overrides: dict[str, Any] = {"n": _integer(given, "n", 1) if "n" in given else 1}
     if "seed" in given:
@@ -224,8 +247,10 @@ def request_overrides(request: Mapping[str, Any], kind: str, classes: Sequence[s
             raise ValueError(f"outputs: expected stream names (a list or comma-separated), got {given['outputs']!r}")
         overrides["outputs"] = [s.strip() for s in streams]
     if outputs > max_outputs:
-        raise ValueError(f"n: {overrides['n']} per category makes {outputs} outputs; one request makes at most "
-                         f"{max_outputs} (ask for fewer, or name a category)")
+        raise ValueError(
+            f"n: {overrides['n']} per category makes {outputs} outputs; one request makes at most "
+            f"{max_outputs} (ask for fewer, or name a category)"
+        )
     return overrides
 
 
@@ -245,8 +270,9 @@ class GenerationTask:
             infer task returns once it has sent it); ``False``: the file in the output folder itself.
     """
 
-    def __init__(self, bundle_root: str | Path, output_dir: str | Path, max_outputs: int = 16,
-                 copy_result: bool = True) -> None:
+    def __init__(
+        self, bundle_root: str | Path, output_dir: str | Path, max_outputs: int = 16, copy_result: bool = True
+    ) -> None:
         self.root = Path(bundle_root)
         config = _read_config(self.root)
         meta_path = self.root / "configs" / "metadata.json"
@@ -261,8 +287,9 @@ class GenerationTask:
         self.kind = bundle_kind(self.root)
         self.classes = [str(c) for c in config.get("classes") or []]
         self.dimension = len(config.get("image_size") or (0, 0))
-        self.defaults = {k: config[k] for k in ("seed", "num_inference_steps", "guidance_scale", "eta", "formats")
-                         if k in config}
+        self.defaults = {
+            k: config[k] for k in ("seed", "num_inference_steps", "guidance_scale", "eta", "formats") if k in config
+        }
         self.has_progress = "progress" in config
         self.output_dir = Path(output_dir)
         self.max_outputs = int(max_outputs)
@@ -292,9 +319,16 @@ class GenerationTask:
 
     def info(self) -> dict[str, Any]:
         """What the task serves: the bundle, its kind, the request fields it takes and their defaults."""
-        return {"bundle": self.name, "version": self.version, "kind": self.kind, "description": self.description,
-                "dimension": self.dimension, "classes": list(self.classes),
-                "fields": list(COMMON_FIELDS + KIND_FIELDS[self.kind]), "options": self.options()}
+        return {
+            "bundle": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "description": self.description,
+            "dimension": self.dimension,
+            "classes": list(self.classes),
+            "fields": list(COMMON_FIELDS + KIND_FIELDS[self.kind]),
+            "options": self.options(),
+        }
 
     def overrides(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The config overrides of ``request`` (:func:`request_overrides` for this bundle)."""
@@ -325,17 +359,24 @@ class GenerationTask:
         config_dir = self.root / "configs"
         path_entry = str(Path(str(config_dir / "inference.json")).parent.parent)  # as ConfigWorkflow.run adds it
         try:
-            workflow = create_workflow(config_file=str(config_dir / "inference.json"),
-                                       meta_file=str(config_dir / "metadata.json"), workflow_type="infer",
-                                       bundle_root=str(self.root), output_dir=str(out), **overrides)
+            workflow = create_workflow(
+                config_file=str(config_dir / "inference.json"),
+                meta_file=str(config_dir / "metadata.json"),
+                workflow_type="infer",
+                bundle_root=str(self.root),
+                output_dir=str(out),
+                **overrides,
+            )
             missing = workflow.check_properties()
             if missing:
                 raise ValueError(f"{self.name}: the inference workflow lacks MONAI's properties {missing}")
             workflow.run()
             evaluator = workflow.evaluator
             records = list(evaluator.written)
-            outputs = [{"id": str(r["id"]), "files": {k: str(p) for k, p in evaluator.writer.paths(r).items()}}
-                       for r in records]
+            outputs = [
+                {"id": str(r["id"]), "files": {k: str(p) for k, p in evaluator.writer.paths(r).items()}}
+                for r in records
+            ]
             workflow.finalize()
         except RuntimeError as e:
             # MONAI wraps an error raised while evaluating a config item: hand on the bad-input error underneath
@@ -355,9 +396,17 @@ class GenerationTask:
         generated = next((p for k, p in first.items() if k != "sidecar" and Path(p).is_file()), None)
         sidecar = json.loads(Path(first["sidecar"]).read_text(encoding="utf-8"))
         shown = {k: str(v) if k == "device" else v for k, v in overrides.items()}
-        return {"bundle": self.name, "version": self.version, "kind": self.kind, "overrides": shown,
-                "output_dir": str(out), "file": generated, "sidecar": sidecar, "outputs": outputs,
-                "latencies": {"total": round(time.time() - begin, 2)}}
+        return {
+            "bundle": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "overrides": shown,
+            "output_dir": str(out),
+            "file": generated,
+            "sidecar": sidecar,
+            "outputs": outputs,
+            "latencies": {"total": round(time.time() - begin, 2)},
+        }
 
     def __call__(self, request: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """``(file, result)`` as MONAI Label's infer tasks return: the generated file (a temporary copy with
@@ -368,7 +417,7 @@ class GenerationTask:
         if generated is None or not self.copy_result:
             return generated, result
         name = Path(generated).name
-        suffix = name[name.index("."):] if "." in name else ""
+        suffix = name[name.index(".") :] if "." in name else ""
         handle, copy = tempfile.mkstemp(prefix=f"{self.name}-", suffix=suffix)
         os.close(handle)
         shutil.copyfile(generated, copy)
@@ -407,11 +456,17 @@ def _infer_task_class() -> type:
         """A generator bundle as a MONAI Label infer task (``InferType.OTHERS``, no labels): MONAI Label's
         ``InferTask`` around :class:`GenerationTask`, whose arguments it takes."""
 
-        def __init__(self, bundle_root: str | Path, output_dir: str | Path, max_outputs: int = 16,
-                     copy_result: bool = True) -> None:
+        def __init__(
+            self, bundle_root: str | Path, output_dir: str | Path, max_outputs: int = 16, copy_result: bool = True
+        ) -> None:
             self.task = GenerationTask(bundle_root, output_dir, max_outputs=max_outputs, copy_result=copy_result)
-            super().__init__(type=InferType.OTHERS, labels=None, dimension=self.task.dimension,
-                             description=self.task.description, config=self.task.options())
+            super().__init__(
+                type=InferType.OTHERS,
+                labels=None,
+                dimension=self.task.dimension,
+                description=self.task.description,
+                config=self.task.options(),
+            )
 
         def is_valid(self) -> bool:
             return self.task.is_valid()
@@ -447,8 +502,9 @@ def infer_task(bundle_root: str | Path, output_dir: str | Path, max_outputs: int
     return _infer_task_class()(bundle_root, output_dir, max_outputs=max_outputs, copy_result=copy_result)
 
 
-def infer_tasks(bundles_dir: str | Path, output_dir: str | Path, names: Sequence[str] | str | None = None,
-                max_outputs: int = 16) -> dict[str, Any]:
+def infer_tasks(
+    bundles_dir: str | Path, output_dir: str | Path, names: Sequence[str] | str | None = None, max_outputs: int = 16
+) -> dict[str, Any]:
     """One MONAI Label infer task per bundle under ``bundles_dir`` that ships its weights, by bundle folder name:
     what a ``MONAILabelApp.init_infers()`` returns.
 

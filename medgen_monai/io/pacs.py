@@ -22,11 +22,27 @@ from .atomic import atomic_path
 __all__ = ["PacsClient", "DimseClient", "DicomWebClient", "STUDY_KEYS", "INSTANCE_KEYS", "dicom_files"]
 
 #: return keys of :meth:`PacsClient.find_studies` (besides the query's own keys).
-STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "PatientID",
-              "PatientName", "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
+STUDY_KEYS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "PatientID",
+    "PatientName",
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedInstances",
+)
 #: return keys of :meth:`PacsClient.find_instances`.
-INSTANCE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "Modality",
-                 "SeriesDescription")
+INSTANCE_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "InstanceNumber",
+    "Modality",
+    "SeriesDescription",
+)
 
 _URL_FORMS = "dicom://AET@host:port (DIMSE) or http(s)://host:port/<dicomweb root> (DICOMweb)"
 _DICOM_URL = re.compile(r"^dicom://(?P<aet>[^@/:]{1,16})@(?P<host>[^:/@]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$")
@@ -139,8 +155,9 @@ class PacsClient:
         self.response_timeout = float(response_timeout)
 
     @classmethod
-    def from_url(cls, url: str, calling_aet: str = "MEDGEN", timeout: float = 5.0,
-                 response_timeout: float = 60.0) -> PacsClient:
+    def from_url(
+        cls, url: str, calling_aet: str = "MEDGEN", timeout: float = 5.0, response_timeout: float = 60.0
+    ) -> PacsClient:
         """A :class:`DimseClient` for ``dicom://AET@host:port``, a :class:`DicomWebClient` for ``http(s)://...``.
 
         Args:
@@ -217,7 +234,9 @@ class DimseClient(PacsClient):
         response_timeout: seconds to wait for each DIMSE message.
     """
 
-    def __init__(self, url: str, calling_aet: str = "MEDGEN", timeout: float = 5.0, response_timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str, calling_aet: str = "MEDGEN", timeout: float = 5.0, response_timeout: float = 60.0
+    ) -> None:
         super().__init__(url, timeout, response_timeout)
         match = _DICOM_URL.match(url)
         if match is None or not 0 < int(match["port"]) < 65536 or not _AE_TITLE.match(match["aet"]):
@@ -250,10 +269,16 @@ class DimseClient(PacsClient):
         if assoc.is_established:
             return assoc
         if assoc.is_rejected:
-            reason = f"the association was rejected (check the called AE title and that the PACS accepts our AE {self.calling_aet})"
+            reason = (
+                "the association was rejected (check the called AE title and that the PACS accepts our AE "
+                f"{self.calling_aet})"
+            )
         else:
-            reason = self._unreachable_reason() or ("the PACS aborted the association (it accepted none of the "
-                                                    "presentation contexts, or refused our AE " f"{self.calling_aet})")
+            reason = self._unreachable_reason() or (
+                "the PACS aborted the association (it accepted none of the "
+                "presentation contexts, or refused our AE "
+                f"{self.calling_aet})"
+            )
         raise PacsError(f"dicom://{self.address}: {what}: {reason}")
 
     def _unreachable_reason(self) -> str | None:
@@ -315,16 +340,19 @@ class DimseClient(PacsClient):
                     pair = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
                     if pair not in wanted:
                         continue
-                    accepted = [c for c in assoc.accepted_contexts
-                                if (c.abstract_syntax, c.transfer_syntax[0]) == pair]
+                    accepted = [c for c in assoc.accepted_contexts if (c.abstract_syntax, c.transfer_syntax[0]) == pair]
                     if not accepted:
-                        raise PacsError(f"dicom://{self.address}: C-STORE of {path}: the PACS refused SOP class "
-                                        f"{pair[0]} in transfer syntax {pair[1]}")
+                        raise PacsError(
+                            f"dicom://{self.address}: C-STORE of {path}: the PACS refused SOP class "
+                            f"{pair[0]} in transfer syntax {pair[1]}"
+                        )
                     status = assoc.send_c_store(ds)
                     # 0x0000 success; 0xB000/0xB006/0xB007 stored with a warning (coercion, elements discarded)
                     if not status or not (status.Status == 0x0000 or 0xB000 <= status.Status <= 0xBFFF):
-                        raise PacsError(f"dicom://{self.address}: C-STORE of {path} refused: "
-                                        f"{self._status_text(status, STORAGE_SERVICE_CLASS_STATUS)}")
+                        raise PacsError(
+                            f"dicom://{self.address}: C-STORE of {path} refused: "
+                            f"{self._status_text(status, STORAGE_SERVICE_CLASS_STATUS)}"
+                        )
                     stored += 1
             finally:
                 if assoc.is_established:
@@ -371,9 +399,18 @@ class DimseClient(PacsClient):
     def retrieve_study(self, study_uid: str, folder: str | PathLike) -> list[Path]:
         from pydicom import Dataset
         from pydicom.filewriter import write_file_meta_info
-        from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-                                 ImplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit,
-                                 JPEGLosslessSV1, RLELossless)
+        from pydicom.uid import (
+            JPEG2000,
+            DeflatedExplicitVRLittleEndian,
+            ExplicitVRBigEndian,
+            ExplicitVRLittleEndian,
+            ImplicitVRLittleEndian,
+            JPEG2000Lossless,
+            JPEGBaseline8Bit,
+            JPEGExtended12Bit,
+            JPEGLosslessSV1,
+            RLELossless,
+        )
         from pynetdicom import build_role, evt
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GetModel
 
@@ -383,17 +420,31 @@ class DimseClient(PacsClient):
         if not instances:
             raise PacsError(f"dicom://{self.address}: C-GET: no instance of study {study_uid} on this PACS")
         if not sop_classes:
-            raise PacsError(f"dicom://{self.address}: C-FIND answered no SOPClassUID for study {study_uid}: "
-                            "cannot negotiate the C-GET storage contexts")
+            raise PacsError(
+                f"dicom://{self.address}: C-FIND answered no SOPClassUID for study {study_uid}: "
+                "cannot negotiate the C-GET storage contexts"
+            )
         # one context per (SOP class, transfer syntax) so the PACS can send each instance as it stored it;
         # 127 contexts besides the GET model: fall back to uncompressed only for studies of many SOP classes
-        syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
-                    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEG2000Lossless, JPEG2000, RLELossless]
+        syntaxes = [
+            ExplicitVRLittleEndian,
+            ImplicitVRLittleEndian,
+            DeflatedExplicitVRLittleEndian,
+            ExplicitVRBigEndian,
+            JPEGBaseline8Bit,
+            JPEGExtended12Bit,
+            JPEGLosslessSV1,
+            JPEG2000Lossless,
+            JPEG2000,
+            RLELossless,
+        ]
         if len(sop_classes) * len(syntaxes) > 127:
             syntaxes = syntaxes[:2]
         if len(sop_classes) * len(syntaxes) > 127:
-            raise PacsError(f"dicom://{self.address}: C-GET of study {study_uid}: {len(sop_classes)} SOP classes do not "
-                            "fit in one association")
+            raise PacsError(
+                f"dicom://{self.address}: C-GET of study {study_uid}: {len(sop_classes)} SOP classes do not "
+                "fit in one association"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         errors: list[str] = []
@@ -434,14 +485,23 @@ class DimseClient(PacsClient):
             if assoc.is_established:
                 assoc.release()
         if errors:
-            raise PacsError(f"dicom://{self.address}: C-GET of study {study_uid}: writing into {folder} failed: {errors[0]}")
+            raise PacsError(
+                f"dicom://{self.address}: C-GET of study {study_uid}: writing into {folder} failed: {errors[0]}"
+            )
         if final is None or final.Status not in (0x0000, 0xB000):
-            raise PacsError(f"dicom://{self.address}: C-GET of study {study_uid} failed: {self._status_text(final)}"
-                            + (f", {final.NumberOfFailedSuboperations} failed sub-operations"
-                               if final is not None and "NumberOfFailedSuboperations" in final else ""))
+            raise PacsError(
+                f"dicom://{self.address}: C-GET of study {study_uid} failed: {self._status_text(final)}"
+                + (
+                    f", {final.NumberOfFailedSuboperations} failed sub-operations"
+                    if final is not None and "NumberOfFailedSuboperations" in final
+                    else ""
+                )
+            )
         if final.Status == 0xB000 or len(written) < len(instances):
-            raise PacsError(f"dicom://{self.address}: C-GET of study {study_uid}: received {len(written)} of "
-                            f"{len(instances)} instances ({self._status_text(final)})")
+            raise PacsError(
+                f"dicom://{self.address}: C-GET of study {study_uid}: received {len(written)} of "
+                f"{len(instances)} instances ({self._status_text(final)})"
+            )
         return sorted(set(written))
 
 
@@ -458,8 +518,11 @@ def _http_failure(response: Any) -> str:
     except Exception:  # noqa: BLE001 - not a DICOM JSON body: show its start
         body = " ".join(response.text.split())[:200]
         return f"{text}: {body}" if body else text
-    reasons = [f"SOP instance {getattr(item, 'ReferencedSOPInstanceUID', '?')}: FailureReason "
-               f"0x{int(getattr(item, 'FailureReason', 0)):04X}" for item in failed]
+    reasons = [
+        f"SOP instance {getattr(item, 'ReferencedSOPInstanceUID', '?')}: FailureReason "
+        f"0x{int(getattr(item, 'FailureReason', 0)):04X}"
+        for item in failed
+    ]
     return f"{text}" + (f" ({'; '.join(reasons[:3])})" if reasons else "")
 
 
@@ -492,8 +555,10 @@ class DicomWebClient(PacsClient):
         except requests.HTTPError as e:
             raise PacsError(f"{self.address}: {what} refused: {_http_failure(e.response)}") from None
         except requests.Timeout:
-            raise PacsError(f"{self.address}: {what}: no answer within {self.timeout:g} s (connect) / "
-                            f"{self.response_timeout:g} s (response)") from None
+            raise PacsError(
+                f"{self.address}: {what}: no answer within {self.timeout:g} s (connect) / "
+                f"{self.response_timeout:g} s (response)"
+            ) from None
         except requests.ConnectionError as e:
             # urllib3 nests the reason ("HTTPConnection(...): Failed to establish a new connection: [Errno 111] ...")
             errno = re.search(r"\[Errno -?\d+\] [^)'\"]+", str(e))
@@ -524,28 +589,44 @@ class DicomWebClient(PacsClient):
                 item = failed[0]
                 uid = str(getattr(item, "ReferencedSOPInstanceUID", "?"))
                 reason = getattr(item, "FailureReason", None)
-                raise PacsError(f"{self.address}: STOW-RS of {by_uid.get(uid, uid)} refused: "
-                                f"status {'?' if reason is None else f'0x{int(reason):04X}'} "
-                                f"({len(failed)} of {len(batch)} instances failed)")
+                raise PacsError(
+                    f"{self.address}: STOW-RS of {by_uid.get(uid, uid)} refused: "
+                    f"status {'?' if reason is None else f'0x{int(reason):04X}'} "
+                    f"({len(failed)} of {len(batch)} instances failed)"
+                )
             stored += len(batch)
         return stored
 
     def find_studies(self, **query: Any) -> list[dict[str, Any]]:
         _check_query(query)
-        return self._search("QIDO-RS studies", self._client.search_for_studies, fields=list(STUDY_KEYS),
-                            search_filters={k: v for k, v in query.items()}, get_remaining=True)
+        return self._search(
+            "QIDO-RS studies",
+            self._client.search_for_studies,
+            fields=list(STUDY_KEYS),
+            search_filters={k: v for k, v in query.items()},
+            get_remaining=True,
+        )
 
     def find_instances(self, study_uid: str) -> list[dict[str, Any]]:
-        return self._search(f"QIDO-RS instances of study {study_uid}", self._client.search_for_instances,
-                            study_instance_uid=str(study_uid), fields=list(INSTANCE_KEYS), get_remaining=True)
+        return self._search(
+            f"QIDO-RS instances of study {study_uid}",
+            self._client.search_for_instances,
+            study_instance_uid=str(study_uid),
+            fields=list(INSTANCE_KEYS),
+            get_remaining=True,
+        )
 
     def retrieve_study(self, study_uid: str, folder: str | PathLike) -> list[Path]:
         folder = Path(folder)
         if not self.find_instances(study_uid):  # (Orthanc answers 404 to WADO-RS of an unknown study; others: empty)
             raise PacsError(f"{self.address}: WADO-RS: no instance of study {study_uid} on this PACS")
         # transfer-syntax *: each instance as the PACS stored it, not transcoded
-        datasets = self._call(f"WADO-RS of study {study_uid}", self._client.retrieve_study, str(study_uid),
-                              media_types=(("application/dicom", "*"),))
+        datasets = self._call(
+            f"WADO-RS of study {study_uid}",
+            self._client.retrieve_study,
+            str(study_uid),
+            media_types=(("application/dicom", "*"),),
+        )
         if not datasets:
             raise PacsError(f"{self.address}: WADO-RS: no instance of study {study_uid} on this PACS")
         folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".mha", ".mhd")
 #: ``k`` Inferior to Superior.
 RAS_LABELS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("I", "S"))
 
-_EXPECTED = (f"a volume file ({', '.join(VOLUME_SUFFIXES)}) or a DICOM series folder")
+_EXPECTED = f"a volume file ({', '.join(VOLUME_SUFFIXES)}) or a DICOM series folder"
 
 
 def volume_format(path: str | PathLike) -> str:

@@ -28,8 +28,14 @@ class WeightsError(ValueError):
     """A weights file is missing, unreadable, or belongs to another bundle or network."""
 
 
-def save_weights(path: str | Path, network: nn.Module | Mapping[str, torch.Tensor], bundle: str, role: str,
-                 extra: Mapping[str, Any] | None = None, half: bool = False) -> Path:
+def save_weights(
+    path: str | Path,
+    network: nn.Module | Mapping[str, torch.Tensor],
+    bundle: str,
+    role: str,
+    extra: Mapping[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
     """Write ``network``'s weights (or a state dict) atomically with their bundle name and role.
 
     ``half`` stores floating-point tensors as float16 (half the file size; loading casts them back
@@ -46,16 +52,22 @@ def save_weights(path: str | Path, network: nn.Module | Mapping[str, torch.Tenso
         value = value.detach().cpu().contiguous()
         return value.half() if half and value.is_floating_point() else value
 
-    payload = {"format": WEIGHTS_FORMAT, "bundle": str(bundle), "role": str(role),
-               "state_dict": {k: stored(v) for k, v in state.items()}, "extra": dict(extra or {})}
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "bundle": str(bundle),
+        "role": str(role),
+        "state_dict": {k: stored(v) for k, v in state.items()},
+        "extra": dict(extra or {}),
+    }
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
 
 
-def load_weights(path: str | Path, network: nn.Module | None = None, bundle: str | None = None,
-                 role: str | None = None) -> dict[str, Any]:
+def load_weights(
+    path: str | Path, network: nn.Module | None = None, bundle: str | None = None, role: str | None = None
+) -> dict[str, Any]:
     """Load a weights file (``weights_only=True``), check it, and load it into ``network``.
 
     Args:
@@ -79,8 +91,10 @@ def load_weights(path: str | Path, network: nn.Module | None = None, bundle: str
     except Exception as e:  # truncated zip, pickle of arbitrary objects, ...
         raise WeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise WeightsError(f"{path}: not a medgen-monai weights file (expected format {WEIGHTS_FORMAT!r}; "
-                           "a trainer checkpoint is exported with medgen_monai.io.save_weights)")
+        raise WeightsError(
+            f"{path}: not a medgen-monai weights file (expected format {WEIGHTS_FORMAT!r}; "
+            "a trainer checkpoint is exported with medgen_monai.io.save_weights)"
+        )
     if bundle is not None and payload["bundle"] != bundle:
         raise WeightsError(f"{path}: weights of bundle {payload['bundle']!r}, expected {bundle!r}")
     if role is not None and payload["role"] != role:

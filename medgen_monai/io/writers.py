@@ -29,8 +29,18 @@ import torch
 
 from .atomic import atomic_path, atomic_write_text
 
-__all__ = ["FORMATS", "DICOM_STUDY_FILE", "STREAM_KINDS", "safe_id", "save_image_2d", "to_uint8", "image_grid",
-           "radiological_axial", "OutputWriter", "StreamOutputWriter"]
+__all__ = [
+    "FORMATS",
+    "DICOM_STUDY_FILE",
+    "STREAM_KINDS",
+    "safe_id",
+    "save_image_2d",
+    "to_uint8",
+    "image_grid",
+    "radiological_axial",
+    "OutputWriter",
+    "StreamOutputWriter",
+]
 
 #: output formats the writer knows.
 FORMATS = ("png", "nifti", "dicom")
@@ -216,7 +226,11 @@ class OutputWriter:
         Returns:
             the paths written per record.
         """
-        array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+        array = (
+            images.detach().float().cpu().numpy()
+            if isinstance(images, torch.Tensor)
+            else np.asarray(images, np.float32)
+        )
         if array.ndim not in (4, 5):
             raise ValueError(f"images must be (B, C, H, W) or (B, C, X, Y, Z), got shape {array.shape}")
         if len(records) != array.shape[0]:
@@ -233,7 +247,9 @@ class OutputWriter:
                 display = to_uint8(image, self.value_range)
             else:
                 low, high = self.value_range
-                display = radiological_axial(np.round(np.clip((image[0] - low) / (high - low), 0, 1) * 255).astype(np.uint8))
+                display = radiological_axial(
+                    np.round(np.clip((image[0] - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+                )
             if "png" in self.formats:
                 save_image_2d(display, paths["png"])
             if "nifti" in self.formats:
@@ -270,11 +286,15 @@ class OutputWriter:
                 if not str(state["patient"]["PatientName"]).startswith("SYNTHETIC"):
                     raise ValueError("the patient is not synthetic")
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}: expected the DICOM study of this folder as OutputWriter writes it ({e}); "
-                                 "remove it to start a new study") from None
+                raise ValueError(
+                    f"{path}: expected the DICOM study of this folder as OutputWriter writes it ({e}); "
+                    "remove it to start a new study"
+                ) from None
             if state.get("options") != self.dicom:
-                raise ValueError(f"{path}: the folder's DICOM study was written with {state.get('options')}, not "
-                                 f"{self.dicom}; write into a new folder")
+                raise ValueError(
+                    f"{path}: the folder's DICOM study was written with {state.get('options')}, not "
+                    f"{self.dicom}; write into a new folder"
+                )
             return state
         images = DicomStudyIds.new(series_number=1)
         state = {
@@ -290,8 +310,9 @@ class OutputWriter:
     def _save_dicom_state(self, state: Mapping[str, Any]) -> None:
         atomic_write_text(self.output_dir / DICOM_STUDY_FILE, json.dumps(state, indent=2) + "\n")
 
-    def _write_dicom(self, image: np.ndarray, display: np.ndarray, record: Mapping[str, Any],
-                     paths: Mapping[str, Path]) -> dict[str, Any]:
+    def _write_dicom(
+        self, image: np.ndarray, display: np.ndarray, record: Mapping[str, Any], paths: Mapping[str, Path]
+    ) -> dict[str, Any]:
         """Write the record's DICOM files; returns the UIDs written (for the sidecar)."""
         import pydicom
 
@@ -306,17 +327,36 @@ class OutputWriter:
             instance = int(series["next_instance_number"])
             series["next_instance_number"] = instance + 1
             self._save_dicom_state(state)
-            files = [write_secondary_capture(display, paths["dicom"], provenance, patient, instance_number=instance,
-                                             study=DicomStudyIds.from_dict(series), series_description=description)]
+            files = [
+                write_secondary_capture(
+                    display,
+                    paths["dicom"],
+                    provenance,
+                    patient,
+                    instance_number=instance,
+                    study=DicomStudyIds.from_dict(series),
+                    series_description=description,
+                )
+            ]
         else:  # (1, X, Y, Z)
             study = DicomStudyIds.from_dict(state["images"]).new_series(int(state["next_series_number"]))
             state["next_series_number"] += 1
             self._save_dicom_state(state)
             affine = np.asarray(record.get("affine", self.affine), dtype=np.float64)
-            files = write_mr_series(image[0], affine, paths["dicom"], provenance, patient, study=study,
-                                    value_range=self.value_range, series_description=f"{description} {record['id']}"[:64])
-        headers = [pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
-                   for f in files]
+            files = write_mr_series(
+                image[0],
+                affine,
+                paths["dicom"],
+                provenance,
+                patient,
+                study=study,
+                value_range=self.value_range,
+                series_description=f"{description} {record['id']}"[:64],
+            )
+        headers = [
+            pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "SeriesInstanceUID"])
+            for f in files
+        ]
         uids: dict[str, Any] = {
             "patient_id": patient["PatientID"],
             "study_uid": state["images"]["study_uid"],
@@ -328,11 +368,19 @@ class OutputWriter:
             instance = int(series["next_instance_number"])
             series["next_instance_number"] = instance + 1
             self._save_dicom_state(state)
-            report = write_basic_text_sr(str(record["report"]), paths["dicom_report"], provenance, patient,
-                                         study=DicomStudyIds.from_dict(series), instance_number=instance,
-                                         series_description=f"SYNTHETIC {provenance.bundle} report"[:64])
-            uids["report"] = {"series_uid": series["series_uid"],
-                              "sop_instance_uid": str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)}
+            report = write_basic_text_sr(
+                str(record["report"]),
+                paths["dicom_report"],
+                provenance,
+                patient,
+                study=DicomStudyIds.from_dict(series),
+                instance_number=instance,
+                series_description=f"SYNTHETIC {provenance.bundle} report"[:64],
+            )
+            uids["report"] = {
+                "series_uid": series["series_uid"],
+                "sop_instance_uid": str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID),
+            }
         return uids
 
     def write_grid(self, columns: int = 8, name: str = "grid.png") -> Path | None:
@@ -355,8 +403,10 @@ def _dicom_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     reference = dict(options.get("reference") or {})
     not_allowed = sorted(set(reference) - set(ALLOWED_FROM_INPUT))
     if not_allowed or not all(isinstance(v, str) for v in reference.values()):
-        raise ValueError(f"dicom.reference: {not_allowed or reference} not allowed; expected string values of "
-                         f"{list(ALLOWED_FROM_INPUT)} (from medgen_monai.io.dicom.deidentified_reference)")
+        raise ValueError(
+            f"dicom.reference: {not_allowed or reference} not allowed; expected string values of "
+            f"{list(ALLOWED_FROM_INPUT)} (from medgen_monai.io.dicom.deidentified_reference)"
+        )
     return {"patient_id_prefix": prefix, "reference": reference}
 
 
@@ -419,9 +469,17 @@ class StreamOutputWriter(OutputWriter):
         bundle, value_range, grid, dicom: as :class:`OutputWriter`.
     """
 
-    def __init__(self, output_dir: str | Path, streams: Mapping[str, Mapping[str, Any]], postprocess: Any = None,
-                 formats: Sequence[str] | str = ("png",), bundle: Mapping[str, Any] | None = None,
-                 value_range: Sequence[float] = (0.0, 1.0), grid: bool = True, dicom: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        streams: Mapping[str, Mapping[str, Any]],
+        postprocess: Any = None,
+        formats: Sequence[str] | str = ("png",),
+        bundle: Mapping[str, Any] | None = None,
+        value_range: Sequence[float] = (0.0, 1.0),
+        grid: bool = True,
+        dicom: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(output_dir, formats, bundle, value_range, grid=grid, dicom=dicom)
         if "nifti" in self.formats:
             raise ValueError("formats: a multi-stream bundle writes png and/or dicom (its views are 2D)")
@@ -440,8 +498,10 @@ class StreamOutputWriter(OutputWriter):
     def _outputs(self, record: Mapping[str, Any]) -> list[str]:
         outputs = record.get("outputs")
         if not outputs or isinstance(outputs, str) or any(o not in self.streams for o in outputs):
-            raise ValueError(f"record {record.get('id')!r}: 'outputs' must list generated streams of "
-                             f"{list(self.streams)}, got {outputs!r}")
+            raise ValueError(
+                f"record {record.get('id')!r}: 'outputs' must list generated streams of "
+                f"{list(self.streams)}, got {outputs!r}"
+            )
         return list(outputs)
 
     def paths(self, record: Mapping[str, Any], ndim: int | None = None) -> dict[str, Path]:
@@ -476,18 +536,27 @@ class StreamOutputWriter(OutputWriter):
                 value = outputs[stream][i]
                 if self.streams[stream]["kind"] == "text":
                     if not isinstance(value, str):
-                        raise ValueError(f"stream {stream!r} must be text after postprocess, got {type(value).__name__}")
+                        raise ValueError(
+                            f"stream {stream!r} must be text after postprocess, got {type(value).__name__}"
+                        )
                     texts[stream] = value
                     atomic_write_text(paths[stream], value + "\n")
                 else:
-                    image = value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                    image = (
+                        value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                    )
                     if image.ndim != 3:
                         raise ValueError(f"stream {stream!r} must give (C, H, W) images, got {image.shape}")
                     displays[stream] = to_uint8(image, self.value_range)
                     if stream in paths:
                         save_image_2d(displays[stream], paths[stream])
-            sidecar = {"bundle": self.bundle, **record, "inputs": _input_summary(record.get("inputs") or {}), "generated": texts,
-                       "files": {k: p.name for k, p in paths.items() if k != "sidecar"}}
+            sidecar = {
+                "bundle": self.bundle,
+                **record,
+                "inputs": _input_summary(record.get("inputs") or {}),
+                "generated": texts,
+                "files": {k: p.name for k, p in paths.items() if k != "sidecar"},
+            }
             if "dicom" in self.formats:
                 sidecar["dicom"] = self._write_study(displays, texts, record, paths["dicom"])
             atomic_write_text(paths["sidecar"], json.dumps(sidecar, indent=2, default=_json_default) + "\n")
@@ -496,8 +565,9 @@ class StreamOutputWriter(OutputWriter):
             written.append(paths)
         return written
 
-    def _write_study(self, displays: Mapping[str, np.ndarray], texts: Mapping[str, str], record: Mapping[str, Any],
-                     folder: Path) -> dict[str, Any]:
+    def _write_study(
+        self, displays: Mapping[str, np.ndarray], texts: Mapping[str, str], record: Mapping[str, Any], folder: Path
+    ) -> dict[str, Any]:
         """One synthetic study (a fresh synthetic patient) holding the record's generated views and reports."""
         import pydicom
 
@@ -513,16 +583,30 @@ class StreamOutputWriter(OutputWriter):
                 spec = self.streams[stream]
                 series = study.new_series(number)
                 path = write_secondary_capture(
-                    display, tmp / f"{stream}.dcm", provenance, patient, study=series,
-                    series_description=f"SYNTHETIC {provenance.bundle} {stream} {spec.get('view_position', '')}".strip()[:64],
-                    patient_orientation=spec.get("patient_orientation"), view_position=spec.get("view_position"))
+                    display,
+                    tmp / f"{stream}.dcm",
+                    provenance,
+                    patient,
+                    study=series,
+                    series_description=(
+                        f"SYNTHETIC {provenance.bundle} {stream} {spec.get('view_position', '')}"
+                    ).strip()[:64],
+                    patient_orientation=spec.get("patient_orientation"),
+                    view_position=spec.get("view_position"),
+                )
                 uids["series"][stream] = {"series_uid": series.series_uid, "file": path.name}
             for number, (stream, text) in enumerate(texts.items(), start=len(displays) + 1):
                 if not text.strip():
                     continue  # an empty generated report is kept in the .txt and the sidecar, not as an SR
                 series = study.new_series(number)
-                path = write_basic_text_sr(text, tmp / f"{stream}.dcm", provenance, patient, study=series,
-                                           series_description=f"SYNTHETIC {provenance.bundle} {stream}"[:64])
+                path = write_basic_text_sr(
+                    text,
+                    tmp / f"{stream}.dcm",
+                    provenance,
+                    patient,
+                    study=series,
+                    series_description=f"SYNTHETIC {provenance.bundle} {stream}"[:64],
+                )
                 uids["series"][stream] = {"series_uid": series.series_uid, "file": path.name}
             for entry in uids["series"].values():
                 ds = pydicom.dcmread(tmp / entry["file"], stop_before_pixels=True, specific_tags=["SOPInstanceUID"])

@@ -195,8 +195,9 @@ _ARCHITECTURES: dict[str, dict[str, tuple[int, ...]]] = {
 }
 
 
-def audit_spec(unit: str, channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
-               dropout: float = 0.1) -> AuditSpec:
+def audit_spec(
+    unit: str, channels: Sequence[int] | None = None, strides: Sequence[int] | None = None, dropout: float = 0.1
+) -> AuditSpec:
     """The :class:`AuditSpec` of ``unit`` built from its phantom's current vocabulary.
 
     Args:
@@ -400,16 +401,15 @@ def sample_targets(spec: AuditSpec, attributes: Mapping[str, str], label: Any = 
         elif name in attributes:
             if attributes[name] not in values:
                 raise ValueError(
-                    f"{spec.unit}: attribute {name!r} has unknown value {attributes[name]!r}; expected one of {list(values)}"
+                    f"{spec.unit}: attribute {name!r} has unknown value {attributes[name]!r}; "
+                    f"expected one of {list(values)}"
                 )
             targets[name] = values.index(attributes[name])
     return targets
 
 
 # ---- data --------------------------------------------------------------------------------------
-def _generate(
-    phantom: Phantom, n: int, seed: int, balance: float, progress: bool, desc: str
-) -> list[PhantomSample]:
+def _generate(phantom: Phantom, n: int, seed: int, balance: float, progress: bool, desc: str) -> list[PhantomSample]:
     """``n`` cases of dataset ``seed``; a fraction ``balance`` has one attribute forced to a uniformly drawn
     value so that rare values (a left pneumothorax) are seen often enough to be learnt."""
     from tqdm import tqdm
@@ -430,8 +430,12 @@ def _tensors(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Images ``(N, C, *input_size)`` float16 (preprocessed once, to halve memory) and targets per head ``(N,)``."""
     x = torch.cat(
-        [preprocess_images([s.images[view] for s in samples[i : i + 256]], spec.spatial_dims, spec.in_channels,
-                           spec.input_size).half() for i in range(0, len(samples), 256)]
+        [
+            preprocess_images(
+                [s.images[view] for s in samples[i : i + 256]], spec.spatial_dims, spec.in_channels, spec.input_size
+            ).half()
+            for i in range(0, len(samples), 256)
+        ]
     )
     rows = [sample_targets(spec, s.attributes, s.label) for s in samples]
     y = {name: torch.tensor([r[name] for r in rows], dtype=torch.long) for name in spec.head_names}
@@ -494,7 +498,9 @@ def _logits(net: AuditNet, x: torch.Tensor, batch_size: int = 128) -> tuple[dict
     return {name: torch.cat(parts) for name, parts in heads.items()}, torch.cat(validity)
 
 
-def evaluate_audit(net: AuditNet, x: torch.Tensor, y: Mapping[str, torch.Tensor], batch_size: int = 128) -> dict[str, Any]:
+def evaluate_audit(
+    net: AuditNet, x: torch.Tensor, y: Mapping[str, torch.Tensor], batch_size: int = 128
+) -> dict[str, Any]:
     """Held-out accuracy, balanced accuracy, per-value recall, support and calibration error per head.
 
     Args:
@@ -545,7 +551,9 @@ def calibrate_temperatures(net: AuditNet, x: torch.Tensor, y: Mapping[str, torch
         log_t = torch.zeros(1, requires_grad=True)
         optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
-        def closure(name: str = name, log_t: torch.Tensor = log_t) -> torch.Tensor:
+        def closure(
+            name: str = name, log_t: torch.Tensor = log_t, optimizer: torch.optim.Optimizer = optimizer
+        ) -> torch.Tensor:
             optimizer.zero_grad()
             loss = F.cross_entropy(logits[name] / log_t.clamp(math.log(0.05), math.log(20)).exp(), y[name])
             loss.backward()
@@ -558,8 +566,9 @@ def calibrate_temperatures(net: AuditNet, x: torch.Tensor, y: Mapping[str, torch
 
 
 @torch.inference_mode()
-def evaluate_validity(net: AuditNet, real: torch.Tensor, negatives: Any, n: int, seed: int,
-                      reconstructions: torch.Tensor | None = None) -> dict[str, Any]:
+def evaluate_validity(
+    net: AuditNet, real: torch.Tensor, negatives: Any, n: int, seed: int, reconstructions: torch.Tensor | None = None
+) -> dict[str, Any]:
     """Pass rate on real images and rejection rate per negative family, on held-out data.
 
     Args:
@@ -577,15 +586,22 @@ def evaluate_validity(net: AuditNet, real: torch.Tensor, negatives: Any, n: int,
     """
     g = torch.Generator().manual_seed(seed)
     _, validity = _logits(net, real)
-    report: dict[str, Any] = {"real_pass": float((validity > 0).float().mean()), "n_real": int(real.shape[0]),
-                              "rejected": {}, "n_per_family": int(n), "max_confidence": {}}
+    report: dict[str, Any] = {
+        "real_pass": float((validity > 0).float().mean()),
+        "n_real": int(real.shape[0]),
+        "rejected": {},
+        "n_per_family": int(n),
+        "max_confidence": {},
+    }
     for family in negatives.families:
         x = negatives.family(family, n, g)
         logits, validity = _logits(net, x)
         report["rejected"][family] = float((validity <= 0).float().mean())
         p = torch.sigmoid(validity)
-        confidences = [torch.softmax(logits[name] / net.temperature[k], dim=1).amax(dim=1) * p
-                       for k, name in enumerate(net.spec.head_names)]
+        confidences = [
+            torch.softmax(logits[name] / net.temperature[k], dim=1).amax(dim=1) * p
+            for k, name in enumerate(net.spec.head_names)
+        ]
         report["max_confidence"][family] = float(torch.stack(confidences).amax(dim=0).mean())
     if reconstructions is not None:
         _, validity = _logits(net, reconstructions)
@@ -618,7 +634,8 @@ BELOW_TARGET: dict[str, dict[str, float]] = {
 }
 #: a smoke-test budget (accuracy is not meaningful).
 QUICK_BUDGET: dict[str, int] = {"n_train": 48, "n_val": 24, "epochs": 1}
-#: validity targets (issue 12): held-out real phantoms accepted, and every negative family rejected, at least this often.
+#: validity targets (issue 12): held-out real phantoms accepted, and every negative family rejected, at least this
+#: often.
 VALIDITY_TARGET = 0.99
 #: negatives per family in the held-out validity table.
 VALIDITY_TEST_N = 500
@@ -635,8 +652,12 @@ def _bar_plot(report: Mapping[str, Any], path: Path) -> None:
     bal = [report["balanced_accuracy"][n] for n in names]
     validity = report.get("validity", {})
     families = list(validity.get("rejected", {}))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(max(5.0, 0.55 * len(names) + 1.5) + 4.5, 3.8),
-                                 gridspec_kw={"width_ratios": [max(len(names), 1), max(len(families) + 1, 1)]})
+    fig, (ax, bx) = plt.subplots(
+        1,
+        2,
+        figsize=(max(5.0, 0.55 * len(names) + 1.5) + 4.5, 3.8),
+        gridspec_kw={"width_ratios": [max(len(names), 1), max(len(families) + 1, 1)]},
+    )
     positions = np.arange(len(names))
     ax.bar(positions - 0.2, acc, width=0.4, label="accuracy")
     ax.bar(positions + 0.2, bal, width=0.4, label="balanced accuracy")
@@ -649,8 +670,13 @@ def _bar_plot(report: Mapping[str, Any], path: Path) -> None:
         rates = [validity["real_pass"]] + [validity["rejected"][f] for f in families]
         bx.bar(np.arange(len(rates)), rates, color=["tab:green"] + ["tab:red"] * len(families))
         bx.axhline(VALIDITY_TARGET, color="k", linestyle="--", linewidth=0.8)
-        bx.set_xticks(np.arange(len(rates)), ["real passed"] + [f"{f} rejected" for f in families], rotation=45,
-                      ha="right", fontsize=7)
+        bx.set_xticks(
+            np.arange(len(rates)),
+            ["real passed"] + [f"{f} rejected" for f in families],
+            rotation=45,
+            ha="right",
+            fontsize=7,
+        )
         bx.set_ylim(min(0.9, min(rates) - 0.02), 1.005)
         bx.set_title("validity output, held out", fontsize=9)
     fig.tight_layout()
@@ -662,8 +688,11 @@ def _bar_plot(report: Mapping[str, Any], path: Path) -> None:
 def _save(net: AuditNet, report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     unit = net.unit
-    paths = {"weights": out_dir / f"audit_{unit}.pt", "json": out_dir / f"audit_{unit}.json",
-             "plot": out_dir / f"audit_{unit}.png"}
+    paths = {
+        "weights": out_dir / f"audit_{unit}.pt",
+        "json": out_dir / f"audit_{unit}.json",
+        "plot": out_dir / f"audit_{unit}.png",
+    }
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     with atomic_path(paths["weights"]) as tmp:
         torch.save(state, tmp)
@@ -796,22 +825,42 @@ def train_audit(
     if lr is None:
         lr = min(DEFAULT_BUDGETS.get(u, {}).get("lr", 3e-3) for u in units)
     if n_train < 2 or n_val < 1 or epochs < 1 or batch_size < 2 or validity_n < 1:
-        raise ValueError(f"need n_train >= 2, n_val >= 1, epochs >= 1, batch_size >= 2, validity_n >= 1; got "
-                         f"{n_train}, {n_val}, {epochs}, {batch_size}, {validity_n}")
+        raise ValueError(
+            f"need n_train >= 2, n_val >= 1, epochs >= 1, batch_size >= 2, validity_n >= 1; got "
+            f"{n_train}, {n_val}, {epochs}, {batch_size}, {validity_n}"
+        )
     if not 0.0 <= balance <= 1.0:
         raise ValueError(f"balance must be in [0, 1], got {balance}")
     if len({seed, val_seed, calibration_seed}) != 3 or min(seed, val_seed, calibration_seed) < 0:
-        raise ValueError(f"seed, calibration_seed and val_seed must be >= 0 and distinct, got {seed}, "
-                         f"{calibration_seed}, {val_seed}")
+        raise ValueError(
+            f"seed, calibration_seed and val_seed must be >= 0 and distinct, got {seed}, {calibration_seed}, {val_seed}"
+        )
     out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
-    if out.resolve() == WEIGHTS_DIR.resolve() and not all(seed_use(s) == "audit" for s in (seed, val_seed, calibration_seed)):
-        raise ValueError(f"the shipped audit weights ({WEIGHTS_DIR}) train and test on the audit seeds only "
-                         f"(medgen_monai.phantoms.seeds.AUDIT_SEEDS); got seed {seed}, calibration_seed "
-                         f"{calibration_seed}, val_seed {val_seed}. Write experiments elsewhere with out_dir")
-    arguments = {"kind": kind, "view": view, "n_train": n_train, "n_val": n_val, "epochs": epochs, "seed": seed,
-                 "val_seed": val_seed, "calibration_seed": calibration_seed, "batch_size": batch_size, "lr": lr,
-                 "weight_decay": weight_decay, "balance": balance, "channels": list(channels) if channels else None,
-                 "strides": list(strides) if strides else None, "validity_n": validity_n}
+    if out.resolve() == WEIGHTS_DIR.resolve() and not all(
+        seed_use(s) == "audit" for s in (seed, val_seed, calibration_seed)
+    ):
+        raise ValueError(
+            f"the shipped audit weights ({WEIGHTS_DIR}) train and test on the audit seeds only "
+            f"(medgen_monai.phantoms.seeds.AUDIT_SEEDS); got seed {seed}, calibration_seed "
+            f"{calibration_seed}, val_seed {val_seed}. Write experiments elsewhere with out_dir"
+        )
+    arguments = {
+        "kind": kind,
+        "view": view,
+        "n_train": n_train,
+        "n_val": n_val,
+        "epochs": epochs,
+        "seed": seed,
+        "val_seed": val_seed,
+        "calibration_seed": calibration_seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "balance": balance,
+        "channels": list(channels) if channels else None,
+        "strides": list(strides) if strides else None,
+        "validity_n": validity_n,
+    }
 
     t0 = time.time()
     autoencoders = bundle_autoencoders(kind)
@@ -820,8 +869,13 @@ def train_audit(
         calibration = _generate(phantom, n_val, calibration_seed, 0.0, progress, f"{kind} calibration phantoms")
         val = _generate(phantom, n_val, val_seed, 0.0, progress, f"{kind} held-out phantoms")
         pool_n = min(max(n_train // 2, 64), 2000)
-        pools = {u: (negative_pools(u, seed, pool_n, autoencoders, generator_seed=seed),
-                     negative_pools(u, val_seed, validity_n, autoencoders, generator_seed=val_seed)) for u in units}
+        pools = {
+            u: (
+                negative_pools(u, seed, pool_n, autoencoders, generator_seed=seed),
+                negative_pools(u, val_seed, validity_n, autoencoders, generator_seed=val_seed),
+            )
+            for u in units
+        }
     generation_seconds = time.time() - t0
 
     reports: dict[str, dict[str, Any]] = {}
@@ -833,21 +887,35 @@ def train_audit(
         train_negatives = NegativeSampler(kind, shape, x_train, pools[unit][0])
         test_negatives = NegativeSampler(kind, shape, x_val, pools[unit][1])
         train_reconstructions = reconstructions(autoencoders, unit, x_train[:pool_n])
-        net, seconds = _train_one(spec, (x_train, y_train), train_negatives, train_reconstructions, epochs,
-                                  batch_size, lr, weight_decay, seed, progress)
+        net, seconds = _train_one(
+            spec,
+            (x_train, y_train),
+            train_negatives,
+            train_reconstructions,
+            epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            seed,
+            progress,
+        )
         x_cal, y_cal = _tensors(spec, calibration, v)
         uncalibrated = evaluate_audit(net, x_val, y_val)["ece"]
         temperatures = calibrate_temperatures(net, x_cal, y_cal)
         evaluation = evaluate_audit(net, x_val, y_val)
-        validity = evaluate_validity(net, x_val, test_negatives, validity_n, val_seed,
-                                     reconstructions(autoencoders, unit, x_val))
+        validity = evaluate_validity(
+            net, x_val, test_negatives, validity_n, val_seed, reconstructions(autoencoders, unit, x_val)
+        )
         report: dict[str, Any] = {
             "unit": unit,
             "kind": kind,
             "view": v,
-            "architecture": {"class": "medgen_monai.metrics.audit.AuditNet", **spec.to_dict(),
-                             "feature_dim": spec.feature_dim,
-                             "parameters": sum(p.numel() for p in net.parameters())},
+            "architecture": {
+                "class": "medgen_monai.metrics.audit.AuditNet",
+                **spec.to_dict(),
+                "feature_dim": spec.feature_dim,
+                "parameters": sum(p.numel() for p in net.parameters()),
+            },
             "vocabulary": get_phantom(kind).vocabulary(),
             "command": " ".join(sys.argv),
             "arguments": arguments,
@@ -878,8 +946,13 @@ def _monai_version() -> str:
     return monai.__version__
 
 
-def train_audit_cli(kind: str = "all", out_dir: str | Path | None = None, quick: bool = False,
-                    seed: int = AUDIT_SEEDS["train"], progress: bool = True) -> Path:
+def train_audit_cli(
+    kind: str = "all",
+    out_dir: str | Path | None = None,
+    quick: bool = False,
+    seed: int = AUDIT_SEEDS["train"],
+    progress: bool = True,
+) -> Path:
     """Entry point of ``medgen-monai train-audit``: train the units of ``kind`` (or all) one after another.
 
     Args:

@@ -38,12 +38,19 @@ from .diversity import diversity
 from .fid import feature_extractor, fid_from_features
 from .reference import fid_floor, kid, matched_fid, request_sources, stratified_reference
 
-__all__ = ["load_images", "predicted_or_invalid", "attribute_distance", "evaluate_generation", "labelled_reference",
-           "with_bank_attributes"]
+__all__ = [
+    "load_images",
+    "predicted_or_invalid",
+    "attribute_distance",
+    "evaluate_generation",
+    "labelled_reference",
+    "with_bank_attributes",
+]
 
 
-def labelled_reference(records: Sequence[Mapping[str, Any]], classes: Sequence[str], task: Any,
-                       multi_label: bool = False) -> list[dict[str, Any]]:
+def labelled_reference(
+    records: Sequence[Mapping[str, Any]], classes: Sequence[str], task: Any, multi_label: bool = False
+) -> list[dict[str, Any]]:
     """Reference datalist records with the ``label`` index :func:`evaluate_generation` scores against.
 
     Args:
@@ -64,8 +71,9 @@ def labelled_reference(records: Sequence[Mapping[str, Any]], classes: Sequence[s
     return labelled
 
 
-def with_bank_attributes(requests: Sequence[Mapping[str, Any]], bank: Any,
-                         labels_from_attributes: Any = None) -> list[dict[str, Any]]:
+def with_bank_attributes(
+    requests: Sequence[Mapping[str, Any]], bank: Any, labels_from_attributes: Any = None
+) -> list[dict[str, Any]]:
     """Requests whose description was drawn from ``bank``, with that description's ``attributes`` (what the audit
     reads back); requests with their own description are kept as they are.
 
@@ -112,7 +120,9 @@ def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None) 
             from ..transforms.images import read_image_channels
 
             array = read_image_channels(path, None)  # the bundles' reading rule (palette, CMYK, alpha, 16 bit)
-            image = Image.fromarray(array[0].astype(np.uint8) if len(array) == 1 else np.moveaxis(array, 0, -1).astype(np.uint8))
+            image = Image.fromarray(
+                array[0].astype(np.uint8) if len(array) == 1 else np.moveaxis(array, 0, -1).astype(np.uint8)
+            )
             if size is not None and image.size != (int(size[1]), int(size[0])):
                 image = image.resize((int(size[1]), int(size[0])), Image.BOX)
             images.append(np.array(image))
@@ -129,12 +139,18 @@ def predicted_or_invalid(audit: Any, images: Sequence[np.ndarray]) -> dict[str, 
     """The audit's read-back per head, with ``"invalid"`` for images its validity output rejects (so an attribute
     mix made of noise is as far from the real mix as it looks)."""
     assessed = audit.assess(images)
-    return {head: [v if ok else "invalid" for v, ok in zip(values, assessed["valid"])]
-            for head, values in assessed["values"].items()}
+    return {
+        head: [v if ok else "invalid" for v, ok in zip(values, assessed["valid"])]
+        for head, values in assessed["values"].items()
+    }
 
 
-def attribute_distance(generated: Mapping[str, Sequence[str]], reference: Mapping[str, Sequence[str]],
-                       generated_classes: Sequence[str], reference_classes: Sequence[str]) -> dict[str, Any]:
+def attribute_distance(
+    generated: Mapping[str, Sequence[str]],
+    reference: Mapping[str, Sequence[str]],
+    generated_classes: Sequence[str],
+    reference_classes: Sequence[str],
+) -> dict[str, Any]:
     """Mean total-variation distance between per-class attribute value frequencies.
 
     Args:
@@ -233,13 +249,21 @@ def evaluate_generation(
         size = generated[0].shape[:2]
     generated_classes = [str(r["category"]) for r in requests]
     # a seeded random draw in the requests' class proportions, without the requests' own source images
-    drawn = stratified_reference(reference, generated_classes, max_reference, reference_seed,
-                                 class_of=lambda r: classes[int(r["label"])], exclude=request_sources(requests),
-                                 on_short="shrink")
+    drawn = stratified_reference(
+        reference,
+        generated_classes,
+        max_reference,
+        reference_seed,
+        class_of=lambda r: classes[int(r["label"])],
+        exclude=request_sources(requests),
+        on_short="shrink",
+    )
     reference = drawn.records
     if len(reference) < 2:
-        raise ValueError(f"evaluate_generation: the reference has {len(reference)} images of the requested classes "
-                         f"{sorted(set(generated_classes))} (draw: {drawn.summary()}); need at least 2")
+        raise ValueError(
+            f"evaluate_generation: the reference has {len(reference)} images of the requested classes "
+            f"{sorted(set(generated_classes))} (draw: {drawn.summary()}); need at least 2"
+        )
     if drawn.note:
         warnings.warn(f"evaluate_generation: reference of {len(reference)} images: {drawn.note}", stacklevel=2)
     reference_images = load_images([r["image"] for r in reference], size)
@@ -258,9 +282,11 @@ def evaluate_generation(
 
     # a record's "labels" (the positive classes of a multi-label study) is scored instead of its category
     generated_pred, class_accuracy, generated_valid = read_back(
-        generated, [r.get("labels") or c for r, c in zip(requests, generated_classes)])
+        generated, [r.get("labels") or c for r, c in zip(requests, generated_classes)]
+    )
     reference_pred, reference_accuracy, reference_valid = read_back(
-        reference_images, [r.get("labels") or c for r, c in zip(reference, reference_classes)])
+        reference_images, [r.get("labels") or c for r, c in zip(reference, reference_classes)]
+    )
     attributes = [h for h in audit.spec.head_names if h != "label" and not h.startswith("label:")]
     report: dict[str, Any] = {
         "unit": unit,
@@ -269,9 +295,12 @@ def evaluate_generation(
             "n": len(generated),
             "valid_fraction": generated_valid,
             "class_accuracy": class_accuracy,
-            "attribute_distance": attribute_distance({a: generated_pred[a] for a in attributes},
-                                                     {a: reference_pred[a] for a in attributes},
-                                                     generated_classes, reference_classes)["mean"],
+            "attribute_distance": attribute_distance(
+                {a: generated_pred[a] for a in attributes},
+                {a: reference_pred[a] for a in attributes},
+                generated_classes,
+                reference_classes,
+            )["mean"],
             "fid": fid_from_features(reference_features, generated_features),
             "diversity": diversity(generated, generated_classes, spatial_dims, channels)["diversity"],
         },
@@ -289,16 +318,22 @@ def evaluate_generation(
         report["generated"]["attribute_accuracy_valid"] = scored["mean_valid"]
     # FID's small-sample bias depends on n: its floor is real vs real at the generated set's n and class counts
     try:
-        floor = fid_floor(reference_features, len(generated), seed=reference_seed, labels=reference_classes,
-                          counts=Counter(generated_classes))
+        floor = fid_floor(
+            reference_features,
+            len(generated),
+            seed=reference_seed,
+            labels=reference_classes,
+            counts=Counter(generated_classes),
+        )
     except ValueError as error:  # too small a reference (or a class missing from it): say so, keep the rest
         floor = None
         report["generated"]["fid_floor_note"] = str(error)
     report["generated"]["fid_floor"] = floor
     if floor is not None:  # the FID on the floor's footing: reference subsets of the generated set's size and classes
         report["generated"]["fid_full_reference"] = report["generated"]["fid"]
-        report["generated"]["fid"] = matched_fid(reference_features, generated_features, reference_classes,
-                                                 Counter(generated_classes), seed=reference_seed)["mean"]
+        report["generated"]["fid"] = matched_fid(
+            reference_features, generated_features, reference_classes, Counter(generated_classes), seed=reference_seed
+        )["mean"]
     fid_value = report["generated"]["fid"]
     report["generated"]["fid_ratio"] = fid_value / floor["mean"] if floor and floor["mean"] > 0 else None
     report["generated"]["kid"] = kid(reference_features, generated_features, seed=reference_seed)

@@ -104,19 +104,27 @@ class FeatureExtractor:
 
 
 def _audit_extractor(net: AuditNet, batch_size: int = 64) -> FeatureExtractor:
-    return FeatureExtractor(net.features, net.spec.spatial_dims, net.spec.in_channels, net.spec.input_size,
-                            batch_size=batch_size, device=next(net.parameters()).device)
+    return FeatureExtractor(
+        net.features,
+        net.spec.spatial_dims,
+        net.spec.in_channels,
+        net.spec.input_size,
+        batch_size=batch_size,
+        device=next(net.parameters()).device,
+    )
 
 
-def resnet50_extractor(path: str | Path, spatial_dims: int = 2, in_channels: int = 3,
-                       shortcut_type: str = "B") -> nn.Module:
+def resnet50_extractor(
+    path: str | Path, spatial_dims: int = 2, in_channels: int = 3, shortcut_type: str = "B"
+) -> nn.Module:
     """MONAI ResNet-50 without its classifier, with weights from a local ``state_dict`` file.
 
     Keys may carry a ``module.`` prefix (MedicalNet, DataParallel checkpoints); the classifier (``fc.*``)
     and any key MONAI's ResNet does not have are refused or ignored as reported in the error.
 
     Args:
-        path: ``.pt`` / ``.pth`` file with a ``state_dict`` (or ``{"state_dict": ...}``), read with ``weights_only=True``.
+        path: ``.pt`` / ``.pth`` file with a ``state_dict`` (or ``{"state_dict": ...}``), read with
+            ``weights_only=True``.
         spatial_dims: 2 (RadImageNet) or 3 (MedicalNet).
         in_channels: input channels (3 for RadImageNet, 1 for MedicalNet).
         shortcut_type: ResNet shortcut type of the checkpoint (``"B"`` for ResNet-50).
@@ -135,7 +143,9 @@ def resnet50_extractor(path: str | Path, spatial_dims: int = 2, in_channels: int
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a ResNet-50 state_dict, got {type(state).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    net = resnet50(spatial_dims=spatial_dims, n_input_channels=in_channels, feed_forward=False, shortcut_type=shortcut_type)
+    net = resnet50(
+        spatial_dims=spatial_dims, n_input_channels=in_channels, feed_forward=False, shortcut_type=shortcut_type
+    )
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -156,8 +166,8 @@ def feature_extractor(
     """Build the FID feature extractor.
 
     Args:
-        extractor: ``None``: the audit network of ``unit``; a loaded ``AuditNet``; a :class:`FeatureExtractor` (returned as is);
-            an ``nn.Module``; a path to a TorchScript file or a ResNet-50 ``state_dict``.
+        extractor: ``None``: the audit network of ``unit``; a loaded ``AuditNet``; a :class:`FeatureExtractor`
+            (returned as is); an ``nn.Module``; a path to a TorchScript file or a ResNet-50 ``state_dict``.
         unit: audit unit (``"derm_image"``, ``"cxr_frontal"``, ...); required when ``extractor`` is ``None``.
         spatial_dims: 2 or 3 for a module / path (default: 2).
         in_channels: channels for a module / path (default: 3 in 2D, 1 in 3D).
@@ -185,7 +195,9 @@ def feature_extractor(
     elif isinstance(extractor, nn.Module):
         network = extractor
     else:
-        raise ValueError(f"extractor must be None, an nn.Module, a FeatureExtractor or a file path; got {type(extractor).__name__}")
+        raise ValueError(
+            f"extractor must be None, an nn.Module, a FeatureExtractor or a file path; got {type(extractor).__name__}"
+        )
     return FeatureExtractor(network, spatial_dims, in_channels, size, **kwargs)
 
 
@@ -212,8 +224,10 @@ def fid_from_features(real_features: torch.Tensor | Any, generated_features: tor
         if not torch.isfinite(features).all():
             raise ValueError(f"fid: {name} features contain NaN or inf; check the extractor's input scaling")
     if real_features.shape[1] != generated_features.shape[1]:
-        raise ValueError(f"fid: real and generated features differ in length ({real_features.shape[1]} vs "
-                         f"{generated_features.shape[1]}); extract both with the same extractor")
+        raise ValueError(
+            f"fid: real and generated features differ in length ({real_features.shape[1]} vs "
+            f"{generated_features.shape[1]}); extract both with the same extractor"
+        )
     return float(FIDMetric()(generated_features, real_features))
 
 

@@ -184,15 +184,28 @@ def bundle_autoencoders(kind: str, bundles_dir: str | Path | None = None) -> lis
         autoencoder = parser.get_parsed_content("autoencoder_def", instantiate=True)
         load_weights(bundle / "models" / "autoencoder.pt", autoencoder, role="autoencoder")
         extra = load_weights(bundle / "models" / "diffusion.pt", role="diffusion")
-        found.append({"bundle": bundle.name, "unit": unit, "autoencoder": autoencoder.eval(),
-                      "scale_factor": extra.get("scale_factor", 1.0), "latent_shift": extra.get("latent_shift", 0.0),
-                      "latent_shape": [int(s) for s in parser.get_parsed_content("latent_shape")]})
+        found.append(
+            {
+                "bundle": bundle.name,
+                "unit": unit,
+                "autoencoder": autoencoder.eval(),
+                "scale_factor": extra.get("scale_factor", 1.0),
+                "latent_shift": extra.get("latent_shift", 0.0),
+                "latent_shape": [int(s) for s in parser.get_parsed_content("latent_shape")],
+            }
+        )
     return found
 
 
 @torch.inference_mode()
-def _decodes(autoencoders: Sequence[Mapping[str, Any]], n: int, g: torch.Generator, spatial_dims: int, channels: int,
-             size: Sequence[int]) -> torch.Tensor | None:
+def _decodes(
+    autoencoders: Sequence[Mapping[str, Any]],
+    n: int,
+    g: torch.Generator,
+    spatial_dims: int,
+    channels: int,
+    size: Sequence[int],
+) -> torch.Tensor | None:
     if not autoencoders:
         return None
     parts = []
@@ -201,7 +214,9 @@ def _decodes(autoencoders: Sequence[Mapping[str, Any]], n: int, g: torch.Generat
         for start in range(0, per, 64):
             b = min(64, per - start)
             scale = torch.tensor(LATENT_SCALES)[torch.randint(len(LATENT_SCALES), (b,), generator=g)]
-            z = torch.randn((b, *entry["latent_shape"]), generator=g) * scale.view(b, *([1] * len(entry["latent_shape"])))
+            z = torch.randn((b, *entry["latent_shape"]), generator=g) * scale.view(
+                b, *([1] * len(entry["latent_shape"]))
+            )
             z = denormalise_latents(z, entry["scale_factor"], entry["latent_shift"])
             images = entry["autoencoder"].decode_stage_2_outputs(z).clamp(0, 1)
             parts.append(preprocess_images(images, spatial_dims, channels, size).half())
@@ -240,8 +255,9 @@ def _as_unit_input(image: np.ndarray, spatial_dims: int, channels: int, size: Se
     return plane[..., None].expand(1, 1, *size[:2], size[2]).clone()
 
 
-def negative_pools(unit: str, seed: int, n: int, autoencoders: Sequence[Mapping[str, Any]] | None = None,
-                   generator_seed: int = 0) -> dict[str, torch.Tensor]:
+def negative_pools(
+    unit: str, seed: int, n: int, autoencoders: Sequence[Mapping[str, Any]] | None = None, generator_seed: int = 0
+) -> dict[str, torch.Tensor]:
     """The pooled families of ``unit``: ``autoencoder_decode``, ``other_kind`` and (derm) ``kind_specific``.
 
     Args:
@@ -297,7 +313,9 @@ class NegativeSampler:
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
         if tuple(real.shape[1:]) != tuple(shape):
-            raise ValueError(f"real images {tuple(real.shape)} do not match the unit input (N, {', '.join(map(str, shape))})")
+            raise ValueError(
+                f"real images {tuple(real.shape)} do not match the unit input (N, {', '.join(map(str, shape))})"
+            )
         self.kind, self.shape, self.real, self.pools = kind, tuple(shape), real, dict(pools)
         on_the_fly = {"gaussian_noise", "uniform_noise", "constant", "smooth_field", "patch_shuffle"}
         if kind != "derm":
@@ -319,8 +337,11 @@ class NegativeSampler:
         if name in self.pools:
             pool = self.pools[name]
             # distinct images while the pool has enough (the held-out tables draw as many as the pool holds)
-            index = (torch.randperm(pool.shape[0], generator=g)[:n] if n <= pool.shape[0]
-                     else torch.randint(pool.shape[0], (n,), generator=g))
+            index = (
+                torch.randperm(pool.shape[0], generator=g)[:n]
+                if n <= pool.shape[0]
+                else torch.randint(pool.shape[0], (n,), generator=g)
+            )
             return pool[index].float()
         real = self.real[torch.randint(self.real.shape[0], (n,), generator=g)]
         return patch_shuffle(real, g) if name == "patch_shuffle" else _kind_transform(self.kind, real, g)

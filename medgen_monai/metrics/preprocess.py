@@ -18,7 +18,7 @@ Rules (so that real phantoms, generated images and user files all land in the sa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 __all__ = ["ImageInput", "preprocess_images", "percentile_scale"]
 
 #: what :func:`preprocess_images` accepts: one array/tensor (optionally batched) or a sequence of them.
-ImageInput = Union[np.ndarray, torch.Tensor, Sequence[Any]]
+ImageInput = np.ndarray | torch.Tensor | Sequence[Any]
 
 #: CCELLA / MAISI intensity scaling of MRI volumes: 0th-99.5th percentile -> [0, 1], clipped.
 _PERCENTILE_SCALER = ScaleIntensityRangePercentiles(lower=0.0, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
@@ -59,7 +59,9 @@ def _as_tensor(image: Any) -> torch.Tensor:
         return image.detach().cpu()
     if isinstance(image, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(image))
-    raise ValueError(f"images must be numpy arrays or torch tensors (or a sequence of them), got {type(image).__name__}")
+    raise ValueError(
+        f"images must be numpy arrays or torch tensors (or a sequence of them), got {type(image).__name__}"
+    )
 
 
 def _channel_first_2d(image: torch.Tensor, channels: int) -> torch.Tensor:
@@ -86,7 +88,8 @@ def _channel_first_2d(image: torch.Tensor, channels: int) -> torch.Tensor:
         image = image[None]
     if image.ndim != 4 or image.shape[1] != channels:
         raise ValueError(
-            f"floating-point 2D images must be channel-first (C, H, W) or (B, C, H, W) with C={channels}, got shape {shape}"
+            f"floating-point 2D images must be channel-first (C, H, W) or (B, C, H, W) with C={channels}, "
+            f"got shape {shape}"
         )
     return image.float().clamp(0.0, 1.0)
 

@@ -61,8 +61,10 @@ def record_class(record: Mapping[str, Any]) -> str:
     for key in ("category", "label_name"):
         if record.get(key) is not None:
             return str(record[key])
-    raise ValueError(f"record {record.get('id', record.get('image'))!r} has neither 'category' nor 'label_name'; pass "
-                     "class_of=..., e.g. lambda r: classes[int(r['label'])]")
+    raise ValueError(
+        f"record {record.get('id', record.get('image'))!r} has neither 'category' nor 'label_name'; pass "
+        "class_of=..., e.g. lambda r: classes[int(r['label'])]"
+    )
 
 
 def request_sources(requests: Iterable[Mapping[str, Any]], keys: Sequence[str] = SOURCE_KEYS) -> set[str]:
@@ -140,8 +142,15 @@ class StratifiedReference:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description of the draw (everything but the records)."""
-        return {"n": len(self.records), "n_requested": self.n_requested, "seed": self.seed, "per_class": self.per_class,
-                "excluded": self.excluded, "missing": list(self.missing), "note": self.note}
+        return {
+            "n": len(self.records),
+            "n_requested": self.n_requested,
+            "seed": self.seed,
+            "per_class": self.per_class,
+            "excluded": self.excluded,
+            "missing": list(self.missing),
+            "note": self.note,
+        }
 
 
 def _path_keys(value: str | Path) -> set[str]:
@@ -238,8 +247,10 @@ def stratified_reference(
     available = {c: len(pool[c]) for c in counts}
     n_requested = int(n) if n is not None else sum(available.values())
     if n_requested < 1:
-        raise ValueError(f"stratified_reference: no record of the requested classes {sorted(counts)} is left in the "
-                         f"pool ({excluded} excluded)")
+        raise ValueError(
+            f"stratified_reference: no record of the requested classes {sorted(counts)} is left in the "
+            f"pool ({excluded} excluded)"
+        )
     missing = sorted(c for c in counts if available[c] == 0)
     quotas = largest_remainder(counts, n_requested)
     short = {c: (quotas[c], available[c]) for c in sorted(counts) if quotas[c] > available[c]}
@@ -247,10 +258,15 @@ def stratified_reference(
     if short and on_short == "raise":
         detail = ", ".join(f"{c!r}: share {q}, pool {a}" for c, (q, a) in short.items())
         fits = 0 if missing else _largest_fitting(counts, available, n_requested)
-        hint = (f"classes {missing} have no record in the pool ({excluded} records excluded)" if missing else
-                f"the largest n that keeps the requests' proportions is {fits}")
-        raise ValueError(f"stratified_reference: too few records for a reference of {n_requested} in the requests' "
-                         f"proportions ({detail}); {hint}; lower n, or pass on_short='shrink' or 'take_all'")
+        hint = (
+            f"classes {missing} have no record in the pool ({excluded} records excluded)"
+            if missing
+            else f"the largest n that keeps the requests' proportions is {fits}"
+        )
+        raise ValueError(
+            f"stratified_reference: too few records for a reference of {n_requested} in the requests' "
+            f"proportions ({detail}); {hint}; lower n, or pass on_short='shrink' or 'take_all'"
+        )
     taken = dict(quotas)
     if short and on_short == "shrink":
         present = {c: k for c, k in counts.items() if available[c] > 0}
@@ -260,14 +276,19 @@ def stratified_reference(
         taken = {c: 0 for c in counts} | largest_remainder(present, size)
         if size < n_requested:
             target = largest_remainder(present, n_requested)
-            lacking = ", ".join(f"{c} {available[c]} < {target[c]}"
-                                for c in sorted(present) if target[c] > available[c])
-            notes.append(f"shrunk from {n_requested} to {size} records to keep the requests' class proportions "
-                         f"(short: {lacking})")
+            lacking = ", ".join(
+                f"{c} {available[c]} < {target[c]}" for c in sorted(present) if target[c] > available[c]
+            )
+            notes.append(
+                f"shrunk from {n_requested} to {size} records to keep the requests' class proportions "
+                f"(short: {lacking})"
+            )
     elif short:  # take_all
         taken = {c: min(quotas[c], available[c]) for c in counts}
-        notes.append(f"short classes taken whole, so under-represented: "
-                     f"{', '.join(f'{c} {a} of {q}' for c, (q, a) in short.items())}")
+        notes.append(
+            f"short classes taken whole, so under-represented: "
+            f"{', '.join(f'{c} {a} of {q}' for c, (q, a) in short.items())}"
+        )
     if missing:
         notes.append(f"no reference record for the requested classes {missing}")
 
@@ -280,11 +301,18 @@ def stratified_reference(
                 chosen.append(pool[c][int(i)])
                 chosen_classes.append(c)
     order = rng.permutation(len(chosen))
-    per_class = {c: {"requests": counts[c], "quota": quotas[c], "taken": taken[c], "available": available[c]}
-                 for c in sorted(counts)}
+    per_class = {
+        c: {"requests": counts[c], "quota": quotas[c], "taken": taken[c], "available": available[c]}
+        for c in sorted(counts)
+    }
     return StratifiedReference(
-        records=[chosen[i] for i in order], classes=[chosen_classes[i] for i in order], seed=int(seed),
-        n_requested=n_requested, per_class=per_class, excluded=excluded, missing=missing,
+        records=[chosen[i] for i in order],
+        classes=[chosen_classes[i] for i in order],
+        seed=int(seed),
+        n_requested=n_requested,
+        per_class=per_class,
+        excluded=excluded,
+        missing=missing,
         note="; ".join(notes) or None,
     )
 
@@ -339,12 +367,15 @@ def fid_floor(
     if n < 2:
         raise ValueError(f"fid_floor: n must be >= 2 (a covariance needs two images per side), got {n}")
     if repeats < 10:
-        raise ValueError(f"fid_floor: repeats must be >= 10 (the floor is a mean and sd over repetitions), "
-                         f"got {repeats}")
+        raise ValueError(
+            f"fid_floor: repeats must be >= 10 (the floor is a mean and sd over repetitions), got {repeats}"
+        )
     total = x.shape[0]
     if total < 2 * n:
-        raise ValueError(f"fid_floor: a floor at n={n} per side needs at least {2 * n} real images (two disjoint "
-                         f"subsets of {n}), got {total}; use a larger reference or compare fewer generated images")
+        raise ValueError(
+            f"fid_floor: a floor at n={n} per side needs at least {2 * n} real images (two disjoint "
+            f"subsets of {n}), got {total}; use a larger reference or compare fewer generated images"
+        )
     strata: dict[str, np.ndarray] | None = None
     if counts is not None and labels is None:
         raise ValueError("fid_floor: counts needs labels (the class of each feature row)")
@@ -353,14 +384,19 @@ def fid_floor(
             raise ValueError(f"fid_floor: {len(labels)} labels for {total} feature rows")
         names = np.asarray([str(c) for c in labels])
         present = Counter(names.tolist())
-        per_side = ({str(c): int(k) for c, k in counts.items() if int(k) > 0} if counts is not None
-                    else {c: k for c, k in largest_remainder(present, n).items() if k > 0})
+        per_side = (
+            {str(c): int(k) for c, k in counts.items() if int(k) > 0}
+            if counts is not None
+            else {c: k for c, k in largest_remainder(present, n).items() if k > 0}
+        )
         if sum(per_side.values()) != n:
             raise ValueError(f"fid_floor: counts sum to {sum(per_side.values())}, not n={n}")
         short = {c: (2 * k, present.get(c, 0)) for c, k in sorted(per_side.items()) if 2 * k > present.get(c, 0)}
         if short:
-            raise ValueError("fid_floor: stratified subsets need 2 x the per-class count of real images: "
-                             + ", ".join(f"{c!r} needs {need}, has {have}" for c, (need, have) in short.items()))
+            raise ValueError(
+                "fid_floor: stratified subsets need 2 x the per-class count of real images: "
+                + ", ".join(f"{c!r} needs {need}, has {have}" for c, (need, have) in short.items())
+            )
         strata = {c: np.flatnonzero(names == c) for c in sorted(per_side)}
     rng = np.random.default_rng(int(seed))
     values = []
@@ -421,13 +457,21 @@ def matched_fid(
     strata = {c: np.flatnonzero(names == c) for c in sorted(per_class)}
     short = {c: (k, len(strata[c])) for c, k in per_class.items() if len(strata[c]) < k}
     if short:
-        raise ValueError("matched_fid: the reference has too few images of " +
-                         ", ".join(f"{c!r} (needs {k}, has {have})" for c, (k, have) in short.items()))
+        raise ValueError(
+            "matched_fid: the reference has too few images of "
+            + ", ".join(f"{c!r} (needs {k}, has {have})" for c, (k, have) in short.items())
+        )
     rng = np.random.default_rng(int(seed))
-    values = [fid_from_features(x[np.concatenate([rng.permutation(strata[c])[:k] for c, k in sorted(per_class.items())])], y)
-              for _ in range(int(repeats))]
-    return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "n": int(y.shape[0]), "repeats": int(repeats)}
+    values = [
+        fid_from_features(x[np.concatenate([rng.permutation(strata[c])[:k] for c, k in sorted(per_class.items())])], y)
+        for _ in range(int(repeats))
+    ]
+    return {
+        "mean": float(np.mean(values)),
+        "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "n": int(y.shape[0]),
+        "repeats": int(repeats),
+    }
 
 
 def _polynomial_mmd(x: np.ndarray, y: np.ndarray) -> float:
@@ -489,8 +533,10 @@ def kid(
     """
     x, y = _features("kid: real", real_features), _features("kid: generated", generated_features)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"kid: real and generated features differ in length ({x.shape[1]} vs {y.shape[1]}); extract "
-                         "both with the same extractor")
+        raise ValueError(
+            f"kid: real and generated features differ in length ({x.shape[1]} vs {y.shape[1]}); extract "
+            "both with the same extractor"
+        )
     smaller = min(x.shape[0], y.shape[0])
     if smaller < 2:
         raise ValueError(f"kid: needs at least 2 images per side, got {x.shape[0]} real and {y.shape[0]} generated")
@@ -501,14 +547,22 @@ def kid(
     elif 2 <= int(subset_size) <= smaller:
         sizes = [int(subset_size)] * 2
     else:
-        raise ValueError(f"kid: subset_size must be in [2, {smaller}] (the smaller side's size) or None, "
-                         f"got {subset_size}")
+        raise ValueError(
+            f"kid: subset_size must be in [2, {smaller}] (the smaller side's size) or None, got {subset_size}"
+        )
     rng = np.random.default_rng(int(seed))
-    values = np.asarray([
-        _polynomial_mmd(x[rng.choice(x.shape[0], sizes[0], replace=False)],
-                        y[rng.choice(y.shape[0], sizes[1], replace=False)])
-        for _ in range(int(subsets))
-    ])
+    values = np.asarray(
+        [
+            _polynomial_mmd(
+                x[rng.choice(x.shape[0], sizes[0], replace=False)], y[rng.choice(y.shape[0], sizes[1], replace=False)]
+            )
+            for _ in range(int(subsets))
+        ]
+    )
     low, high = np.percentile(values, [2.5, 97.5])
-    return {"mean": float(values.mean()), "ci95": [float(low), float(high)], "subsets": int(subsets),
-            "subset_size": sizes}
+    return {
+        "mean": float(values.mean()),
+        "ci95": [float(low), float(high)],
+        "subsets": int(subsets),
+        "subset_size": sizes,
+    }

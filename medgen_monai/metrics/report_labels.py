@@ -21,13 +21,20 @@ from ..phantoms.cxr import CLASS_ATTRIBUTES, label_from_attributes
 
 __all__ = ["attribute_agreement", "cxr_report_attributes", "cxr_report_labels", "label_f1"]
 
-_LOBES = {"right upper lobe": ("upper", "right"), "left upper lobe": ("upper", "left"),
-          "right middle lobe": ("middle", "right"), "lingula": ("middle", "left"),
-          "right lower lobe": ("lower", "right"), "left lower lobe": ("lower", "left")}
+_LOBES = {
+    "right upper lobe": ("upper", "right"),
+    "left upper lobe": ("upper", "left"),
+    "right middle lobe": ("middle", "right"),
+    "lingula": ("middle", "left"),
+    "right lower lobe": ("lower", "right"),
+    "left lower lobe": ("lower", "left"),
+}
 _EFFUSION = re.compile(r"\b(small|large)\s+(bilateral|left|right)\s+(?:pleural\s+)?effusions?\b")
 _PNEUMOTHORAX = re.compile(r"\b(left|right)(?:[\s-]+sided|\s+apical)?\s+pneumothorax\b")
-_ENLARGED = re.compile(r"\b(cardiomegaly|heart is enlarged|heart size is enlarged|cardiac silhouette is enlarged|"
-                       r"enlarged cardiac silhouette)\b")
+_ENLARGED = re.compile(
+    r"\b(cardiomegaly|heart is enlarged|heart size is enlarged|cardiac silhouette is enlarged|"
+    r"enlarged cardiac silhouette)\b"
+)
 _PACEMAKER = re.compile(r"\b(pacemaker|pacing device)\b")
 _CENTRAL_LINE = re.compile(r"\b(internal jugular|ij line|central venous catheter)\b")
 
@@ -41,9 +48,15 @@ def cxr_report_attributes(text: str) -> dict[str, str]:
     if not isinstance(text, str):
         raise ValueError(f"report must be text, got {type(text).__name__}")
     t = re.sub(r"\s+", " ", text.lower())
-    attributes = {"heart_size": "enlarged" if _ENLARGED.search(t) else "normal", "effusion_side": "none",
-                  "effusion_size": "none", "opacity_lobe": "none", "opacity_side": "none", "pneumothorax": "none",
-                  "device": "pacemaker" if _PACEMAKER.search(t) else "central_line" if _CENTRAL_LINE.search(t) else "none"}
+    attributes = {
+        "heart_size": "enlarged" if _ENLARGED.search(t) else "normal",
+        "effusion_side": "none",
+        "effusion_size": "none",
+        "opacity_lobe": "none",
+        "opacity_side": "none",
+        "pneumothorax": "none",
+        "device": "pacemaker" if _PACEMAKER.search(t) else "central_line" if _CENTRAL_LINE.search(t) else "none",
+    }
     effusion = _EFFUSION.search(t)
     if effusion:
         attributes["effusion_size"], attributes["effusion_side"] = effusion.group(1), effusion.group(2)
@@ -62,8 +75,9 @@ def cxr_report_labels(text: str) -> tuple[str, ...]:
     return label_from_attributes(cxr_report_attributes(text))
 
 
-def label_f1(predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]],
-             classes: Sequence[str] = tuple(CLASS_ATTRIBUTES)) -> dict[str, Any]:
+def label_f1(
+    predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]], classes: Sequence[str] = tuple(CLASS_ATTRIBUTES)
+) -> dict[str, Any]:
     """Clinical label agreement: per-class F1 and their macro and micro averages over ``classes`` (the findings;
     "No Finding" is their absence), for label sets of the same studies.
 
@@ -82,8 +96,13 @@ def label_f1(predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]],
         per_class[c] = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0
     micro = 2 * tp_all / (2 * tp_all + fp_all + fn_all) if (2 * tp_all + fp_all + fn_all) else 1.0
     exact = float(np.mean([set(a) == set(b) for a, b in zip(predicted, truth)]))
-    return {"per_class": per_class, "macro_f1": float(np.mean(list(per_class.values()))), "micro_f1": float(micro),
-            "exact_match": exact, "n": len(truth)}
+    return {
+        "per_class": per_class,
+        "macro_f1": float(np.mean(list(per_class.values()))),
+        "micro_f1": float(micro),
+        "exact_match": exact,
+        "n": len(truth),
+    }
 
 
 def attribute_agreement(predicted: Sequence[Mapping[str, str]], truth: Sequence[Mapping[str, str]]) -> dict[str, float]:

@@ -171,7 +171,9 @@ class Phantom(abc.ABC):
         """Render ``(images, masks, meta)`` for the given label and attributes."""
 
     @abc.abstractmethod
-    def describe(self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], meta: Mapping[str, Any]) -> str:
+    def describe(
+        self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], meta: Mapping[str, Any]
+    ) -> str:
         """Write the reference text, choosing among several phrasings per fact."""
 
     def identifiers(self, seed: int, index: int) -> dict[str, Any]:
@@ -211,7 +213,8 @@ class Phantom(abc.ABC):
         size = tuple(int(s) for s in size)
         if len(size) != self.spatial_dims or min(size) < 16:
             raise ValueError(
-                f"{self.name}: size must be {self.spatial_dims} integers >= 16 (default {self.default_size}), got {size}"
+                f"{self.name}: size must be {self.spatial_dims} integers >= 16 (default {self.default_size}), "
+                f"got {size}"
             )
         return size
 
@@ -249,7 +252,9 @@ class Phantom(abc.ABC):
         meta = {**self.identifiers(seed, index), **meta}
         return PhantomSample(self.name, index, seed, images, label, attrs, text, meta, masks)
 
-    def generate_many(self, n: int, seed: int = 0, size: Sequence[int] | int | None = None, start: int = 0) -> Iterator[PhantomSample]:
+    def generate_many(
+        self, n: int, seed: int = 0, size: Sequence[int] | int | None = None, start: int = 0
+    ) -> Iterator[PhantomSample]:
         """Yield cases ``start .. start + n - 1`` of dataset ``seed``."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
@@ -265,6 +270,7 @@ class Phantom(abc.ABC):
             "multilabel": cls.multilabel,
             "views": list(cls.views),
             "attributes": {
-                a.name: {"values": list(a.values), "doc": a.doc, "views": list(a.views or cls.views)} for a in cls.attributes
+                a.name: {"values": list(a.values), "doc": a.doc, "views": list(a.views or cls.views)}
+                for a in cls.attributes
             },
         }

@@ -213,8 +213,10 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cols = (np.arange(width, dtype=np.float32) + 0.5) / side
     rows = (np.arange(height, dtype=np.float32) + 0.5) / side
     x, y = np.meshgrid(cols, rows)
-    vignette = np.sqrt(((x - 0.5 * width / side) / (0.5 * width / side)) ** 2
-                       + ((y - 0.5 * height / side) / (0.5 * height / side)) ** 2)
+    vignette = np.sqrt(
+        ((x - 0.5 * width / side) / (0.5 * width / side)) ** 2
+        + ((y - 0.5 * height / side) / (0.5 * height / side)) ** 2
+    )
     for array in (x, y, vignette):
         array.setflags(write=False)
     return x, y, vignette
@@ -370,8 +372,11 @@ class ColonPhantom(Phantom):
 
         # haustral folds: rings around the lumen with a bright crest and a sharp shadow on one side
         period = 0.15 + 0.08 * c[7]
-        phase = (2 * np.pi / period) * lumen_distance + 2 * np.pi * c[8] \
+        phase = (
+            (2 * np.pi / period) * lumen_distance
+            + 2 * np.pi * c[8]
             + 0.9 * np.sin(2 * np.arctan2(dyl, dxl) + 2 * np.pi * c[9])
+        )
         fold_depth = 0.12 if inflamed else 0.26
         folds = 1 + 0.07 * np.cos(phase) - fold_depth * np.clip(np.sin(phase), 0, 1) ** 6
 
@@ -383,7 +388,7 @@ class ColonPhantom(Phantom):
             tone = _MUCOSA + 0.06 * (c[10:13].astype(np.float32) - 0.5)
             n1 = _smooth_field(coarse, height, width)
             n2 = _smooth_field(fine, height, width)
-            vessels = np.maximum(np.exp(-(n1 / 0.11) ** 2), 0.6 * np.exp(-(n2 / 0.09) ** 2))
+            vessels = np.maximum(np.exp(-((n1 / 0.11) ** 2)), 0.6 * np.exp(-((n2 / 0.09) ** 2)))
             vessels *= 0.55 + 0.3 * c[13]
             mucosa = tone * (1 + 0.08 * grain)[..., None] * (1 - vessels[..., None] * _VESSEL_ABSORPTION)
         image = mucosa * (folds * light * exposure)[..., None]
@@ -473,9 +478,9 @@ class ColonPhantom(Phantom):
         raised = a["morphology"] != "flat"
         shade = 0.58 + 0.47 * height if raised else 0.9 + 0.12 * height
         if a["surface"] == "lobulated":
-            between_lobes = np.exp(-((1 + np.cos(lobes * theta + 2 * np.pi * c[15])) / 0.35) ** 2)
+            between_lobes = np.exp(-(((1 + np.cos(lobes * theta + 2 * np.pi * c[15])) / 0.35) ** 2))
             cleft = between_lobes * np.clip((rho - 0.25) / 0.2, 0, 1)
-            ring = 0.8 * np.exp(-((rho - 0.45) / 0.08) ** 2)
+            ring = 0.8 * np.exp(-(((rho - 0.45) / 0.08) ** 2))
             shade = shade * (1 - 0.7 * np.maximum(cleft, ring))
         colour = base * exposure * shade[..., None] * mottle
         if a["surface"] == "ulcerated":
@@ -531,7 +536,8 @@ class ColonPhantom(Phantom):
 
     # ---- identifiers ---------------------------------------------------------------------------
     def identifiers(self, seed: int, index: int) -> dict[str, Any]:
-        """``image_id`` (:func:`image_identifier`) and ``patient_id``, the same id: Kvasir images have no patient ids."""
+        """``image_id`` (:func:`image_identifier`) and ``patient_id``, the same id: Kvasir images have no patient
+        ids."""
         image_id = image_identifier(seed, index)
         return {"image_id": image_id, "patient_id": image_id}
 
@@ -539,21 +545,36 @@ class ColonPhantom(Phantom):
 # ---------------------------------------------------------------------------------------------
 # text
 
-_SIZE_WORDS = {"small": ("small", "small-sized"), "medium": ("medium-sized", "moderately sized"),
-               "large": ("large", "big")}
-_MORPHOLOGY_WORDS = {"sessile": ("sessile", "broad-based sessile"), "pedunculated": ("pedunculated", "stalked"),
-                     "flat": ("flat", "flat, slightly elevated")}
-_SURFACE_WORDS = {"smooth": ("smooth", "regular, smooth"), "lobulated": ("lobulated", "nodular, lobulated"),
-                  "ulcerated": ("ulcerated", "ulcerated, fibrin-covered")}
-_COLOUR_WORDS = {"pale": ("pale", "whitish"), "red": ("red", "reddish", "erythematous"),
-                 "blue_dyed": ("blue-dyed", "blue-stained")}
+_SIZE_WORDS = {
+    "small": ("small", "small-sized"),
+    "medium": ("medium-sized", "moderately sized"),
+    "large": ("large", "big"),
+}
+_MORPHOLOGY_WORDS = {
+    "sessile": ("sessile", "broad-based sessile"),
+    "pedunculated": ("pedunculated", "stalked"),
+    "flat": ("flat", "flat, slightly elevated"),
+}
+_SURFACE_WORDS = {
+    "smooth": ("smooth", "regular, smooth"),
+    "lobulated": ("lobulated", "nodular, lobulated"),
+    "ulcerated": ("ulcerated", "ulcerated, fibrin-covered"),
+}
+_COLOUR_WORDS = {
+    "pale": ("pale", "whitish"),
+    "red": ("red", "reddish", "erythematous"),
+    "blue_dyed": ("blue-dyed", "blue-stained"),
+}
 _LOCATION_WORDS = {
     "centre": ("in the centre of the view", "centrally in the image", "in the middle of the frame"),
     "upper_left": ("in the upper left of the view", "at the top left of the image", "in the upper-left quadrant"),
     "upper_right": ("in the upper right of the view", "at the top right of the image", "in the upper-right quadrant"),
     "lower_left": ("in the lower left of the view", "at the bottom left of the image", "in the lower-left quadrant"),
-    "lower_right": ("in the lower right of the view", "at the bottom right of the image",
-                    "in the lower-right quadrant"),
+    "lower_right": (
+        "in the lower right of the view",
+        "at the bottom right of the image",
+        "in the lower-right quadrant",
+    ),
 }
 _NORMAL_SENTENCES = (
     "Normal cecal mucosa with a clear vascular pattern; no polyp or ulcer is seen.",
@@ -567,8 +588,10 @@ _COLITIS_SENTENCES = (
     "consistent with ulcerative colitis.",
     "Inflamed, red, granular mucosa without visible vessels, in keeping with active colitis.",
 )
-_ULCER_BASE = {"pale": ("white fibrin-covered", "pale, fibrinous", "whitish fibrin-coated"),
-               "red": ("red, haemorrhagic", "dark red, bleeding", "haemorrhagic red")}
+_ULCER_BASE = {
+    "pale": ("white fibrin-covered", "pale, fibrinous", "whitish fibrin-coated"),
+    "red": ("red, haemorrhagic", "dark red, bleeding", "haemorrhagic red"),
+}
 
 
 def _article(word: str) -> str:
@@ -582,29 +605,43 @@ def _description(rng: np.random.Generator, a: Mapping[str, str]) -> str:
     if a["finding"] == "ulcer":
         colitis = pick(rng, _COLITIS_SENTENCES)
         base = pick(rng, _ULCER_BASE[a["colour"]])
-        ulcer = pick(rng, (
-            f"{_article(size).capitalize()} {size} ulcer with a {base} base is seen {where}.",
-            f"There is {_article(size)} {size} ulcer {where}; its base is {base}.",
-            f"{where[0].upper()}{where[1:]}, {_article(size)} {size} ulcer with a {base} base.",
-        ))
+        ulcer = pick(
+            rng,
+            (
+                f"{_article(size).capitalize()} {size} ulcer with a {base} base is seen {where}.",
+                f"There is {_article(size)} {size} ulcer {where}; its base is {base}.",
+                f"{where[0].upper()}{where[1:]}, {_article(size)} {size} ulcer with a {base} base.",
+            ),
+        )
         return f"{colitis} {ulcer}" if rng.random() < 0.5 else f"{ulcer} {colitis}"
     morphology = pick(rng, _MORPHOLOGY_WORDS[a["morphology"]])
     surface, colour = pick(rng, _SURFACE_WORDS[a["surface"]]), pick(rng, _COLOUR_WORDS[a["colour"]])
-    first = pick(rng, (
-        f"{_article(size).capitalize()} {size} {morphology} polyp is seen {where}.",
-        f"There is {_article(size)} {size} {morphology} polyp {where}.",
-        f"{where[0].upper()}{where[1:]}, {_article(size)} {size} {morphology} polyp.",
-    ))
-    second = pick(rng, (
-        f"It is {colour} with {_article(surface)} {surface} surface.",
-        f"The lesion looks {colour} and its surface is {surface}.",
-        f"Its surface is {surface}; its colour is {colour}.",
-    ))
+    first = pick(
+        rng,
+        (
+            f"{_article(size).capitalize()} {size} {morphology} polyp is seen {where}.",
+            f"There is {_article(size)} {size} {morphology} polyp {where}.",
+            f"{where[0].upper()}{where[1:]}, {_article(size)} {size} {morphology} polyp.",
+        ),
+    )
+    second = pick(
+        rng,
+        (
+            f"It is {colour} with {_article(surface)} {surface} surface.",
+            f"The lesion looks {colour} and its surface is {surface}.",
+            f"Its surface is {surface}; its colour is {colour}.",
+        ),
+    )
     sentences = [first, second]
     if a["colour"] == "blue_dyed":
-        sentences.append(pick(rng, (
-            "It is lifted on a bluish cushion after submucosal injection of indigo carmine.",
-            "The polyp sits on a blue submucosal cushion of injected dye, ready for resection.",
-            "A dyed submucosal lift surrounds the base.",
-        )))
+        sentences.append(
+            pick(
+                rng,
+                (
+                    "It is lifted on a bluish cushion after submucosal injection of indigo carmine.",
+                    "The polyp sits on a blue submucosal cushion of injected dye, ready for resection.",
+                    "A dyed submucosal lift surrounds the base.",
+                ),
+            )
+        )
     return " ".join(sentences)

@@ -40,8 +40,15 @@ import numpy as np
 
 from .base import Attribute, Phantom, choice, interp_matrix, pick
 
-__all__ = ["CXRPhantom", "CXR_CLASSES", "CXR_ATTRIBUTES", "CLASS_ATTRIBUTES", "absent_value", "study_identifiers",
-           "label_from_attributes"]
+__all__ = [
+    "CXRPhantom",
+    "CXR_CLASSES",
+    "CXR_ATTRIBUTES",
+    "CLASS_ATTRIBUTES",
+    "absent_value",
+    "study_identifiers",
+    "label_from_attributes",
+]
 
 #: CheXpert class names modelled by the phantom, in the fixed order of the multi-hot label.
 CXR_CLASSES: tuple[str, ...] = (
@@ -165,13 +172,15 @@ def _finding_presence(name: str, fixed: Mapping[str, str], forced_label: tuple[s
     names = CLASS_ATTRIBUTES[name]
     from_attributes = {fixed[a] != absent_value(a) for a in names if a in fixed}
     if len(from_attributes) > 1:
-        raise ValueError(f"cxr: attributes {({a: fixed[a] for a in names if a in fixed})} contradict each other: "
-                         f"either all of {list(names)} are 'none' or none of them is")
+        raise ValueError(
+            f"cxr: attributes { ({a: fixed[a] for a in names if a in fixed}) } contradict each other: "
+            f"either all of {list(names)} are 'none' or none of them is"
+        )
     from_label = None if forced_label is None else name in forced_label
     if from_attributes and from_label is not None and from_attributes != {from_label}:
         raise ValueError(
             f"cxr: label {list(forced_label or ())} {'includes' if from_label else 'excludes'} {name!r} but "
-            f"attributes {({a: fixed[a] for a in names if a in fixed})} say the opposite"
+            f"attributes { ({a: fixed[a] for a in names if a in fixed}) } say the opposite"
         )
     if from_label is not None:
         return from_label
@@ -487,8 +496,11 @@ def _build_volume(grid: _Grid, attributes: Mapping[str, str], case: _Case) -> tu
     if attributes["opacity_lobe"] != "none":
         side, lobe, j = attributes["opacity_side"], attributes["opacity_lobe"], case.opacity
         sign = _side_sign(side)
-        centre, radius = {"upper": ((0.40, -0.02, -0.40), 0.36), "middle": ((0.34, -0.26, 0.08), 0.32),
-                          "lower": ((0.50, 0.22, 0.28), 0.38)}[lobe]
+        centre, radius = {
+            "upper": ((0.40, -0.02, -0.40), 0.36),
+            "middle": ((0.34, -0.26, 0.08), 0.32),
+            "lower": ((0.50, 0.22, 0.28), 0.38),
+        }[lobe]
         if lobe == "lower" and side in fluid_levels:
             # the fluid would hide a basal consolidation: show the part of the lobe above the fluid
             centre = (centre[0], centre[1], min(centre[2], fluid_levels[side] - 0.02))
@@ -496,8 +508,11 @@ def _build_volume(grid: _Grid, attributes: Mapping[str, str], case: _Case) -> tu
         radius *= 1 + 0.12 * float(j[3])
         oblique = 0.12 - 0.9 * y  # the oblique fissure: the lower lobe lies behind / below it
         horizontal = np.full(x.shape, -0.04, dtype=np.float32)  # horizontal fissure (right), lingula boundary (left)
-        top, bottom = {"lower": (oblique, no_surface), "middle": (horizontal, oblique),
-                       "upper": (no_surface * -1, np.minimum(oblique, horizontal))}[lobe]
+        top, bottom = {
+            "lower": (oblique, no_surface),
+            "middle": (horizontal, oblique),
+            "upper": (no_surface * -1, np.minimum(oblique, horizontal)),
+        }[lobe]
         on_side = (left if sign > 0 else ~left)[None]
         slab, ball = scene.ellipsoid_slab(centre, (radius, radius, radius))
         zs = z[slab, None, None]
@@ -702,26 +717,30 @@ def _device_parts(
     apex = np.array([0.30 + (0.14 if enlarged else 0.0), -0.33, 0.40 + (0.06 if enlarged else 0.0)])
     if device == "pacemaker":
         generator = np.array([0.50 + 0.05 * j[0], -0.64 - 0.6 * case.fat, -0.56 + 0.05 * j[1]])
-        lead = np.array([
-            generator + [-0.04, 0.02, 0.0],
-            [0.30 + 0.04 * j[2], -0.48, -0.68],  # loop up towards the subclavian vein
-            [0.08, -0.30, -0.62],
-            [-0.07, -0.17, -0.42],  # superior vena cava
-            [-0.09, -0.17, -0.10],
-            [-0.10, -0.20, 0.14],  # right atrium
-            [0.08 + 0.04 * j[3], -0.30, 0.30],
-            apex + [0.0, 0.0, 0.03 * j[4]],  # right ventricular apex
-        ])
+        lead = np.array(
+            [
+                generator + [-0.04, 0.02, 0.0],
+                [0.30 + 0.04 * j[2], -0.48, -0.68],  # loop up towards the subclavian vein
+                [0.08, -0.30, -0.62],
+                [-0.07, -0.17, -0.42],  # superior vena cava
+                [-0.09, -0.17, -0.10],
+                [-0.10, -0.20, 0.14],  # right atrium
+                [0.08 + 0.04 * j[3], -0.30, 0.30],
+                apex + [0.0, 0.0, 0.03 * j[4]],  # right ventricular apex
+            ]
+        )
         return [(_catmull_rom(lead, samples), 0.035)], generator
     if device == "central_line":
         tip_z = -0.22 + 0.07 * j[0]
-        line = np.array([
-            [-0.22 + 0.03 * j[1], -0.15, -1.05],  # right internal jugular vein, from above the image
-            [-0.16, -0.15, -0.80],
-            [-0.09, -0.16, -0.58],
-            [-0.07, -0.17, -0.42],
-            [-0.07 + 0.01 * j[2], -0.17, tip_z],  # tip in the superior vena cava
-        ])
+        line = np.array(
+            [
+                [-0.22 + 0.03 * j[1], -0.15, -1.05],  # right internal jugular vein, from above the image
+                [-0.16, -0.15, -0.80],
+                [-0.09, -0.16, -0.58],
+                [-0.07, -0.17, -0.42],
+                [-0.07 + 0.01 * j[2], -0.17, tip_z],  # tip in the superior vena cava
+            ]
+        )
         return [(_catmull_rom(line, samples), 0.045)], None
     return [], None
 
@@ -776,9 +795,14 @@ _NORMAL_IMPRESSION = (
     "No acute intrathoracic process.",
     "Normal chest radiograph.",
 )
-_LOBE_NAMES = {("upper", "right"): "right upper lobe", ("upper", "left"): "left upper lobe",
-               ("middle", "right"): "right middle lobe", ("middle", "left"): "lingula",
-               ("lower", "right"): "right lower lobe", ("lower", "left"): "left lower lobe"}
+_LOBE_NAMES = {
+    ("upper", "right"): "right upper lobe",
+    ("upper", "left"): "left upper lobe",
+    ("middle", "right"): "right middle lobe",
+    ("middle", "left"): "lingula",
+    ("lower", "right"): "right lower lobe",
+    ("lower", "left"): "left lower lobe",
+}
 
 
 def _capitalised(text: str) -> str:
@@ -792,12 +816,18 @@ def _effusion_sentences(side: str, size: str) -> tuple[tuple[str, ...], tuple[st
     there = f"There are {phrase}." if both else f"There is a {phrase}."
     if size == "small":
         angle = "both costophrenic angles" if both else f"the {side} costophrenic angle"
-        findings = (there, f"Blunting of {angle}, consistent with {'' if both else 'a '}{phrase}.",
-                    f"{_capitalised(phrase)}, with fluid in the posterior costophrenic sulcus on the lateral view.")
+        findings = (
+            there,
+            f"Blunting of {angle}, consistent with {'' if both else 'a '}{phrase}.",
+            f"{_capitalised(phrase)}, with fluid in the posterior costophrenic sulcus on the lateral view.",
+        )
     else:
         obscured = "obscure both hemidiaphragms" if both else f"obscures the {side} hemidiaphragm"
-        findings = (there, f"{_capitalised(phrase)} with {'menisci' if both else 'a meniscus'}.",
-                    f"{_capitalised(phrase)} {obscured}.")
+        findings = (
+            there,
+            f"{_capitalised(phrase)} with {'menisci' if both else 'a meniscus'}.",
+            f"{_capitalised(phrase)} {obscured}.",
+        )
     impression = (f"{_capitalised(phrase)}.", f"{_capitalised(phrase.replace(' pleural', ''))}.")
     return findings, impression
 
@@ -809,73 +839,158 @@ def _report(rng: np.random.Generator, attributes: Mapping[str, str]) -> str:
     impression: list[str] = []
 
     if a["device"] == "pacemaker":
-        findings.append(pick(rng, (
-            "A left chest wall pacemaker is present with its lead terminating in the right ventricle.",
-            "Left-sided pacemaker with a single lead in the right ventricle.",
-            "There is a left pectoral pacing device; the lead tip projects over the right ventricular apex.",
-        )))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "A left chest wall pacemaker is present with its lead terminating in the right ventricle.",
+                    "Left-sided pacemaker with a single lead in the right ventricle.",
+                    "There is a left pectoral pacing device; the lead tip projects over the right ventricular apex.",
+                ),
+            )
+        )
         impression.append(pick(rng, ("Pacemaker in standard position.", "Left-sided pacemaker in place.")))
     elif a["device"] == "central_line":
-        findings.append(pick(rng, (
-            "A right internal jugular central venous catheter terminates in the superior vena cava.",
-            "Right IJ line with its tip in the SVC.",
-            "There is a right internal jugular catheter whose tip projects over the superior vena cava.",
-        )))
-        impression.append(pick(rng, ("Right internal jugular line terminates in the SVC.",
-                                      "Central venous catheter in appropriate position.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "A right internal jugular central venous catheter terminates in the superior vena cava.",
+                    "Right IJ line with its tip in the SVC.",
+                    "There is a right internal jugular catheter whose tip projects over the superior vena cava.",
+                ),
+            )
+        )
+        impression.append(
+            pick(
+                rng,
+                (
+                    "Right internal jugular line terminates in the SVC.",
+                    "Central venous catheter in appropriate position.",
+                ),
+            )
+        )
 
     if a["opacity_lobe"] == "none":
-        findings.append(pick(rng, ("The lungs are clear.", "No focal consolidation.",
-                                    "There is no focal airspace opacity.",
-                                    "The lungs are clear without focal consolidation.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "The lungs are clear.",
+                    "No focal consolidation.",
+                    "There is no focal airspace opacity.",
+                    "The lungs are clear without focal consolidation.",
+                ),
+            )
+        )
     else:
         where = _LOBE_NAMES[(a["opacity_lobe"], a["opacity_side"])]
-        findings.append(pick(rng, (
-            f"There is a focal airspace opacity in the {where}.",
-            f"Consolidation is seen in the {where}.",
-            f"Patchy opacity in the {where}.",
-            f"Opacity in the {where}, seen on both views.",
-        )))
-        impression.append(pick(rng, (f"{_capitalised(where)} opacity.", f"Focal opacity in the {where}.",
-                                      f"{_capitalised(where)} consolidation.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    f"There is a focal airspace opacity in the {where}.",
+                    f"Consolidation is seen in the {where}.",
+                    f"Patchy opacity in the {where}.",
+                    f"Opacity in the {where}, seen on both views.",
+                ),
+            )
+        )
+        impression.append(
+            pick(
+                rng,
+                (
+                    f"{_capitalised(where)} opacity.",
+                    f"Focal opacity in the {where}.",
+                    f"{_capitalised(where)} consolidation.",
+                ),
+            )
+        )
 
     effusion, pneumothorax = a["effusion_size"] != "none", a["pneumothorax"] != "none"
     if not effusion and not pneumothorax and rng.random() < 0.5:
-        findings.append(pick(rng, ("No pleural effusion or pneumothorax.",
-                                    "There is no pleural effusion or pneumothorax.",
-                                    "No effusion or pneumothorax is seen.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "No pleural effusion or pneumothorax.",
+                    "There is no pleural effusion or pneumothorax.",
+                    "No effusion or pneumothorax is seen.",
+                ),
+            )
+        )
     else:
         if effusion:
             effusion_findings, effusion_impression = _effusion_sentences(a["effusion_side"], a["effusion_size"])
             findings.append(pick(rng, effusion_findings))
             impression.append(pick(rng, effusion_impression))
         else:
-            findings.append(pick(rng, ("No pleural effusion.", "No effusion is seen.",
-                                        "The costophrenic angles are sharp.", "There is no pleural effusion.")))
+            findings.append(
+                pick(
+                    rng,
+                    (
+                        "No pleural effusion.",
+                        "No effusion is seen.",
+                        "The costophrenic angles are sharp.",
+                        "There is no pleural effusion.",
+                    ),
+                )
+            )
         if pneumothorax:
             side = a["pneumothorax"]
-            findings.append(pick(rng, (
-                f"There is a {side} pneumothorax.",
-                f"A {side} apical pneumothorax is present; the visceral pleural line is visible.",
-                f"{side.capitalize()}-sided pneumothorax with partial collapse of the {side} lung.",
-            )))
-            impression.append(pick(rng, (f"{side.capitalize()} pneumothorax.",
-                                          f"{side.capitalize()}-sided pneumothorax.")))
+            findings.append(
+                pick(
+                    rng,
+                    (
+                        f"There is a {side} pneumothorax.",
+                        f"A {side} apical pneumothorax is present; the visceral pleural line is visible.",
+                        f"{side.capitalize()}-sided pneumothorax with partial collapse of the {side} lung.",
+                    ),
+                )
+            )
+            impression.append(
+                pick(rng, (f"{side.capitalize()} pneumothorax.", f"{side.capitalize()}-sided pneumothorax."))
+            )
         else:
             findings.append(pick(rng, ("No pneumothorax.", "There is no pneumothorax.", "No pneumothorax is seen.")))
 
     if a["heart_size"] == "enlarged":
-        findings.append(pick(rng, ("The heart is enlarged.", "The cardiac silhouette is enlarged.",
-                                    "Cardiomegaly is present.", "The heart size is enlarged.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "The heart is enlarged.",
+                    "The cardiac silhouette is enlarged.",
+                    "Cardiomegaly is present.",
+                    "The heart size is enlarged.",
+                ),
+            )
+        )
         after_device = 0 if a["device"] == "none" else 1
         impression.insert(after_device, pick(rng, ("Cardiomegaly.", "Enlarged cardiac silhouette.")))
     else:
-        findings.append(pick(rng, ("The heart size is normal.", "The cardiac silhouette is within normal limits.",
-                                    "Normal heart size.", "Heart size is normal.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "The heart size is normal.",
+                    "The cardiac silhouette is within normal limits.",
+                    "Normal heart size.",
+                    "Heart size is normal.",
+                ),
+            )
+        )
     if rng.random() < 0.6:
-        findings.append(pick(rng, ("The mediastinal and hilar contours are normal.",
-                                    "Mediastinal contours are unremarkable.",
-                                    "The hilar and mediastinal contours are within normal limits.")))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "The mediastinal and hilar contours are normal.",
+                    "Mediastinal contours are unremarkable.",
+                    "The hilar and mediastinal contours are within normal limits.",
+                ),
+            )
+        )
     if rng.random() < 0.3:
         findings.append(pick(rng, ("No acute osseous abnormality.", "The osseous structures are unremarkable.")))
 
@@ -1003,8 +1118,11 @@ class CXRPhantom(Phantom):
 
         volume, regions = _build_volume(grid, attributes, case)
         # the regions known to be empty (absent findings) are not projected
-        present = ["lungs", "heart"] + [r for r, a in (("effusion", "effusion_size"), ("opacity", "opacity_lobe"),
-                                                         ("pneumothorax", "pneumothorax")) if attributes[a] != "none"]
+        present = ["lungs", "heart"] + [
+            r
+            for r, a in (("effusion", "effusion_size"), ("opacity", "opacity_lobe"), ("pneumothorax", "pneumothorax"))
+            if attributes[a] != "none"
+        ]
         projections = _project_layers(grid, [volume, regions["lung_tissue"]] + [regions[r] for r in present])
         samples = _samples_per_segment(height, width)
         wires, generator = _device_parts(attributes, case, samples)
@@ -1058,5 +1176,6 @@ class CXRPhantom(Phantom):
 
     # ---- identifiers ---------------------------------------------------------------------------
     def identifiers(self, seed: int, index: int) -> dict[str, Any]:
-        """MIMIC-style ids: ``patient_id`` (subject_id), ``study_id`` and ``dicom_ids`` per view (:func:`study_identifiers`)."""
+        """MIMIC-style ids: ``patient_id`` (subject_id), ``study_id`` and ``dicom_ids`` per view
+        (:func:`study_identifiers`)."""
         return study_identifiers(seed, index)

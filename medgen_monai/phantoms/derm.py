@@ -54,8 +54,7 @@ DERM_ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute(
         "size",
         ("small", "medium", "large"),
-        "mean lesion radius as a share of the frame's shorter side: about 0.13 (small), 0.21 (medium) or "
-        "0.30 (large)",
+        "mean lesion radius as a share of the frame's shorter side: about 0.13 (small), 0.21 (medium) or 0.30 (large)",
     ),
     Attribute(
         "colour",
@@ -92,30 +91,53 @@ _CLASS_PRIOR = {"MEL": 0.18, "NV": 0.50, "BCC": 0.13, "AK": 0.04, "BKL": 0.10, "
 _CONDITIONALS: dict[str, dict[str, tuple[float, ...]]] = {
     #          shape: round oval irregular
     "shape": {
-        "MEL": (0.10, 0.20, 0.70), "NV": (0.55, 0.35, 0.10), "BCC": (0.25, 0.30, 0.45), "AK": (0.20, 0.40, 0.40),
-        "BKL": (0.25, 0.50, 0.25), "DF": (0.70, 0.25, 0.05), "VASC": (0.60, 0.35, 0.05),
+        "MEL": (0.10, 0.20, 0.70),
+        "NV": (0.55, 0.35, 0.10),
+        "BCC": (0.25, 0.30, 0.45),
+        "AK": (0.20, 0.40, 0.40),
+        "BKL": (0.25, 0.50, 0.25),
+        "DF": (0.70, 0.25, 0.05),
+        "VASC": (0.60, 0.35, 0.05),
     },
     #          size: small medium large
     "size": {
-        "MEL": (0.10, 0.35, 0.55), "NV": (0.40, 0.45, 0.15), "BCC": (0.25, 0.45, 0.30), "AK": (0.40, 0.45, 0.15),
-        "BKL": (0.20, 0.45, 0.35), "DF": (0.65, 0.30, 0.05), "VASC": (0.50, 0.40, 0.10),
+        "MEL": (0.10, 0.35, 0.55),
+        "NV": (0.40, 0.45, 0.15),
+        "BCC": (0.25, 0.45, 0.30),
+        "AK": (0.40, 0.45, 0.15),
+        "BKL": (0.20, 0.45, 0.35),
+        "DF": (0.65, 0.30, 0.05),
+        "VASC": (0.50, 0.40, 0.10),
     },
     #          colour: light_brown dark_brown black red blue_grey
     "colour": {
-        "MEL": (0.10, 0.35, 0.30, 0.05, 0.20), "NV": (0.45, 0.40, 0.05, 0.05, 0.05),
-        "BCC": (0.05, 0.10, 0.05, 0.40, 0.40), "AK": (0.25, 0.05, 0.02, 0.65, 0.03),
-        "BKL": (0.45, 0.40, 0.08, 0.04, 0.03), "DF": (0.55, 0.25, 0.02, 0.15, 0.03),
+        "MEL": (0.10, 0.35, 0.30, 0.05, 0.20),
+        "NV": (0.45, 0.40, 0.05, 0.05, 0.05),
+        "BCC": (0.05, 0.10, 0.05, 0.40, 0.40),
+        "AK": (0.25, 0.05, 0.02, 0.65, 0.03),
+        "BKL": (0.45, 0.40, 0.08, 0.04, 0.03),
+        "DF": (0.55, 0.25, 0.02, 0.15, 0.03),
         "VASC": (0.02, 0.03, 0.05, 0.65, 0.25),
     },
     #          border: well_defined ill_defined
     "border": {
-        "MEL": (0.25, 0.75), "NV": (0.80, 0.20), "BCC": (0.60, 0.40), "AK": (0.25, 0.75),
-        "BKL": (0.80, 0.20), "DF": (0.30, 0.70), "VASC": (0.90, 0.10),
+        "MEL": (0.25, 0.75),
+        "NV": (0.80, 0.20),
+        "BCC": (0.60, 0.40),
+        "AK": (0.25, 0.75),
+        "BKL": (0.80, 0.20),
+        "DF": (0.30, 0.70),
+        "VASC": (0.90, 0.10),
     },
     #          pattern: network globules homogeneous
     "pattern": {
-        "MEL": (0.45, 0.35, 0.20), "NV": (0.45, 0.35, 0.20), "BCC": (0.05, 0.35, 0.60), "AK": (0.10, 0.20, 0.70),
-        "BKL": (0.15, 0.40, 0.45), "DF": (0.60, 0.10, 0.30), "VASC": (0.03, 0.60, 0.37),
+        "MEL": (0.45, 0.35, 0.20),
+        "NV": (0.45, 0.35, 0.20),
+        "BCC": (0.05, 0.35, 0.60),
+        "AK": (0.10, 0.20, 0.70),
+        "BKL": (0.15, 0.40, 0.45),
+        "DF": (0.60, 0.10, 0.30),
+        "VASC": (0.03, 0.60, 0.37),
     },
     #          position: centre upper_left upper_right lower_left lower_right (dermoscopists centre the lesion)
     "position": {c: (0.40, 0.15, 0.15, 0.15, 0.15) for c in DERM_CLASSES},
@@ -172,7 +194,8 @@ def _posterior(fixed: Mapping[str, str]) -> tuple[float, ...]:
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
-    """Zero-mean smooth random field ``(H, W)`` float32, ~unit amplitude: a ``cells x cells`` grid upsampled bilinearly."""
+    """Zero-mean smooth random field ``(H, W)`` float32, ~unit amplitude: a ``cells x cells`` grid upsampled
+    bilinearly."""
     coarse = rng.random((cells + 1, cells + 1), dtype=np.float32) * 2 - 1
     r = np.linspace(0, cells, height, dtype=np.float32)
     c = np.linspace(0, cells, width, dtype=np.float32)
@@ -200,7 +223,9 @@ def _distance_to_polyline_squared(rows: np.ndarray, cols: np.ndarray, points: np
     dr = rows[None] - start[:, 0, None, None]  # (S, H, 1)
     dc = cols[None] - start[:, 1, None, None]  # (S, 1, W)
     along = np.clip((dr * direction[:, 0, None, None] + dc * direction[:, 1, None, None]) / length2, 0, 1)
-    return np.min((dr - along * direction[:, 0, None, None]) ** 2 + (dc - along * direction[:, 1, None, None]) ** 2, axis=0)
+    return np.min(
+        (dr - along * direction[:, 0, None, None]) ** 2 + (dc - along * direction[:, 1, None, None]) ** 2, axis=0
+    )
 
 
 class DermPhantom(Phantom):
@@ -260,7 +285,11 @@ class DermPhantom(Phantom):
 
     # ---- image -----------------------------------------------------------------------------
     def render(
-        self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], size: tuple[int, ...],
+        self,
+        rng: np.random.Generator,
+        label: Any,
+        attributes: Mapping[str, str],
+        size: tuple[int, ...],
         lesion: bool = True,
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
         """Render the dermoscopy frame (``lesion=False``: the same frame with bare skin, see :meth:`skin_only`).
@@ -297,7 +326,8 @@ class DermPhantom(Phantom):
         shape = attributes["shape"]
         aspect = 1.0 + 0.06 * u[5] if shape == "round" else (1.6 + 0.4 * u[5] if shape == "oval" else 1.0 + 0.15 * u[5])
         tilt = np.pi * u[6]
-        # ellipse radius at angle theta with semi-axes (a, b) = (R sqrt(aspect), R / sqrt(aspect)): same area as the circle
+        # ellipse radius at angle theta with semi-axes (a, b) = (R sqrt(aspect), R / sqrt(aspect)): same area as the
+        # circle
         phi = theta - tilt
         ellipse = 1.0 / np.sqrt(np.cos(phi) ** 2 / aspect + np.sin(phi) ** 2 * aspect)
         harmonics = np.zeros_like(theta)
@@ -330,8 +360,12 @@ class DermPhantom(Phantom):
             sizes = (0.9 + 0.9 * rng.random(n)) * pixel
             gy = centre_r + reach * radius * np.sin(angles)
             gx = centre_c + reach * radius * np.cos(angles)
-            d2 = (rr[None] - gy[:, None, None].astype(np.float32)) ** 2 + (cc[None] - gx[:, None, None].astype(np.float32)) ** 2
-            structure = np.clip(np.max(np.exp(-d2 / (2 * (sizes[:, None, None].astype(np.float32)) ** 2)), axis=0), 0, 1)
+            d2 = (rr[None] - gy[:, None, None].astype(np.float32)) ** 2 + (
+                cc[None] - gx[:, None, None].astype(np.float32)
+            ) ** 2
+            structure = np.clip(
+                np.max(np.exp(-d2 / (2 * (sizes[:, None, None].astype(np.float32)) ** 2)), axis=0), 0, 1
+            )
         else:  # homogeneous: only a gentle smooth variation of the pigment
             structure = 0.12 * (_smooth_noise(rng, height, width, 3) + 1) / 2
 
@@ -371,7 +405,11 @@ class DermPhantom(Phantom):
 
         ages = {"MEL": 62, "NV": 42, "BCC": 68, "AK": 70, "BKL": 60, "DF": 44, "VASC": 50}
         age = int(np.clip(ages[label] + 14 * (2 * u[21] - 1) + 8 * (2 * u[22] - 1), 5, 85) // 5 * 5)
-        sites = _SITES if label != "AK" else ("head/neck", "head/neck", "upper extremity", "anterior torso", "head/neck", "lateral torso")
+        sites = (
+            _SITES
+            if label != "AK"
+            else ("head/neck", "head/neck", "upper extremity", "anterior torso", "head/neck", "lateral torso")
+        )
         meta = {
             "age_approx": age,
             "sex": "male" if u[23] < 0.52 else "female",
@@ -383,7 +421,9 @@ class DermPhantom(Phantom):
         return {"image": image}, masks, meta
 
     # ---- text ------------------------------------------------------------------------------
-    def describe(self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], meta: Mapping[str, Any]) -> str:
+    def describe(
+        self, rng: np.random.Generator, label: Any, attributes: Mapping[str, str], meta: Mapping[str, Any]
+    ) -> str:
         """A step-by-step style description of what the image shows (attributes only, not the diagnosis)."""
         return _description(rng, attributes)
 
@@ -396,40 +436,77 @@ class DermPhantom(Phantom):
 # ---------------------------------------------------------------------------------------------
 # text
 
-_SIZE_WORDS = {"small": ("small", "small", "little"), "medium": ("medium-sized", "moderately sized", "mid-sized"),
-               "large": ("large", "large", "big")}
-_SHAPE_WORDS = {"round": ("round", "circular", "rounded"), "oval": ("oval", "elliptical", "ovoid"),
-                "irregular": ("irregular", "irregularly shaped", "asymmetric, lobulated")}
-_COLOUR_WORDS = {"light_brown": ("light brown", "tan", "light brown"), "dark_brown": ("dark brown", "deep brown", "dark brown"),
-                 "black": ("black", "black", "very dark, almost black"), "red": ("red", "pink-red", "reddish"),
-                 "blue_grey": ("blue-grey", "bluish-grey", "blue-gray")}
+_SIZE_WORDS = {
+    "small": ("small", "small", "little"),
+    "medium": ("medium-sized", "moderately sized", "mid-sized"),
+    "large": ("large", "large", "big"),
+}
+_SHAPE_WORDS = {
+    "round": ("round", "circular", "rounded"),
+    "oval": ("oval", "elliptical", "ovoid"),
+    "irregular": ("irregular", "irregularly shaped", "asymmetric, lobulated"),
+}
+_COLOUR_WORDS = {
+    "light_brown": ("light brown", "tan", "light brown"),
+    "dark_brown": ("dark brown", "deep brown", "dark brown"),
+    "black": ("black", "black", "very dark, almost black"),
+    "red": ("red", "pink-red", "reddish"),
+    "blue_grey": ("blue-grey", "bluish-grey", "blue-gray"),
+}
 _BORDER_PHRASES = {
-    "well_defined": ("with a well-defined border", "with sharp, well-demarcated borders", "sharply demarcated from the surrounding skin"),
-    "ill_defined": ("with an ill-defined border", "with blurred borders that fade into the skin", "poorly demarcated from the surrounding skin"),
+    "well_defined": (
+        "with a well-defined border",
+        "with sharp, well-demarcated borders",
+        "sharply demarcated from the surrounding skin",
+    ),
+    "ill_defined": (
+        "with an ill-defined border",
+        "with blurred borders that fade into the skin",
+        "poorly demarcated from the surrounding skin",
+    ),
 }
 _PATTERN_PHRASES = {
-    "network": ("A reticular pigment network is visible inside the lesion.", "The lesion shows a pigment network of thin dark lines.",
-                "Dermoscopy shows a reticular network pattern."),
-    "globules": ("Multiple dots and globules are scattered inside the lesion.", "The lesion contains numerous dark dots and globules.",
-                 "A globular pattern of small round clods is seen."),
-    "homogeneous": ("The lesion is structureless with homogeneous pigmentation.", "No network or globules are seen; the pigment is homogeneous.",
-                    "Dermoscopy shows a homogeneous, structureless pattern."),
+    "network": (
+        "A reticular pigment network is visible inside the lesion.",
+        "The lesion shows a pigment network of thin dark lines.",
+        "Dermoscopy shows a reticular network pattern.",
+    ),
+    "globules": (
+        "Multiple dots and globules are scattered inside the lesion.",
+        "The lesion contains numerous dark dots and globules.",
+        "A globular pattern of small round clods is seen.",
+    ),
+    "homogeneous": (
+        "The lesion is structureless with homogeneous pigmentation.",
+        "No network or globules are seen; the pigment is homogeneous.",
+        "Dermoscopy shows a homogeneous, structureless pattern.",
+    ),
 }
-_POSITION_WORDS = {"centre": ("in the centre of the image", "at the centre of the field", "centrally"),
-                   "upper_left": ("in the upper left of the image", "in the upper-left quadrant", "towards the top left"),
-                   "upper_right": ("in the upper right of the image", "in the upper-right quadrant", "towards the top right"),
-                   "lower_left": ("in the lower left of the image", "in the lower-left quadrant", "towards the bottom left"),
-                   "lower_right": ("in the lower right of the image", "in the lower-right quadrant", "towards the bottom right")}
+_POSITION_WORDS = {
+    "centre": ("in the centre of the image", "at the centre of the field", "centrally"),
+    "upper_left": ("in the upper left of the image", "in the upper-left quadrant", "towards the top left"),
+    "upper_right": ("in the upper right of the image", "in the upper-right quadrant", "towards the top right"),
+    "lower_left": ("in the lower left of the image", "in the lower-left quadrant", "towards the bottom left"),
+    "lower_right": ("in the lower right of the image", "in the lower-right quadrant", "towards the bottom right"),
+}
 
 
 def _description(rng: np.random.Generator, a: Mapping[str, str]) -> str:
-    size, shape, colour = pick(rng, _SIZE_WORDS[a["size"]]), pick(rng, _SHAPE_WORDS[a["shape"]]), pick(rng, _COLOUR_WORDS[a["colour"]])
+    size, shape, colour = (
+        pick(rng, _SIZE_WORDS[a["size"]]),
+        pick(rng, _SHAPE_WORDS[a["shape"]]),
+        pick(rng, _COLOUR_WORDS[a["colour"]]),
+    )
     border, where = pick(rng, _BORDER_PHRASES[a["border"]]), pick(rng, _POSITION_WORDS[a["position"]])
     pattern = pick(rng, _PATTERN_PHRASES[a["pattern"]])
     article = "An" if size[0] in "aeiou" else "A"
-    first = pick(rng, (
-        f"{article} {size}, {shape}, {colour} lesion {border} lies {where}.",
-        f"Dermoscopy image of {article.lower()} {size} {shape} {colour} skin lesion {where}, {border}.",
-        f"{where[0].upper() + where[1:]} there is {article.lower()} {size}, {colour} lesion of {shape} shape, {border}.",
-    ))
+    first = pick(
+        rng,
+        (
+            f"{article} {size}, {shape}, {colour} lesion {border} lies {where}.",
+            f"Dermoscopy image of {article.lower()} {size} {shape} {colour} skin lesion {where}, {border}.",
+            f"{where[0].upper() + where[1:]} there is {article.lower()} {size}, {colour} lesion of {shape} shape, "
+            f"{border}.",
+        ),
+    )
     return f"{first} {pattern}"

@@ -63,18 +63,30 @@ def save_kind_figure(samples: Sequence[PhantomSample], path: str | Path, columns
     per_sample = len(display_panels(samples[0]))
     columns = max(1, columns // per_sample) if per_sample > 1 else columns
     rows = -(-len(samples) // columns)
-    fig, axes = plt.subplots(rows, columns * per_sample, figsize=(2.1 * columns * per_sample, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns * per_sample, figsize=(2.1 * columns * per_sample, 2.6 * rows), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, sample in enumerate(samples):
         r, c = divmod(i, columns)
         for j, (title, image) in enumerate(display_panels(sample)):
             ax = axes[r, c * per_sample + j]
-            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0 if image.dtype == np.uint8 else None,
-                      vmax=255 if image.dtype == np.uint8 else None)
+            ax.imshow(
+                image,
+                cmap="gray" if image.ndim == 2 else None,
+                vmin=0 if image.dtype == np.uint8 else None,
+                vmax=255 if image.dtype == np.uint8 else None,
+            )
             ax.set_title(title, fontsize=7)
-        axes[r, c * per_sample].text(0, -0.04, _caption(sample, 26 * per_sample), transform=axes[r, c * per_sample].transAxes,
-                                     fontsize=6, va="top")
+        axes[r, c * per_sample].text(
+            0,
+            -0.04,
+            _caption(sample, 26 * per_sample),
+            transform=axes[r, c * per_sample].transAxes,
+            fontsize=6,
+            va="top",
+        )
     fig.suptitle(f"{samples[0].kind} phantom", fontsize=10)
     fig.tight_layout()
     out = _save(fig, path)
@@ -89,7 +101,9 @@ def save_gallery(samples_by_kind: dict[str, Sequence[PhantomSample]], path: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [[panel for s in samples for panel in display_panels(s, slices=(0.5,))] for samples in samples_by_kind.values()]
+    rows = [
+        [panel for s in samples for panel in display_panels(s, slices=(0.5,))] for samples in samples_by_kind.values()
+    ]
     width = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), width, figsize=(1.6 * width, 1.9 * len(rows)), squeeze=False)
     for ax in axes.flat:

@@ -267,8 +267,13 @@ def _diameter(size: str, u: float) -> float | None:
 
 
 def _lesion_geometry(
-    attributes: Mapping[str, str], case: _Case, diameter: float, tz_centre: np.ndarray, tz_radii: np.ndarray,
-    epe: bool, spacing: Sequence[float],
+    attributes: Mapping[str, str],
+    case: _Case,
+    diameter: float,
+    tz_centre: np.ndarray,
+    tz_radii: np.ndarray,
+    epe: bool,
+    spacing: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre ``(3,)`` and radii ``(3,)`` (mm, RAS) of the lesion."""
     gx, gy, gz = case.gland_centre
@@ -316,9 +321,7 @@ class ProstatePhantom(Phantom):
     layout = "picai"
 
     # ---- attributes ------------------------------------------------------------------------
-    def draw(
-        self, rng: np.random.Generator, label: str | None, fixed: Mapping[str, str]
-    ) -> tuple[str, dict[str, str]]:
+    def draw(self, rng: np.random.Generator, label: str | None, fixed: Mapping[str, str]) -> tuple[str, dict[str, str]]:
         """Draw ``(label, attributes)`` with PI-CAI-like prevalences and correlations.
 
         Free draws: a lesion in 60 % of cases, scored PI-RADS 2 / 3 / 4 / 5 in 23 / 12 / 14 / 11 % of
@@ -343,9 +346,13 @@ class ProstatePhantom(Phantom):
                 f"{list(_LESION_ATTRIBUTES)} is 'none', with lesion='present' none of them is"
             )
         if label == "csPCa" and given_lesion == {False}:
-            raise ValueError(f"prostate: label 'csPCa' needs a lesion (PI-RADS 3-5), but attributes {dict(fixed)} have none")
+            raise ValueError(
+                f"prostate: label 'csPCa' needs a lesion (PI-RADS 3-5), but attributes {dict(fixed)} have none"
+            )
         if fixed.get("pirads") == "4" and fixed.get("size") == "large":
-            raise ValueError("prostate: pirads='4' means a lesion < 15 mm; it cannot have size='large' (use pirads='5')")
+            raise ValueError(
+                "prostate: pirads='4' means a lesion < 15 mm; it cannot have size='large' (use pirads='5')"
+            )
         if label is not None and "pirads" in fixed and label_from_attributes(fixed) != label:
             raise ValueError(
                 f"prostate: label {label!r} contradicts pirads={fixed['pirads']!r} (csPCa iff PI-RADS is 3, 4 or 5)"
@@ -521,7 +528,7 @@ def _clinical(case: _Case, label: str, attributes: Mapping[str, str], volume_ml:
     """PI-CAI marksheet fields consistent with the label: PSA, PSA density, histopathology, ISUP grades."""
     cancer = label == "csPCa"
     # PSA grows with gland volume (benign) and with a significant cancer
-    psa = round(float(0.08 * volume_ml * (0.6 + 1.2 * case.psa_u) + (4.0 + 10.0 * case.psa_u ** 2) * cancer + 1.0), 1)
+    psa = round(float(0.08 * volume_ml * (0.6 + 1.2 * case.psa_u) + (4.0 + 10.0 * case.psa_u**2) * cancer + 1.0), 1)
     if cancer:
         isup = 2 + min(int(case.isup_u * 4), 3)  # ISUP 2-5
         histopath = choice(case.histopath_u, ("MRBx", "SysBx+MRBx", "RP"), (0.5, 0.3, 0.2))
@@ -553,26 +560,53 @@ def _clinical(case: _Case, label: str, attributes: Mapping[str, str], volume_ml:
 _ZONE_NAMES = {"peripheral": ("peripheral zone", "PZ"), "transition": ("transition zone", "TZ")}
 _LEVEL_NAMES = {"apex": ("apex", "apical"), "mid": ("mid-gland", "mid-gland"), "base": ("base", "basal")}
 _T2_LOOK = {
-    "2": ("a faint, ill-defined area of mild T2 hypointensity", "an ill-defined, mildly hypointense area",
-          "a faint, indistinct T2-hypointense area"),
-    "3": ("a mildly hypointense focus with moderately defined margins", "a moderately defined area of mild T2 "
-          "hypointensity", "a mildly T2-hypointense, moderately circumscribed focus"),
-    "4": ("a circumscribed, markedly hypointense lesion", "a focal, markedly T2-hypointense lesion",
-          "a well-defined, homogeneously and markedly hypointense lesion"),
-    "5": ("a circumscribed, markedly hypointense lesion", "a focal, markedly T2-hypointense mass",
-          "a large, homogeneously and markedly hypointense lesion"),
+    "2": (
+        "a faint, ill-defined area of mild T2 hypointensity",
+        "an ill-defined, mildly hypointense area",
+        "a faint, indistinct T2-hypointense area",
+    ),
+    "3": (
+        "a mildly hypointense focus with moderately defined margins",
+        "a moderately defined area of mild T2 hypointensity",
+        "a mildly T2-hypointense, moderately circumscribed focus",
+    ),
+    "4": (
+        "a circumscribed, markedly hypointense lesion",
+        "a focal, markedly T2-hypointense lesion",
+        "a well-defined, homogeneously and markedly hypointense lesion",
+    ),
+    "5": (
+        "a circumscribed, markedly hypointense lesion",
+        "a focal, markedly T2-hypointense mass",
+        "a large, homogeneously and markedly hypointense lesion",
+    ),
 }
 _IMPRESSION = {
-    "1": ("PI-RADS 1: clinically significant cancer is highly unlikely.", "No suspicious lesion (PI-RADS 1).",
-          "PI-RADS v2.1 overall assessment 1."),
-    "2": ("PI-RADS 2: clinically significant cancer is unlikely.", "Overall PI-RADS 2.",
-          "PI-RADS v2.1 category 2 finding"),
-    "3": ("PI-RADS 3: clinically significant cancer is equivocal.", "Overall PI-RADS 3 (equivocal).",
-          "PI-RADS v2.1 category 3 lesion"),
-    "4": ("PI-RADS 4: clinically significant cancer is likely.", "Overall PI-RADS 4.",
-          "PI-RADS v2.1 category 4 lesion"),
-    "5": ("PI-RADS 5: clinically significant cancer is highly likely.", "Overall PI-RADS 5.",
-          "PI-RADS v2.1 category 5 lesion"),
+    "1": (
+        "PI-RADS 1: clinically significant cancer is highly unlikely.",
+        "No suspicious lesion (PI-RADS 1).",
+        "PI-RADS v2.1 overall assessment 1.",
+    ),
+    "2": (
+        "PI-RADS 2: clinically significant cancer is unlikely.",
+        "Overall PI-RADS 2.",
+        "PI-RADS v2.1 category 2 finding",
+    ),
+    "3": (
+        "PI-RADS 3: clinically significant cancer is equivocal.",
+        "Overall PI-RADS 3 (equivocal).",
+        "PI-RADS v2.1 category 3 lesion",
+    ),
+    "4": (
+        "PI-RADS 4: clinically significant cancer is likely.",
+        "Overall PI-RADS 4.",
+        "PI-RADS v2.1 category 4 lesion",
+    ),
+    "5": (
+        "PI-RADS 5: clinically significant cancer is highly likely.",
+        "Overall PI-RADS 5.",
+        "PI-RADS v2.1 category 5 lesion",
+    ),
 }
 
 
@@ -585,48 +619,90 @@ def _report(rng: np.random.Generator, attributes: Mapping[str, str], meta: Mappi
         dims = meta.get("gland_dimensions_mm")
         options = [f"The prostate volume is {volume:.0f} mL.", f"Prostate volume approximately {volume:.0f} cc."]
         if dims is not None:
-            options.append(f"The prostate measures {dims[0] / 10:.1f} x {dims[1] / 10:.1f} x {dims[2] / 10:.1f} cm "
-                           f"(volume {volume:.0f} mL).")
+            options.append(
+                f"The prostate measures {dims[0] / 10:.1f} x {dims[1] / 10:.1f} x {dims[2] / 10:.1f} cm "
+                f"(volume {volume:.0f} mL)."
+            )
         findings.append(pick(rng, options))
     if meta.get("psad") is not None and rng.random() < 0.5:
-        findings.append(pick(rng, (f"PSA density {meta['psad']:.2f} ng/mL/cc.", f"The PSA density is {meta['psad']:.2f}.")))
+        findings.append(
+            pick(rng, (f"PSA density {meta['psad']:.2f} ng/mL/cc.", f"The PSA density is {meta['psad']:.2f}."))
+        )
 
     if a["lesion"] == "absent":
-        findings.append(pick(rng, (
-            "No focal lesion is seen in the peripheral or transition zone.",
-            "The peripheral zone is homogeneously T2-hyperintense without a focal lesion.",
-            "There is no suspicious focal abnormality.",
-            "No focal T2-hypointense lesion in either zone.",
-        )))
+        findings.append(
+            pick(
+                rng,
+                (
+                    "No focal lesion is seen in the peripheral or transition zone.",
+                    "The peripheral zone is homogeneously T2-hyperintense without a focal lesion.",
+                    "There is no suspicious focal abnormality.",
+                    "No focal T2-hypointense lesion in either zone.",
+                ),
+            )
+        )
         if rng.random() < 0.6:
-            findings.append(pick(rng, ("The transition zone shows organised benign hyperplastic change.",
-                                        "Benign-appearing transition zone.")))
+            findings.append(
+                pick(
+                    rng,
+                    (
+                        "The transition zone shows organised benign hyperplastic change.",
+                        "Benign-appearing transition zone.",
+                    ),
+                )
+            )
         score = "1"
     else:
         zone_long, zone_short = _ZONE_NAMES[a["zone"]]
         level_noun, level_adjective = _LEVEL_NAMES[a["level"]]
         side = a["side"]
         diameter = meta.get("diameter_mm")
-        measure = "" if diameter is None else pick(rng, (f", measuring {diameter:.0f} mm",
-                                                          f" of {diameter:.0f} mm", f" ({diameter:.0f} mm)"))
+        measure = (
+            ""
+            if diameter is None
+            else pick(rng, (f", measuring {diameter:.0f} mm", f" of {diameter:.0f} mm", f" ({diameter:.0f} mm)"))
+        )
         look = pick(rng, _T2_LOOK[a["pirads"]])
-        where = pick(rng, (
-            f"in the {side} {zone_long} at the {level_noun}",
-            f"in the {side} {level_adjective} {zone_long}",
-            f"in the {level_adjective} {side} {zone_short}",
-        ))
-        findings.append(pick(rng, (
-            f"There is {look} {where}{measure}.",
-            f"{where[0].upper()}{where[1:]} there is {look}{measure}.",
-            f"{look[0].upper()}{look[1:]}{measure} is seen {where}.",
-        )))
+        where = pick(
+            rng,
+            (
+                f"in the {side} {zone_long} at the {level_noun}",
+                f"in the {side} {level_adjective} {zone_long}",
+                f"in the {level_adjective} {side} {zone_short}",
+            ),
+        )
+        findings.append(
+            pick(
+                rng,
+                (
+                    f"There is {look} {where}{measure}.",
+                    f"{where[0].upper()}{where[1:]} there is {look}{measure}.",
+                    f"{look[0].upper()}{look[1:]}{measure} is seen {where}.",
+                ),
+            )
+        )
         if meta.get("extraprostatic_extension"):
-            findings.append(pick(rng, ("It bulges through the capsule with definite extraprostatic extension.",
-                                        "There is extraprostatic extension with a capsular bulge.",
-                                        "Definite extraprostatic extension is present.")))
+            findings.append(
+                pick(
+                    rng,
+                    (
+                        "It bulges through the capsule with definite extraprostatic extension.",
+                        "There is extraprostatic extension with a capsular bulge.",
+                        "Definite extraprostatic extension is present.",
+                    ),
+                )
+            )
         elif rng.random() < 0.6:
-            findings.append(pick(rng, ("No extraprostatic extension.", "The capsule is intact.",
-                                        "There is no evidence of extraprostatic extension.")))
+            findings.append(
+                pick(
+                    rng,
+                    (
+                        "No extraprostatic extension.",
+                        "The capsule is intact.",
+                        "There is no evidence of extraprostatic extension.",
+                    ),
+                )
+            )
         score = a["pirads"]
         location = f"{side} {zone_short} {level_noun}"
     if rng.random() < 0.5:

@@ -15,8 +15,16 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["SEED_RANGES", "AUDIT_SEEDS", "QUALITY_SEEDS", "CCELLA_SEEDS", "MEDCODI_SEEDS", "seed_use", "check_dataset_seed",
-           "audit_seed_access"]
+__all__ = [
+    "SEED_RANGES",
+    "AUDIT_SEEDS",
+    "QUALITY_SEEDS",
+    "CCELLA_SEEDS",
+    "MEDCODI_SEEDS",
+    "seed_use",
+    "check_dataset_seed",
+    "audit_seed_access",
+]
 
 #: name -> (first, last, what uses it). Ranges are inclusive and disjoint.
 SEED_RANGES: dict[str, tuple[int, int, str]] = {
@@ -24,7 +32,11 @@ SEED_RANGES: dict[str, tuple[int, int, str]] = {
     "evaluation": (30_000, 39_999, "references of bundle evaluations and of the VAP ablation (seed 30000)"),
     "quality": (40_000, 49_999, "benchmarks/quality.py: references, ceilings, label-only baselines, floors"),
     "ccella": (50_000, 59_999, "benchmarks/ccella.py: held-out reports, the classifier study's test volumes"),
-    "medcodi": (60_000, 69_999, "benchmarks/medcodi.py: held-out studies (the tasks' inputs) and the real reference views"),
+    "medcodi": (
+        60_000,
+        69_999,
+        "benchmarks/medcodi.py: held-out studies (the tasks' inputs) and the real reference views",
+    ),
     "audit": (900_000, 900_099, "audit networks only: training, temperature calibration, held-out tables, re-checks"),
 }
 

@@ -97,8 +97,10 @@ class EmbeddingCache:
         identity = (str(encoder), int(max_length), int(dim))
         if self.encoder is not None:
             if identity != (self.encoder, self.max_length, self.dim):
-                raise ValueError(f"embedding cache {self.path} is bound to encoder {self.encoder!r} (max_length "
-                                 f"{self.max_length}, dim {self.dim}); give {identity[0]!r} its own cache file")
+                raise ValueError(
+                    f"embedding cache {self.path} is bound to encoder {self.encoder!r} (max_length "
+                    f"{self.max_length}, dim {self.dim}); give {identity[0]!r} its own cache file"
+                )
             return
         self.encoder, self.max_length, self.dim = identity
         if self.path.is_file():
@@ -115,9 +117,11 @@ class EmbeddingCache:
                 if found != (CACHE_FORMAT, encoder, str(max_length), str(dim)):
                     raise ValueError(
                         f"embedding cache {self.path} was written by encoder {meta.get('encoder')!r} with max_length "
-                        f"{meta.get('max_length')} and dim {meta.get('dim')} (format {meta.get('format')!r}); this encoder "
+                        f"{meta.get('max_length')} and dim {meta.get('dim')} (format {meta.get('format')!r}); "
+                        "this encoder "
                         f"is {encoder!r} with max_length {max_length} and dim {dim}: delete the file or use the "
-                        f"encoder's own cache file ({encoder}.safetensors)")
+                        f"encoder's own cache file ({encoder}.safetensors)"
+                    )
                 tensors = {name: f.get_tensor(name) for name in f.keys()}
         except (SafetensorError, OSError) as e:
             raise ValueError(f"embedding cache {self.path}: not a readable safetensors file ({e})") from None
@@ -126,18 +130,28 @@ class EmbeddingCache:
             try:
                 entry = CachedEmbedding(*(tensors[f"{key}.{part}"] for part in _PARTS))
             except KeyError as e:
-                raise ValueError(f"embedding cache {self.path}: entry {key} lacks {e.args[0]!r}; delete the file") from None
-            if entry.tokens.shape != (max_length, dim) or entry.mask.shape != (max_length,) or entry.pooled.shape != (dim,):
-                raise ValueError(f"embedding cache {self.path}: entry {key} has shapes {tuple(entry.tokens.shape)}, "
-                                 f"{tuple(entry.mask.shape)}, {tuple(entry.pooled.shape)}; expected ({max_length}, {dim}), "
-                                 f"({max_length},), ({dim},): delete the file")
+                raise ValueError(
+                    f"embedding cache {self.path}: entry {key} lacks {e.args[0]!r}; delete the file"
+                ) from None
+            if (
+                entry.tokens.shape != (max_length, dim)
+                or entry.mask.shape != (max_length,)
+                or entry.pooled.shape != (dim,)
+            ):
+                raise ValueError(
+                    f"embedding cache {self.path}: entry {key} has shapes {tuple(entry.tokens.shape)}, "
+                    f"{tuple(entry.mask.shape)}, {tuple(entry.pooled.shape)}; expected ({max_length}, {dim}), "
+                    f"({max_length},), ({dim},): delete the file"
+                )
             entries[key] = entry
         return entries
 
     def _require_bound(self) -> None:
         if self.encoder is None:
-            raise RuntimeError(f"embedding cache {self.path} is not bound to an encoder: pass it to TextEncoder(cache=...) "
-                               "or call bind(encoder, max_length, dim)")
+            raise RuntimeError(
+                f"embedding cache {self.path} is not bound to an encoder: pass it to TextEncoder(cache=...) "
+                "or call bind(encoder, max_length, dim)"
+            )
 
     # ---------------------------------------------------------------- access
 
@@ -154,14 +168,23 @@ class EmbeddingCache:
     def put(self, key: str, tokens: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> None:
         """Store one text's embedding (``tokens`` (L, D), ``mask`` (L,), ``pooled`` (D,)) in memory."""
         self._require_bound()
-        if tokens.shape != (self.max_length, self.dim) or mask.shape != (self.max_length,) or pooled.shape != (self.dim,):
-            raise ValueError(f"embedding cache {self.path}: expected tokens ({self.max_length}, {self.dim}), mask "
-                             f"({self.max_length},), pooled ({self.dim},); got {tuple(tokens.shape)}, {tuple(mask.shape)}, "
-                             f"{tuple(pooled.shape)}")
+        if (
+            tokens.shape != (self.max_length, self.dim)
+            or mask.shape != (self.max_length,)
+            or pooled.shape != (self.dim,)
+        ):
+            raise ValueError(
+                f"embedding cache {self.path}: expected tokens ({self.max_length}, {self.dim}), mask "
+                f"({self.max_length},), pooled ({self.dim},); got {tuple(tokens.shape)}, {tuple(mask.shape)}, "
+                f"{tuple(pooled.shape)}"
+            )
         if key not in self._entries:
             self._unsaved += 1
-        self._entries[key] = CachedEmbedding(tokens.detach().float().cpu().contiguous(), mask.detach().bool().cpu().contiguous(),
-                                             pooled.detach().float().cpu().contiguous())
+        self._entries[key] = CachedEmbedding(
+            tokens.detach().float().cpu().contiguous(),
+            mask.detach().bool().cpu().contiguous(),
+            pooled.detach().float().cpu().contiguous(),
+        )
 
     @property
     def unsaved(self) -> int:
@@ -181,12 +204,19 @@ class EmbeddingCache:
         if self._unsaved == 0 and self.path.is_file():
             return self.path
         tensors = {f"{key}.{part}": value for key, entry in self._entries.items() for part, value in zip(_PARTS, entry)}
-        metadata = {"format": CACHE_FORMAT, "encoder": str(self.encoder), "max_length": str(self.max_length),
-                    "dim": str(self.dim)}
+        metadata = {
+            "format": CACHE_FORMAT,
+            "encoder": str(self.encoder),
+            "max_length": str(self.max_length),
+            "dim": str(self.dim),
+        }
         with atomic_path(self.path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
         self._unsaved = 0
         return self.path
 
     def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.path)!r}, encoder={self.encoder!r}, entries={len(self)}, unsaved={self._unsaved})"
+        return (
+            f"EmbeddingCache({str(self.path)!r}, encoder={self.encoder!r}, entries={len(self)}, "
+            f"unsaved={self._unsaved})"
+        )

@@ -36,19 +36,35 @@ from collections.abc import Iterable
 
 __all__ = ["DEID_TAGS", "scrub_text", "identifying_strings"]
 
-DEID_TAGS: tuple[str, ...] = ("[NAME]", "[EMAIL]", "[URL]", "[DATE]", "[TIME]", "[PHONE]", "[ID]", "[ADDRESS]", "[AGE>89]")
+DEID_TAGS: tuple[str, ...] = (
+    "[NAME]",
+    "[EMAIL]",
+    "[URL]",
+    "[DATE]",
+    "[TIME]",
+    "[PHONE]",
+    "[ID]",
+    "[ADDRESS]",
+    "[AGE>89]",
+)
 
-_MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
-           r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MONTHS = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+    r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _DAY = r"(?:0?[1-9]|[12][0-9]|3[01])(?:st|nd|rd|th)?"
 _NAME_WORD = r"(?:[A-Z][a-zA-Z'\-]+|[A-Z]\.?)"
 _NAME = rf"{_NAME_WORD}(?:[ ,]+{_NAME_WORD}){{0,3}}"
 _TITLE = r"\b(?:Dr|Doctor|Mr|Mrs|Ms|Miss|Mx|Prof|Professor)\b\.?"
-_CUE = (r"\b(?:(?:electronically\s+)?signed\s+by|dictated\s+by|reported\s+by|read\s+by|reviewed\s+by|verified\s+by|"
-        r"transcribed\s+by|approved\s+by|attending(?:\s+physician)?|referring\s+(?:physician|doctor|clinician)|"
-        r"radiologist|resident|fellow|technologist|physician|surgeon|patient\s+name|name|cc|contact)\b\s*[:\-]?")
-_STREET = (r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|close|"
-           r"square|sq|highway|hwy|parkway|pkwy)\.?")
+_CUE = (
+    r"\b(?:(?:electronically\s+)?signed\s+by|dictated\s+by|reported\s+by|read\s+by|reviewed\s+by|verified\s+by|"
+    r"transcribed\s+by|approved\s+by|attending(?:\s+physician)?|referring\s+(?:physician|doctor|clinician)|"
+    r"radiologist|resident|fellow|technologist|physician|surgeon|patient\s+name|name|cc|contact)\b\s*[:\-]?"
+)
+_STREET = (
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|close|"
+    r"square|sq|highway|hwy|parkway|pkwy)\.?"
+)
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("[EMAIL]", re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b")),
@@ -56,14 +72,25 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("[NAME]", re.compile(r"\b[A-Za-z'\-]+\^[A-Za-z'\-^]*")),  # DICOM person names, Family^Given
     ("[NAME]", re.compile(rf"(?P<keep>{_TITLE}\s*){_NAME}")),
     ("[NAME]", re.compile(rf"(?P<keep>(?i:{_CUE})\s*){_NAME}")),
-    ("[DATE]", re.compile(rf"\b{_DAY}\s+{_MONTHS}(?:,?\s+\d{{2,4}})?\b|\b{_MONTHS}\s+{_DAY}(?:,?\s+\d{{2,4}})?\b", re.I)),
+    (
+        "[DATE]",
+        re.compile(rf"\b{_DAY}\s+{_MONTHS}(?:,?\s+\d{{2,4}})?\b|\b{_MONTHS}\s+{_DAY}(?:,?\s+\d{{2,4}})?\b", re.I),
+    ),
     ("[DATE]", re.compile(r"\b\d{1,4}[/\-.]\d{1,2}[/\-.]\d{1,4}\b")),
     ("[DATE]", re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b")),
     ("[TIME]", re.compile(r"\b(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?:\s*[ap]\.?m\.?)?\b", re.I)),
-    ("[PHONE]", re.compile(r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?)?\d{3,4}[\s.\-]\d{3,4}(?:[\s.\-]\d{2,4})?\b")),
+    (
+        "[PHONE]",
+        re.compile(r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?)?\d{3,4}[\s.\-]\d{3,4}(?:[\s.\-]\d{2,4})?\b"),
+    ),
     ("[ADDRESS]", re.compile(rf"\b\d{{1,5}}\s+(?:[A-Za-z]+\s+){{1,3}}{_STREET}(?=\W|$)", re.I)),
-    ("[ID]", re.compile(r"(?i:\b(?:mrn|id|accession|acc|case|patient\s+no|record|ref)\b\.?\s*(?:no\.?|number|#)?\s*[:#]?\s*)"
-                        r"[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*")),
+    (
+        "[ID]",
+        re.compile(
+            r"(?i:\b(?:mrn|id|accession|acc|case|patient\s+no|record|ref)\b\.?\s*(?:no\.?|number|#)?\s*[:#]?\s*)"
+            r"[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*"
+        ),
+    ),
     ("[ID]", re.compile(r"#\s*[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*")),
     ("[ID]", re.compile(r"\b[A-Za-z\-]*\d(?:[A-Za-z\-]*\d){4,}[A-Za-z\-]*\b")),
 )
@@ -75,10 +102,24 @@ def identifying_strings(ds: object) -> list[str]:
     """The identifying values of a DICOM dataset that free text might repeat: the parts of every person name,
     the institution and its address, patient ID, other IDs, study ID and accession number (for
     :func:`scrub_text`'s ``known``)."""
-    people = ("PatientName", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
-              "NameOfPhysiciansReadingStudy", "RequestingPhysician", "PhysiciansOfRecord")
-    keywords = people + ("InstitutionName", "InstitutionAddress", "PatientID", "OtherPatientIDs", "AccessionNumber",
-                         "StationName", "StudyID")
+    people = (
+        "PatientName",
+        "ReferringPhysicianName",
+        "PerformingPhysicianName",
+        "OperatorsName",
+        "NameOfPhysiciansReadingStudy",
+        "RequestingPhysician",
+        "PhysiciansOfRecord",
+    )
+    keywords = people + (
+        "InstitutionName",
+        "InstitutionAddress",
+        "PatientID",
+        "OtherPatientIDs",
+        "AccessionNumber",
+        "StationName",
+        "StudyID",
+    )
     found: list[str] = []
     for keyword in keywords:
         value = getattr(ds, keyword, None) if hasattr(ds, keyword) else None

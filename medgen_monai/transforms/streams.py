@@ -13,10 +13,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
-
-import re
 
 import numpy as np
 import torch
@@ -24,7 +23,14 @@ from monai.transforms import MapTransform, Randomizable
 
 from ..nets.aligned import combine_embeddings
 
-__all__ = ["AlignedEmbeddingsd", "DecodeReportd", "MultiPromptConditiond", "PackStreamsd", "TokenizeReportd", "tidy_report"]
+__all__ = [
+    "AlignedEmbeddingsd",
+    "DecodeReportd",
+    "MultiPromptConditiond",
+    "PackStreamsd",
+    "TokenizeReportd",
+    "tidy_report",
+]
 
 
 def _item_id(d: Mapping[Hashable, Any]) -> str:

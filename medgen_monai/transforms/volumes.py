@@ -53,8 +53,9 @@ class VoxelSpacingd(MapTransform):
         ValueError: (on call) the image carries no affine (a plain array or tensor), naming the item.
     """
 
-    def __init__(self, keys: KeysCollection = "image", spacing_key: str = "spacing",
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection = "image", spacing_key: str = "spacing", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"VoxelSpacingd reads one image, got keys {list(self.keys)}")
@@ -65,8 +66,10 @@ class VoxelSpacingd(MapTransform):
         for key in self.key_iterator(d):
             image = d[key]
             if not isinstance(image, MetaTensor):
-                raise ValueError(f"item {d.get('id')!r}: {key!r} has no affine to read a spacing from (load it with "
-                                 f"LoadImaged, which keeps the affine), got {type(image).__name__}")
+                raise ValueError(
+                    f"item {d.get('id')!r}: {key!r} has no affine to read a spacing from (load it with "
+                    f"LoadImaged, which keeps the affine), got {type(image).__name__}"
+                )
             spatial_dims = image.ndim - 1  # channel first
             d[self.spacing_key] = torch.as_tensor(image.pixdim[:spatial_dims], dtype=torch.float32).clone()
         return d

@@ -69,7 +69,8 @@ _AGE_OVER_89 = 90
 _AS = re.compile(r"^(\d{3})([DWMY])$")
 #: BodyPartExamined defined terms (DICOM PS3.16 Annex L, the terms of the anatomic regions this project's
 #: modalities image and their neighbours); a value outside this list never reaches an output
-BODY_PART_DEFINED_TERMS: frozenset[str] = frozenset("""
+BODY_PART_DEFINED_TERMS: frozenset[str] = frozenset(
+    """
 ABDOMEN ABDOMENPELVIS ACJOINT ADRENAL AMNIOTICFLUID ANKLE ANUS AORTA AORTICARCH APPENDIX ARM AXILLA BACK BILEDUCT
 BLADDER BRACHIALARTERY BRAIN BREAST BRONCHUS BUTTOCK CALCANEUS CALF CAROTID CECUM CEREBELLUM CERVIX CHEEK CHEST
 CHESTABDOMEN CHESTABDPELVIS CIRCLEOFWILLIS CLAVICLE COCCYX COLON CORNEA CORONARYARTERY CSPINE CTSPINE DUODENUM EAR
@@ -79,7 +80,8 @@ NECKCHESTABDOMEN NECKCHESTABDPELV NOSE ORBIT OVARY PANCREAS PAROTID PATELLA PELV
 RADIUSULNA RECTUM RIB SACRUM SCALP SCAPULA SCLERA SCROTUM SHOULDER SIGMOID SKULL SKIN SPINE SPLEEN SSPINE STERNUM
 STOMACH SUBMANDIBULAR TESTIS THIGH THUMB THYMUS THYROID TIBIA TIBIAFIBULA TLSPINE TMJ TOE TONGUE TRACHEA TSPINE ULNA
 URETER URETHRA UTERUS VAGINA VULVA WHOLEBODY WRIST ZYGOMA
-""".split())
+""".split()
+)
 _DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
 
 
@@ -118,8 +120,12 @@ class Provenance:
         weights = info.get("weights_sha256")
         if isinstance(weights, Mapping):
             weights = ";".join(f"{name}:{digest}" for name, digest in sorted(weights.items())) or None
-        return cls(str(info.get("name") or "unknown"), str(info.get("version") or ""), int(seed),
-                   str(weights) if weights else None)
+        return cls(
+            str(info.get("name") or "unknown"),
+            str(info.get("version") or ""),
+            int(seed),
+            str(weights) if weights else None,
+        )
 
     @property
     def derivation_description(self) -> str:
@@ -160,7 +166,12 @@ def synthetic_patient(prefix: str = "SYN") -> dict[str, str]:
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9]{0,40}", prefix):
         raise ValueError(f"patient_id_prefix: expected letters and digits (at most 40), got {prefix!r}")
     token = secrets.token_hex(6).upper()
-    return {"PatientName": f"SYNTHETIC^{token}", "PatientID": f"{prefix}{token}", "PatientBirthDate": "", "PatientSex": ""}
+    return {
+        "PatientName": f"SYNTHETIC^{token}",
+        "PatientID": f"{prefix}{token}",
+        "PatientBirthDate": "",
+        "PatientSex": "",
+    }
 
 
 def _date(value: Any) -> datetime.date | None:
@@ -223,9 +234,13 @@ def apply_marking(ds: pydicom.Dataset, provenance: Provenance, series_descriptio
         series_description: ``SeriesDescription``; ``SYNTHETIC `` is put in front unless it already starts so.
         image: also set ``ImageType`` and ``BurnedInAnnotation`` (not for SR documents, which have no pixels).
     """
-    description = series_description if series_description.upper().startswith("SYNTHETIC") else f"SYNTHETIC {series_description}"
+    description = (
+        series_description if series_description.upper().startswith("SYNTHETIC") else f"SYNTHETIC {series_description}"
+    )
     if len(description) > 64:
-        raise ValueError(f"series_description: at most 64 characters (LO) with the SYNTHETIC prefix, got {description!r}")
+        raise ValueError(
+            f"series_description: at most 64 characters (LO) with the SYNTHETIC prefix, got {description!r}"
+        )
     ds.SeriesDescription = description
     ds.DerivationDescription = provenance.derivation_description
     ds.ContributingEquipmentSequence = [provenance.contributing_equipment()]

@@ -54,8 +54,13 @@ _SR_ROOT = "1.2.840.10008.5.1.4.1.1.88."
 _DICOMDIR = "1.2.840.10008.1.3.10"
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: first bytes of formats people mistake for DICOM, to say what was found instead.
-_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "gzip data (a .nii.gz?)"),
-          (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive"))
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x1f\x8b", "gzip data (a .nii.gz?)"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive"),
+)
 #: two orientations are the same when their direction cosines agree this closely (scanners write ~6 decimals).
 ORIENTATION_TOLERANCE = 1e-3
 
@@ -117,6 +122,7 @@ class DicomStudy:
 
 # --------------------------------------------------------------------------------------------------- one file
 
+
 def _sop_name(ds: Dataset) -> str:
     uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
     if not uid:
@@ -143,11 +149,17 @@ def _check_elements(ds: Dataset, path: Path, where: str = "") -> None:
             value = elem.value
         except Exception as err:  # pydicom raises ValueError/TypeError/KeyError for broken values
             keyword = pydicom.datadict.keyword_for_tag(tag) or str(tag)
-            raise DicomError(path, f"{where}{keyword}", f"a valid value for {tag}, got an unreadable one ({err})") from None
+            raise DicomError(
+                path, f"{where}{keyword}", f"a valid value for {tag}, got an unreadable one ({err})"
+            ) from None
         if elem.VR == "SQ":
             for i, item in enumerate(value):
                 _check_elements(item, path, f"{where}{elem.keyword or tag}[{i}].")
-        elif elem.VR == "IS" and value not in (None, "") and not isinstance(value, (int, list, pydicom.multival.MultiValue)):
+        elif (
+            elem.VR == "IS"
+            and value not in (None, "")
+            and not isinstance(value, (int, list, pydicom.multival.MultiValue))
+        ):
             # pydicom only warns for an invalid IS (e.g. NumberOfFrames '1A') and keeps the text; every later
             # int() on it fails far from here, so refuse now
             raise DicomError(path, f"{where}{elem.keyword or tag}", f"an integer string (VR IS), got {value!r}")
@@ -166,13 +178,18 @@ def _check_pixel_length(ds: Dataset, path: Path) -> None:
     try:
         expected = get_expected_length(ds, unit="bytes")
     except Exception as err:  # a missing Rows/BitsAllocated, caught again when pixels are needed
-        raise DicomError(path, "PixelData", f"the image pixel attributes (Rows, Columns, BitsAllocated...): {err}") from None
+        raise DicomError(
+            path, "PixelData", f"the image pixel attributes (Rows, Columns, BitsAllocated...): {err}"
+        ) from None
     found = len(ds.PixelData)
     if found < expected:
-        raise DicomError(path, "PixelData",
-                         f"{expected} bytes for {ds.Rows} x {ds.Columns} pixels x {ds.get('SamplesPerPixel', 1)} "
-                         f"samples x {ds.get('NumberOfFrames', 1)} frames at {ds.BitsAllocated} bits, found {found}: "
-                         "the file is truncated")
+        raise DicomError(
+            path,
+            "PixelData",
+            f"{expected} bytes for {ds.Rows} x {ds.Columns} pixels x {ds.get('SamplesPerPixel', 1)} "
+            f"samples x {ds.get('NumberOfFrames', 1)} frames at {ds.BitsAllocated} bits, found {found}: "
+            "the file is truncated",
+        )
 
 
 def _check_image(ds: Dataset, path: Path) -> None:
@@ -186,13 +203,16 @@ def _check_image(ds: Dataset, path: Path) -> None:
         try:
             decoder = get_decoder(syntax)
         except NotImplementedError:
-            raise DicomError(path, "TransferSyntaxUID", f"a transfer syntax pydicom can decode, got {syntax.name} "
-                                                        f"({syntax})") from None
+            raise DicomError(
+                path, "TransferSyntaxUID", f"a transfer syntax pydicom can decode, got {syntax.name} ({syntax})"
+            ) from None
         if not decoder.is_available:
             needs = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
-            raise DicomError(path, "TransferSyntaxUID",
-                             f"pixel data in {syntax.name} ({syntax}), which no installed package decodes: install "
-                             f"one of: {needs}")
+            raise DicomError(
+                path,
+                "TransferSyntaxUID",
+                f"pixel data in {syntax.name} ({syntax}), which no installed package decodes: install one of: {needs}",
+            )
 
 
 def read_dicom(path: str | PathLike, *, image: bool = False, headers_only: bool = False) -> Dataset:
@@ -231,8 +251,11 @@ def read_dicom(path: str | PathLike, *, image: bool = False, headers_only: bool 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
     except pydicom.errors.InvalidDicomError:
-        raise _NotPart10(path, "file meta", "a DICOM Part 10 file (128-byte preamble, 'DICM', file meta with "
-                                            f"TransferSyntaxUID), {_what_is(path)}") from None
+        raise _NotPart10(
+            path,
+            "file meta",
+            f"a DICOM Part 10 file (128-byte preamble, 'DICM', file meta with TransferSyntaxUID), {_what_is(path)}",
+        ) from None
     except Exception as err:  # EOF inside a header, a broken length...
         raise DicomError(path, "file", f"a readable DICOM file, parsing failed: {type(err).__name__}: {err}") from None
     if not ds.file_meta.get("TransferSyntaxUID"):
@@ -278,6 +301,7 @@ def read_image_2d(path: str | PathLike) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- a series
 
+
 def _folder_files(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in pattern if p.is_file() and not p.name.startswith("."))  # .name.tmp: atomic writes
@@ -300,15 +324,20 @@ def _geometry(ds: Dataset, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     position = _floats(ds, path, "ImagePositionPatient", 3)
     spacing = _floats(ds, path, "PixelSpacing", 2)
     row, col = orientation[:3], orientation[3:]
-    if abs(np.linalg.norm(row) - 1) > ORIENTATION_TOLERANCE or abs(np.linalg.norm(col) - 1) > ORIENTATION_TOLERANCE \
-            or abs(row @ col) > ORIENTATION_TOLERANCE:
+    if (
+        abs(np.linalg.norm(row) - 1) > ORIENTATION_TOLERANCE
+        or abs(np.linalg.norm(col) - 1) > ORIENTATION_TOLERANCE
+        or abs(row @ col) > ORIENTATION_TOLERANCE
+    ):
         raise DicomError(path, "ImageOrientationPatient", f"two orthogonal unit vectors, got {orientation.tolist()}")
     if np.any(spacing <= 0):
         raise DicomError(path, "PixelSpacing", f"two positive spacings (mm), got {spacing.tolist()}")
     return orientation, position, spacing
 
 
-def _collect_images(source: str | PathLike | Sequence[str | PathLike]) -> tuple[list[tuple[Path, Dataset]], Path | None]:
+def _collect_images(
+    source: str | PathLike | Sequence[str | PathLike],
+) -> tuple[list[tuple[Path, Dataset]], Path | None]:
     """The image instances of ``source``: every listed file must be one; a folder's other files are skipped."""
     if isinstance(source, (str, PathLike)):
         folder = Path(source)
@@ -363,8 +392,9 @@ def read_series(source: str | PathLike | Sequence[str | PathLike], *, spacing_to
         DicomError: naming the file or folder and the reason.
     """
     if not 0 < spacing_tolerance < 1:
-        raise ValueError(f"read_series: spacing_tolerance must be in (0, 1) (a fraction of the slice step), got "
-                         f"{spacing_tolerance}")
+        raise ValueError(
+            f"read_series: spacing_tolerance must be in (0, 1) (a fraction of the slice step), got {spacing_tolerance}"
+        )
     items, folder = _collect_images(source)
     where = folder if folder is not None else items[0][0]
 
@@ -373,8 +403,11 @@ def read_series(source: str | PathLike | Sequence[str | PathLike], *, spacing_to
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
     if len(series) > 1:
         listing = "; ".join(f"{uid or '<none>'}: {len(p)} files (e.g. {p[0].name})" for uid, p in series.items())
-        raise DicomError(where, "SeriesInstanceUID", f"one series, found {len(series)}: {listing} (pass the files of "
-                                                     "one series, or use read_study)")
+        raise DicomError(
+            where,
+            "SeriesInstanceUID",
+            f"one series, found {len(series)}: {listing} (pass the files of one series, or use read_study)",
+        )
     series_uid = next(iter(series))
 
     path0, ds0 = items[0]
@@ -383,19 +416,29 @@ def read_series(source: str | PathLike | Sequence[str | PathLike], *, spacing_to
     for path, ds in items:
         for keyword in ("Rows", "Columns", "SamplesPerPixel"):
             if ds.get(keyword, 1) != ds0.get(keyword, 1):
-                raise DicomError(path, keyword, f"{ds0.get(keyword, 1)} as in {path0.name} (one series, one grid), "
-                                                f"got {ds.get(keyword, 1)}")
+                raise DicomError(
+                    path,
+                    keyword,
+                    f"{ds0.get(keyword, 1)} as in {path0.name} (one series, one grid), got {ds.get(keyword, 1)}",
+                )
         if ds.get("SamplesPerPixel", 1) != 1:
             raise DicomError(path, "SamplesPerPixel", f"1 (a grayscale volume), got {ds.SamplesPerPixel}")
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames != 1:
-            raise DicomError(path, "NumberOfFrames", f"single-frame slices, found {frames} frames (multi-frame "
-                                                     "enhanced objects are not read as series here)")
+            raise DicomError(
+                path,
+                "NumberOfFrames",
+                f"single-frame slices, found {frames} frames (multi-frame "
+                "enhanced objects are not read as series here)",
+            )
         orientation, position, spacing = _geometry(ds, path)
         if np.max(np.abs(orientation - orientation0)) > ORIENTATION_TOLERANCE:
-            raise DicomError(path, "ImageOrientationPatient",
-                             f"{np.round(orientation0, 6).tolist()} as in {path0.name}: mixed orientations in one "
-                             f"series, got {np.round(orientation, 6).tolist()}")
+            raise DicomError(
+                path,
+                "ImageOrientationPatient",
+                f"{np.round(orientation0, 6).tolist()} as in {path0.name}: mixed orientations in one "
+                f"series, got {np.round(orientation, 6).tolist()}",
+            )
         if np.max(np.abs(spacing - spacing0)) > 1e-4 * max(1.0, float(spacing0.max())):
             raise DicomError(path, "PixelSpacing", f"{spacing0.tolist()} as in {path0.name}, got {spacing.tolist()}")
         positions.append(position)
@@ -417,23 +460,32 @@ def read_series(source: str | PathLike | Sequence[str | PathLike], *, spacing_to
         median = float(np.median(gaps))
         for k, gap in enumerate(gaps):
             if gap < 1e-3 * max(median, 1e-3):
-                raise DicomError(where, "ImagePositionPatient",
-                                 f"one slice per position, found {items[k][0].name} and {items[k + 1][0].name} both at "
-                                 f"{distance[k]:.4g} mm along the normal (several echoes, phases or series?)")
+                raise DicomError(
+                    where,
+                    "ImagePositionPatient",
+                    f"one slice per position, found {items[k][0].name} and {items[k + 1][0].name} both at "
+                    f"{distance[k]:.4g} mm along the normal (several echoes, phases or series?)",
+                )
         for k, gap in enumerate(gaps):
             if abs(gap - median) > spacing_tolerance * median:
-                raise DicomError(where, "ImagePositionPatient",
-                                 f"evenly spaced slices ({median:.4g} mm apart), found a {gap:.4g} mm gap between "
-                                 f"{np.round(positions[k], 3).tolist()} ({items[k][0].name}) and "
-                                 f"{np.round(positions[k + 1], 3).tolist()} ({items[k + 1][0].name}): missing slices?")
+                raise DicomError(
+                    where,
+                    "ImagePositionPatient",
+                    f"evenly spaced slices ({median:.4g} mm apart), found a {gap:.4g} mm gap between "
+                    f"{np.round(positions[k], 3).tolist()} ({items[k][0].name}) and "
+                    f"{np.round(positions[k + 1], 3).tolist()} ({items[k + 1][0].name}): missing slices?",
+                )
         step = (positions[-1] - positions[0]) / (len(items) - 1)
         # every slice must sit on the line first + k * step (a sheared or jittered stack is not one grid)
         for k, position in enumerate(positions):
             off = np.linalg.norm(position - (positions[0] + k * step))
             if off > spacing_tolerance * median:
-                raise DicomError(items[k][0], "ImagePositionPatient",
-                                 f"a position on the stack's line ({np.round(positions[0] + k * step, 3).tolist()}), "
-                                 f"found {np.round(position, 3).tolist()} ({off:.3g} mm off)")
+                raise DicomError(
+                    items[k][0],
+                    "ImagePositionPatient",
+                    f"a position on the stack's line ({np.round(positions[0] + k * step, 3).tolist()}), "
+                    f"found {np.round(position, 3).tolist()} ({off:.3g} mm off)",
+                )
 
     # (H, W) slices -> array[c, r, k]: columns along the first axis
     slices = [_pixels(ds, path).astype(np.float32, copy=False).T for path, ds in items]
@@ -454,6 +506,7 @@ def read_series(source: str | PathLike | Sequence[str | PathLike], *, spacing_to
 
 
 # -------------------------------------------------------------------------------------------- study, reports
+
 
 def report_text(ds: Dataset) -> str:
     """The text of a structured report: the TextValue of every TEXT content item, depth first, one per line.
@@ -488,7 +541,9 @@ def _date(ds: Dataset, keyword: str) -> datetime.date | None:
     try:
         return datetime.datetime.strptime(value[:8], "%Y%m%d").date()
     except ValueError:
-        raise DicomError(getattr(ds, "filename", None) or "<dataset>", keyword, f"a date YYYYMMDD, got {value!r}") from None
+        raise DicomError(
+            getattr(ds, "filename", None) or "<dataset>", keyword, f"a date YYYYMMDD, got {value!r}"
+        ) from None
 
 
 def patient_age(ds: Dataset) -> float | None:
@@ -552,8 +607,11 @@ def read_study(folder: str | PathLike) -> DicomStudy:
         if ds.file_meta.get("MediaStorageSOPClassUID") != _DICOMDIR:
             for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
                 if not str(ds.get(keyword, "") or "").strip():  # a cut-off or hand-made file
-                    raise DicomError(path, keyword, "a study instance with a SOP class and instance, study and series "
-                                                    "UIDs; the file has none")
+                    raise DicomError(
+                        path,
+                        keyword,
+                        "a study instance with a SOP class and instance, study and series UIDs; the file has none",
+                    )
             instances.append((path, ds))
     if not instances:
         raise DicomError(folder, "study", "DICOM files, found none")
@@ -576,8 +634,15 @@ def read_study(folder: str | PathLike) -> DicomStudy:
     from ...text.deid import identifying_strings
 
     identifiers = sorted({value for _, ds in instances for value in identifying_strings(ds)})
-    return DicomStudy(study_uid=studies[0], series=series, images=images, reports=[text for _, text in sorted(reports)],
-                      patient=patient, folder=folder, identifiers=identifiers)
+    return DicomStudy(
+        study_uid=studies[0],
+        series=series,
+        images=images,
+        reports=[text for _, text in sorted(reports)],
+        patient=patient,
+        folder=folder,
+        identifiers=identifiers,
+    )
 
 
 def _order(ds: Dataset) -> tuple[int, int, str]:
@@ -653,6 +718,7 @@ def conditioning_from_study(study: DicomStudy) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- MONAI
 
+
 @dataclass
 class _Loaded:
     array: np.ndarray
@@ -698,8 +764,10 @@ class DicomSeriesReader(ImageReader):
                 affine = np.eye(4)
                 if "PixelSpacing" in ds:
                     affine[0, 0], affine[1, 1] = (float(v) for v in ds.PixelSpacing[::-1])
-                meta = {"spatial_shape": np.asarray(array.shape[:2]), "original_channel_dim": -1 if array.ndim == 3
-                        else float("nan")}
+                meta = {
+                    "spatial_shape": np.asarray(array.shape[:2]),
+                    "original_channel_dim": -1 if array.ndim == 3 else float("nan"),
+                }
                 return _Loaded(array, self._meta(meta, affine, ds))
         volume = read_series(path, spacing_tolerance=self.spacing_tolerance)
         meta = {"spatial_shape": np.asarray(volume.array.shape), "original_channel_dim": float("nan")}
@@ -722,8 +790,10 @@ class DicomSeriesReader(ImageReader):
         meta = dict(items[0].meta)
         for other in items[1:]:
             if other.array.shape != items[0].array.shape or not np.allclose(other.meta["affine"], meta["affine"]):
-                raise ValueError("DicomSeriesReader: inputs stacked as channels need one shape and affine, got "
-                                 f"{items[0].array.shape} and {other.array.shape}")
+                raise ValueError(
+                    "DicomSeriesReader: inputs stacked as channels need one shape and affine, got "
+                    f"{items[0].array.shape} and {other.array.shape}"
+                )
         if len(items) == 1:
             return items[0].array, meta
         meta["original_channel_dim"] = 0

@@ -48,7 +48,9 @@ def dciodvfy(path: str | os.PathLike) -> DciodvfyReport:
         raise ValueError(f"dciodvfy not found: {DCIODVFY_INSTALL}")
     result = subprocess.run([executable, str(path)], capture_output=True, text=True, timeout=120)
     lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    return DciodvfyReport(Path(path), [line for line in lines if "Error" in line], [line for line in lines if "Warning" in line])
+    return DciodvfyReport(
+        Path(path), [line for line in lines if "Error" in line], [line for line in lines if "Warning" in line]
+    )
 
 
 def write_examples(folder: str | os.PathLike) -> dict[str, Path]:
@@ -70,11 +72,14 @@ def write_examples(folder: str | os.PathLike) -> dict[str, Path]:
     affine = np.diag([0.7, 0.7, 3.0, 1.0])
     return {
         "secondary capture (grayscale)": write_secondary_capture(
-            rng.integers(0, 256, (8, 8), dtype=np.uint8), folder / "sc_gray.dcm", provenance),
+            rng.integers(0, 256, (8, 8), dtype=np.uint8), folder / "sc_gray.dcm", provenance
+        ),
         "secondary capture (RGB, conditioned: CHEST)": write_secondary_capture(
-            rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), folder / "sc_rgb.dcm", provenance, chest),
+            rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), folder / "sc_rgb.dcm", provenance, chest
+        ),
         "secondary capture (conditioned: KNEE, right)": write_secondary_capture(
-            np.zeros((8, 8), np.uint8), folder / "sc_knee.dcm", provenance, knee),
+            np.zeros((8, 8), np.uint8), folder / "sc_knee.dcm", provenance, knee
+        ),
         "MR slice": write_mr_series(rng.random((6, 5, 3)), affine, folder / "mr", provenance)[1],
         "Basic Text SR": write_basic_text_sr("Synthetic report: no acute findings.", folder / "sr.dcm", provenance),
     }

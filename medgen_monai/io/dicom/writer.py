@@ -33,7 +33,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
 from ..atomic import atomic_folder, atomic_path
-from .marking import ALLOWED_FROM_INPUT, SOFTWARE, SYNTHETIC_PATIENT_KEYWORDS, Provenance, apply_marking, synthetic_patient
+from .marking import (
+    ALLOWED_FROM_INPUT,
+    SOFTWARE,
+    SYNTHETIC_PATIENT_KEYWORDS,
+    Provenance,
+    apply_marking,
+    synthetic_patient,
+)
 
 __all__ = [
     "SECONDARY_CAPTURE_STORAGE",
@@ -94,25 +101,46 @@ class DicomStudyIds:
         """Fresh study and series UIDs, dated now."""
         now = datetime.datetime.now()
         study_uid = new_uid()
-        return cls(study_uid, new_uid(), int(series_number), now.strftime("%Y%m%d"), now.strftime("%H%M%S"),
-                   "SYN" + study_uid[-8:].replace(".", ""))
+        return cls(
+            study_uid,
+            new_uid(),
+            int(series_number),
+            now.strftime("%Y%m%d"),
+            now.strftime("%H%M%S"),
+            "SYN" + study_uid[-8:].replace(".", ""),
+        )
 
     def new_series(self, series_number: int) -> DicomStudyIds:
         """The same study, a fresh series."""
-        return DicomStudyIds(self.study_uid, new_uid(), int(series_number), self.study_date, self.study_time, self.study_id)
+        return DicomStudyIds(
+            self.study_uid, new_uid(), int(series_number), self.study_date, self.study_time, self.study_id
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DicomStudyIds:
-        return cls(**{k: data[k] for k in ("study_uid", "series_uid", "series_number", "study_date", "study_time", "study_id")
-                      if k in data})
+        return cls(
+            **{
+                k: data[k]
+                for k in ("study_uid", "series_uid", "series_number", "study_date", "study_time", "study_id")
+                if k in data
+            }
+        )
 
 
-def _new_instance(cls: type, *, provenance: Provenance, patient: Mapping[str, str] | None,
-                  study: DicomStudyIds | None, instance_number: int, series_description: str, image: bool,
-                  **extra: Any) -> pydicom.Dataset:
+def _new_instance(
+    cls: type,
+    *,
+    provenance: Provenance,
+    patient: Mapping[str, str] | None,
+    study: DicomStudyIds | None,
+    instance_number: int,
+    series_description: str,
+    image: bool,
+    **extra: Any,
+) -> pydicom.Dataset:
     """The one place every writer builds its dataset: patient, general study, general series, general equipment
     and SOP common modules (through highdicom ``cls``: ``hd.SOPClass``, given ``sop_class_uid`` and ``modality`` in
     ``extra``, or ``hd.sc.SCImage``), the allow-listed reference attributes, and the synthetic marking."""
@@ -121,8 +149,10 @@ def _new_instance(cls: type, *, provenance: Provenance, patient: Mapping[str, st
     patient = dict(synthetic_patient() if patient is None else patient)
     unknown = sorted(set(patient) - set(SYNTHETIC_PATIENT_KEYWORDS) - set(ALLOWED_FROM_INPUT))
     if unknown:
-        raise ValueError(f"patient: {unknown} may not be written; expected keywords of synthetic_patient() "
-                         f"{list(SYNTHETIC_PATIENT_KEYWORDS)} or the allow-list {list(ALLOWED_FROM_INPUT)}")
+        raise ValueError(
+            f"patient: {unknown} may not be written; expected keywords of synthetic_patient() "
+            f"{list(SYNTHETIC_PATIENT_KEYWORDS)} or the allow-list {list(ALLOWED_FROM_INPUT)}"
+        )
     if not str(patient.get("PatientName", "")).startswith("SYNTHETIC"):
         raise ValueError(f"patient: PatientName must start with SYNTHETIC, got {patient.get('PatientName')!r}")
     if int(instance_number) < 1:
@@ -219,19 +249,27 @@ def write_secondary_capture(
     """
     import highdicom as hd
 
-    if patient_orientation is not None and (len(patient_orientation) != 2
-                                            or not all(isinstance(v, str) and v for v in patient_orientation)):
-        raise ValueError(f"{path}: patient_orientation: expected two direction codes such as ('L', 'F'), "
-                         f"got {patient_orientation!r}")
-    if view_position is not None and (not isinstance(view_position, str) or not view_position.strip()
-                                      or len(view_position) > 16):
+    if patient_orientation is not None and (
+        len(patient_orientation) != 2 or not all(isinstance(v, str) and v for v in patient_orientation)
+    ):
+        raise ValueError(
+            f"{path}: patient_orientation: expected two direction codes such as ('L', 'F'), got {patient_orientation!r}"
+        )
+    if view_position is not None and (
+        not isinstance(view_position, str) or not view_position.strip() or len(view_position) > 16
+    ):
         raise ValueError(f"{path}: view_position: expected a short code such as 'PA' or 'LL', got {view_position!r}")
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)) or image.size == 0:
         raise ValueError(f"{path}: image: expected uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
     ds = _new_instance(
-        hd.sc.SCImage, provenance=provenance, patient=patient, study=study,
-        instance_number=instance_number, series_description=series_description, image=True,
+        hd.sc.SCImage,
+        provenance=provenance,
+        patient=patient,
+        study=study,
+        instance_number=instance_number,
+        series_description=series_description,
+        image=True,
         pixel_array=np.ascontiguousarray(image),
         photometric_interpretation="MONOCHROME2" if image.ndim == 2 else "RGB",
         bits_allocated=8,
@@ -310,9 +348,17 @@ def write_mr_series(
     names = [f"slice_{k + 1:0{width}d}.dcm" for k in range(volume.shape[2])]
     with atomic_folder(folder) as tmp:
         for k, name in enumerate(names):
-            ds = _new_instance(hd.SOPClass, sop_class_uid=MR_IMAGE_STORAGE, modality="MR", provenance=provenance,
-                               patient=patient, study=study, instance_number=k + 1,
-                               series_description=series_description, image=True)
+            ds = _new_instance(
+                hd.SOPClass,
+                sop_class_uid=MR_IMAGE_STORAGE,
+                modality="MR",
+                provenance=provenance,
+                patient=patient,
+                study=study,
+                instance_number=k + 1,
+                series_description=series_description,
+                image=True,
+            )
             position = lps[:3, 3] + k * lps[:3, 2]
             # Frame of Reference
             ds.FrameOfReferenceUID = frame_of_reference
@@ -381,8 +427,15 @@ def write_basic_text_sr(
         raise ValueError(f"{path}: text: expected a non-empty report string, got {text!r}")
     title = codes.LN.DiagnosticImagingReport if title is None else title
     ds = _new_instance(
-        hd.SOPClass, sop_class_uid=BASIC_TEXT_SR_STORAGE, modality="SR", provenance=provenance, patient=patient,
-        study=study, instance_number=instance_number, series_description=series_description, image=False,
+        hd.SOPClass,
+        sop_class_uid=BASIC_TEXT_SR_STORAGE,
+        modality="SR",
+        provenance=provenance,
+        patient=patient,
+        study=study,
+        instance_number=instance_number,
+        series_description=series_description,
+        image=False,
         specific_character_set=None if text.isascii() else "ISO_IR 192",
     )
     # SR Document Series / General: nothing was performed or verified
