@@ -47,6 +47,7 @@ import build_docs  # noqa: E402
 import quality  # noqa: E402
 
 from medgen_monai import cli  # noqa: E402
+from medgen_monai.configs import shared_config_problems  # noqa: E402
 from medgen_monai.engines import load_checkpoint  # noqa: E402
 from medgen_monai.io.atomic import atomic_path, atomic_write_text  # noqa: E402
 from medgen_monai.io.weights import save_weights  # noqa: E402
@@ -368,6 +369,13 @@ def promote(copy_root: Path, bundle: Path) -> list[Path]:
     atomic_write_text(train_config, json.dumps(config, indent=4) + "\n")
     if train_config not in written:
         written.append(train_config)
+    # this bundle's copies of shared configs (other bundles' folders may be absent: a test's single copy)
+    drift = [p for p in shared_config_problems(bundle.parent) if p.startswith(f"{bundle}/") and "missing" not in p]
+    if drift:  # a config shared by several bundles: the recipe belongs in its one source (and then in every copy)
+        raise RuntimeError(
+            f"promoting {stamp['recipe']} made a shared config drift: {drift}; put the recipe's "
+            "settings into medgen_monai/configs and run python -m medgen_monai.configs"
+        )
     weights = bundle / "models" / f"{stage}.pt"
     shutil.copy2(copy_root / "models" / f"{stage}.pt", weights)
     written.append(weights)

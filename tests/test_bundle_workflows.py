@@ -78,3 +78,27 @@ def test_every_training_stage_defines_monais_train_properties(root, stage):
     assert parser["train#dataset#transform"] == "@train#preprocessing"
     assert parser["train#trainer#max_epochs"] is None  # max_iterations rules unless max_epochs is set
     assert not str(parser["train_dir"]).startswith("$@bundle_root")  # training never writes into the bundle
+
+
+def test_the_vap_bundles_train_diffusion_from_one_shared_config(tmp_path):
+    """medgen_monai/configs holds the VAP diffusion training config once; each bundle ships a copy (bundles stand
+    alone) that differs only in its own training length, and a copy that drifts is reported."""
+    import shutil
+
+    from medgen_monai.configs import shared_config_problems, sync_shared_configs
+
+    assert shared_config_problems(ROOT / "bundles") == []
+    bundles = tmp_path / "bundles"
+    for kind in ("derm", "colon", "cxr"):
+        shutil.copytree(
+            ROOT / "bundles" / f"vap_diffusion_{kind}" / "configs", bundles / f"vap_diffusion_{kind}" / "configs"
+        )
+    derm = bundles / "vap_diffusion_derm" / "configs" / "train_diffusion.json"
+    config = json.loads(derm.read_text())
+    iterations = config["max_iterations"]
+    config["learning_rate"] = 0.5
+    derm.write_text(json.dumps(config))
+    assert [p.split(":")[0] for p in shared_config_problems(bundles)] == [str(derm)]
+    assert sync_shared_configs(bundles) == [derm] and shared_config_problems(bundles) == []
+    synced = json.loads(derm.read_text())
+    assert synced["max_iterations"] == iterations and synced["learning_rate"] != 0.5
