@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bundle_ccella import TINY as CCELLA_TINY
+from test_bundle_medcodim import TINY as MEDCODIM_TINY
 
 from medgen_monai import cli
 from medgen_monai.engines.bundles import shipped_bundles, unshipped_bundles
@@ -37,36 +39,8 @@ BUNDLES = ROOT / "bundles"
 SMALLEST = BUNDLES / "ldm_label_derm"
 ATOL = 1e-4
 
-# bundles without weights are exported from random initialisation at these sizes (each test's own copy of the
-# sizes the bundle tests use)
-TINY = {
-    "ccella_prostate_mri": {
-        "image_size": [32, 32, 16],
-        "autoencoder_def#channels": [8, 8, 16],
-        "network_def#channels": [16, 16, 32],
-        "network_def#num_head_channels": 16,
-        "connector_def#width": 16,
-        "connector_def#output_dim": 16,
-        "connector_def#num_latents": 4,
-        "text_max_length": 32,
-    },
-    "medcodim_cxr": {
-        "image_size": [16, 16],
-        "autoencoder_def#channels": [8, 8],
-        "autoencoder_def#attention_levels": [False, False],
-        "autoencoder_def#norm_num_groups": 4,
-        "image_stream_def#channels": [16, 32],
-        "image_stream_def#attention_levels": [False, True],
-        "image_stream_def#num_head_channels": 16,
-        "image_stream_def#norm_num_groups": 8,
-        "report_latent_dim": 8,
-        "aligned_def#channels": [8, 16],
-        "condition_dim": 16,
-        "report_stream_def#channels": [32, 16],
-        "report_stream_def#attention_tokens": 2,
-        "text_max_length": 32,
-    },
-}
+# bundles without weights are exported from random initialisation at the sizes their bundle tests use
+TINY = {"ccella_prostate_mri": CCELLA_TINY, "medcodim_cxr": MEDCODIM_TINY}
 
 
 def _check_against_eager(out: Path, bundle: Path, weights: bool, overrides: dict | None = None) -> dict:
